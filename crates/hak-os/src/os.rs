@@ -1,0 +1,509 @@
+//! [`Os`]: mappings, decommit and their counters.
+//!
+//! Aligned mappings first try an address from a private hint window with `MAP_FIXED_NOREPLACE`
+//! (one syscall, and our regions cluster, which keeps the registry's page map dense); when the
+//! hint is taken or unaligned they fall back to over-mapping by `align` and trimming both ends
+//! (one mmap and up to two munmaps), as mimalloc does.
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
+
+use crate::platform::{errno, page_size};
+
+/// Start of the address window aligned mappings are hinted into (32 TiB: far from the
+/// executable, the brk heap and the libraries near the top of the 47-bit user space).
+const HINT_START: usize = 0x2000_0000_0000;
+/// Size of the hint window (16 TiB). The cursor wraps inside it; a taken address just costs the
+/// fallback path.
+const HINT_WINDOW: usize = 0x1000_0000_0000;
+
+/// The operation an [`OsError`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OsOp {
+    /// `mmap`, including a refusal injected by [`Os::fail_next_maps`].
+    Map,
+    /// `munmap`.
+    Unmap,
+    /// `madvise`.
+    Advise,
+    /// `mremap`.
+    Remap,
+    /// The arguments broke the documented preconditions (size 0, not page-multiple, alignment
+    /// not a power of two, overflow); no syscall was made.
+    Invalid,
+}
+
+/// A failed OS operation: which one, and the `errno` it left (0 for [`OsOp::Invalid`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsError {
+    /// The operation that failed.
+    pub op: OsOp,
+    /// The kernel's error number (`libc::ENOMEM` for an injected map failure).
+    pub errno: i32,
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} failed (errno {})", self.op, self.errno)
+    }
+}
+
+/// How [`Os::decommit`] gives pages back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Decommit {
+    /// `MADV_DONTNEED`: pages are dropped at once and read back as zero. RSS falls immediately.
+    DontNeed = 0,
+    /// `MADV_FREE`: the kernel reclaims the pages lazily under pressure; cheaper to reuse, but
+    /// RSS stays high until then, and the contents are not guaranteed to be zero.
+    Free = 1,
+}
+
+/// A snapshot of [`Os`]'s counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OsStats {
+    /// `mmap` syscalls made (hinted attempts and fallbacks each count).
+    pub mmap_calls: u64,
+    /// `munmap` syscalls made (trimming an over-mapped region counts too).
+    pub munmap_calls: u64,
+    /// `madvise` syscalls made.
+    pub madvise_calls: u64,
+    /// `mremap` syscalls made.
+    pub mremap_calls: u64,
+    /// Mappings refused (by the kernel or the test hook).
+    pub map_failures: u64,
+    /// Bytes currently mapped through this instance, with peak and total.
+    pub mapped: GaugeValue,
+    /// Bytes given back with `MADV_DONTNEED` (total).
+    pub decommitted_dontneed: u64,
+    /// Bytes given back with `MADV_FREE` (total); RSS may not have fallen for these.
+    pub decommitted_free: u64,
+}
+
+/// The OS box: one per allocator instance, shared by `&` among its layers.
+#[derive(Debug)]
+pub struct Os {
+    /// Statistics (relaxed counters).
+    mmap_calls: StatCounter,
+    munmap_calls: StatCounter,
+    madvise_calls: StatCounter,
+    mremap_calls: StatCounter,
+    map_failures: StatCounter,
+    mapped: StatGauge,
+    decommitted_dontneed: StatCounter,
+    decommitted_free: StatCounter,
+    /// Test hook: the number of upcoming `map`/`remap` calls to refuse with ENOMEM.
+    fail_maps: AtomicUsize,
+    /// `Decommit` as u8.
+    decommit: AtomicU8,
+    /// Next hint address for aligned maps (offset into the hint window). A hint only: races
+    /// lose nothing but a syscall.
+    hint: AtomicUsize,
+}
+
+impl Default for Os {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Os {
+    /// A new OS box with zeroed counters and `Decommit::DontNeed`.
+    pub const fn new() -> Os {
+        Os {
+            mmap_calls: StatCounter::new(),
+            munmap_calls: StatCounter::new(),
+            madvise_calls: StatCounter::new(),
+            mremap_calls: StatCounter::new(),
+            map_failures: StatCounter::new(),
+            mapped: StatGauge::new(),
+            decommitted_dontneed: StatCounter::new(),
+            decommitted_free: StatCounter::new(),
+            fail_maps: AtomicUsize::new(0),
+            decommit: AtomicU8::new(Decommit::DontNeed as u8),
+            hint: AtomicUsize::new(0),
+        }
+    }
+
+    /// Chooses how [`Os::decommit`] releases pages.
+    pub fn set_decommit(&self, mode: Decommit) {
+        self.decommit.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// The decommit mode in force.
+    pub fn decommit_mode(&self) -> Decommit {
+        if self.decommit.load(Ordering::Relaxed) == Decommit::Free as u8 {
+            Decommit::Free
+        } else {
+            Decommit::DontNeed
+        }
+    }
+
+    /// Test hook: the next `n` calls to [`Os::map`] (and [`Os::remap`]) fail with `ENOMEM`
+    /// without a syscall. `0` cancels.
+    pub fn fail_next_maps(&self, n: usize) {
+        self.fail_maps.store(n, Ordering::Relaxed);
+    }
+
+    fn injected_failure(&self) -> bool {
+        let mut cur = self.fail_maps.load(Ordering::Relaxed);
+        while cur > 0 {
+            match self.fail_maps.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.map_failures.add(1);
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+        false
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> OsStats {
+        OsStats {
+            mmap_calls: self.mmap_calls.get(),
+            munmap_calls: self.munmap_calls.get(),
+            madvise_calls: self.madvise_calls.get(),
+            mremap_calls: self.mremap_calls.get(),
+            map_failures: self.map_failures.get(),
+            mapped: self.mapped.get(),
+            decommitted_dontneed: self.decommitted_dontneed.get(),
+            decommitted_free: self.decommitted_free.get(),
+        }
+    }
+
+    /// Maps `size` bytes of zeroed, read-write, private anonymous memory whose base is a
+    /// multiple of `align`.
+    ///
+    /// Preconditions (checked; a violation returns [`OsOp::Invalid`]): `size > 0` and a
+    /// multiple of [`page_size`]; `align` a power of two. Alignments below the page size give
+    /// page alignment. Memory is reserved with `MAP_NORESERVE` and committed by the kernel on
+    /// first touch.
+    pub fn map(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
+        let page = page_size();
+        if size == 0 || size % page != 0 || !align.is_power_of_two() {
+            return Err(OsError { op: OsOp::Invalid, errno: 0 });
+        }
+        if self.injected_failure() {
+            return Err(OsError { op: OsOp::Map, errno: libc::ENOMEM });
+        }
+        let align = align.max(page);
+        let p = if align == page {
+            self.mmap_raw(core::ptr::null_mut(), size, 0)?
+        } else {
+            self.map_aligned(size, align)?
+        };
+        self.mapped.increase(size as u64);
+        Ok(p)
+    }
+
+    fn map_aligned(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
+        // Hinted attempt: a fresh aligned address in our window, refused if anything is there.
+        let span = size.checked_add(align - 1).map(|s| s & !(align - 1));
+        if let Some(span) = span.filter(|&s| s <= HINT_WINDOW / 4) {
+            let off = self.hint.fetch_add(span, Ordering::Relaxed) % HINT_WINDOW;
+            let off = (off + align - 1) & !(align - 1);
+            if off + span <= HINT_WINDOW {
+                let want = (HINT_START + off) as *mut libc::c_void;
+                if let Ok(p) = self.mmap_raw(want, size, libc::MAP_FIXED_NOREPLACE) {
+                    if p.as_ptr() as usize % align == 0 {
+                        return Ok(p);
+                    }
+                    // A kernel that ignores the flag may place it elsewhere: undo and fall back.
+                    // SAFETY: `p` is the `size`-byte mapping just made and not yet shared.
+                    let _ = unsafe { self.munmap_raw(p.as_ptr(), size) };
+                }
+            }
+        }
+        // Fallback: over-map, then trim the unaligned head and the surplus tail.
+        let total = size
+            .checked_add(align - page_size())
+            .ok_or(OsError { op: OsOp::Invalid, errno: 0 })?;
+        let raw = self.mmap_raw(core::ptr::null_mut(), total, 0)?.as_ptr() as usize;
+        let base = (raw + align - 1) & !(align - 1);
+        let head = base - raw;
+        let tail = total - head - size;
+        if head > 0 {
+            // SAFETY: [raw, raw+head) is part of the mapping just made and holds nothing yet.
+            let _ = unsafe { self.munmap_raw(raw as *mut u8, head) };
+        }
+        if tail > 0 {
+            // SAFETY: [base+size, base+size+tail) is the unused end of the same mapping.
+            let _ = unsafe { self.munmap_raw((base + size) as *mut u8, tail) };
+        }
+        // SAFETY: base lies inside a successful mapping, so it is not null.
+        Ok(unsafe { NonNull::new_unchecked(base as *mut u8) })
+    }
+
+    fn mmap_raw(
+        &self,
+        addr: *mut libc::c_void,
+        size: usize,
+        extra: libc::c_int,
+    ) -> Result<NonNull<u8>, OsError> {
+        self.mmap_calls.add(1);
+        // SAFETY: an anonymous private mapping touches no existing memory: without MAP_FIXED the
+        // kernel never replaces an existing mapping (MAP_FIXED_NOREPLACE fails instead).
+        let p = unsafe {
+            libc::mmap(
+                addr,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | extra,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            self.map_failures.add(1);
+            return Err(OsError { op: OsOp::Map, errno: errno() });
+        }
+        // SAFETY: mmap never returns null for a successful non-fixed anonymous mapping.
+        Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+    }
+
+    /// # Safety
+    /// `[ptr, ptr+size)` must be mapped memory nobody uses any more.
+    unsafe fn munmap_raw(&self, ptr: *mut u8, size: usize) -> Result<(), OsError> {
+        self.munmap_calls.add(1);
+        // SAFETY: forwarded from the caller's contract.
+        if unsafe { libc::munmap(ptr.cast(), size) } != 0 {
+            return Err(OsError { op: OsOp::Unmap, errno: errno() });
+        }
+        Ok(())
+    }
+
+    /// Unmaps a region returned by [`Os::map`] (or a page-aligned part of one).
+    ///
+    /// # Safety
+    /// `[ptr, ptr+size)` lies inside mappings made by this `Os`, `size` is a multiple of the
+    /// page size, and no one will touch the range again.
+    pub unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) -> Result<(), OsError> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.munmap_raw(ptr.as_ptr(), size) }?;
+        self.mapped.decrease(size as u64);
+        Ok(())
+    }
+
+    /// Returns the physical pages of `[ptr, ptr+size)` to the kernel, keeping the addresses
+    /// mapped. With [`Decommit::DontNeed`] the range reads back as zero; with
+    /// [`Decommit::Free`] its contents are undefined until written.
+    ///
+    /// # Safety
+    /// The range is page-aligned, inside a mapping of this `Os`, and holds nothing anyone
+    /// still needs.
+    pub unsafe fn decommit(&self, ptr: NonNull<u8>, size: usize) -> Result<(), OsError> {
+        let mode = self.decommit_mode();
+        let advice = match mode {
+            Decommit::DontNeed => libc::MADV_DONTNEED,
+            Decommit::Free => libc::MADV_FREE,
+        };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.madvise_raw(ptr, size, advice) }?;
+        match mode {
+            Decommit::DontNeed => self.decommitted_dontneed.add(size as u64),
+            Decommit::Free => self.decommitted_free.add(size as u64),
+        }
+        Ok(())
+    }
+
+    /// Makes a decommitted range usable again. On Linux an anonymous mapping is committed on
+    /// first touch, so this makes no syscall; it exists so callers state the transition and a
+    /// port to a system with explicit commit has one place to change.
+    ///
+    /// # Safety
+    /// The range is page-aligned and inside a mapping of this `Os`.
+    #[inline]
+    pub unsafe fn commit(&self, _ptr: NonNull<u8>, _size: usize) -> Result<(), OsError> {
+        Ok(())
+    }
+
+    /// Advises the kernel to back `[ptr, ptr+size)` with transparent huge pages (`on`) or not.
+    ///
+    /// # Safety
+    /// The range is page-aligned and inside a mapping of this `Os`.
+    pub unsafe fn advise_huge(&self, ptr: NonNull<u8>, size: usize, on: bool) -> Result<(), OsError> {
+        let advice = if on { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.madvise_raw(ptr, size, advice) }
+    }
+
+    /// # Safety
+    /// The range is page-aligned and inside a mapping of this `Os`; `advice` does not destroy
+    /// data anyone needs.
+    unsafe fn madvise_raw(&self, ptr: NonNull<u8>, size: usize, advice: i32) -> Result<(), OsError> {
+        self.madvise_calls.add(1);
+        // SAFETY: forwarded from the caller's contract.
+        if unsafe { libc::madvise(ptr.as_ptr().cast(), size, advice) } != 0 {
+            return Err(OsError { op: OsOp::Advise, errno: errno() });
+        }
+        Ok(())
+    }
+
+    /// Resizes a mapping, moving it if needed (`mremap` with `MREMAP_MAYMOVE`); the contents
+    /// up to `min(old, new)` are kept and the rest reads as zero. On failure the old mapping
+    /// is untouched. The result is page-aligned only: callers needing more alignment check it.
+    ///
+    /// # Safety
+    /// `[ptr, ptr+old_size)` is one whole mapping of this `Os`; both sizes are non-zero page
+    /// multiples. On success the old range must not be used again.
+    pub unsafe fn remap(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, OsError> {
+        let page = page_size();
+        if old_size == 0 || new_size == 0 || old_size % page != 0 || new_size % page != 0 {
+            return Err(OsError { op: OsOp::Invalid, errno: 0 });
+        }
+        if self.injected_failure() {
+            return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
+        }
+        self.mremap_calls.add(1);
+        // SAFETY: forwarded from the caller's contract; MAYMOVE never overwrites other mappings.
+        let p = unsafe {
+            libc::mremap(ptr.as_ptr().cast(), old_size, new_size, libc::MREMAP_MAYMOVE)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(OsError { op: OsOp::Remap, errno: errno() });
+        }
+        if new_size >= old_size {
+            self.mapped.increase((new_size - old_size) as u64);
+        } else {
+            self.mapped.decrease((old_size - new_size) as u64);
+        }
+        // SAFETY: a successful mremap never returns null.
+        Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn map_returns_zeroed_writable_aligned_memory() {
+        let os = Os::new();
+        for &align in &[page_size(), MIB, 2 * MIB, 8 * MIB] {
+            let size = 2 * MIB;
+            let p = os.map(size, align).expect("map");
+            assert_eq!(p.as_ptr() as usize % align, 0, "align {align}");
+            // SAFETY: the mapping is `size` bytes and ours.
+            let s = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), size) };
+            assert!(s.iter().step_by(4096).all(|&b| b == 0));
+            s[0] = 1;
+            s[size - 1] = 2;
+            // SAFETY: unmapping the region we mapped.
+            unsafe { os.unmap(p, size) }.expect("unmap");
+        }
+        let st = os.stats();
+        assert_eq!(st.mapped.current, 0);
+        assert_eq!(st.mapped.total, 8 * MIB as u64);
+        assert!(st.mmap_calls >= 4);
+    }
+
+    #[test]
+    fn invalid_arguments_are_rejected_without_a_syscall() {
+        let os = Os::new();
+        assert_eq!(os.map(0, 4096).unwrap_err().op, OsOp::Invalid);
+        assert_eq!(os.map(100, 4096).unwrap_err().op, OsOp::Invalid);
+        assert_eq!(os.map(4096, 3000).unwrap_err().op, OsOp::Invalid);
+        assert_eq!(os.stats().mmap_calls, 0);
+    }
+
+    #[test]
+    fn refused_mapping_is_an_error_with_errno() {
+        let os = Os::new();
+        // More than the 47-bit address space: the kernel must refuse.
+        let err = os.map(1usize << 50, 4096).unwrap_err();
+        assert_eq!(err.op, OsOp::Map);
+        assert_eq!(err.errno, libc::ENOMEM);
+        assert_eq!(os.stats().map_failures, 1);
+    }
+
+    #[test]
+    fn injected_failures_fail_exactly_n_maps() {
+        let os = Os::new();
+        os.fail_next_maps(2);
+        assert_eq!(os.map(4096, 4096).unwrap_err(), OsError { op: OsOp::Map, errno: libc::ENOMEM });
+        assert!(os.map(4096, 2 * MIB).is_err());
+        let p = os.map(4096, 4096).expect("third map succeeds");
+        // SAFETY: unmapping what we mapped.
+        unsafe { os.unmap(p, 4096) }.unwrap();
+        assert_eq!(os.stats().mmap_calls, 1);
+    }
+
+    #[test]
+    fn decommit_dontneed_zeroes_and_counts() {
+        let os = Os::new();
+        let size = 16 * 4096;
+        let p = os.map(size, 4096).unwrap();
+        // SAFETY: the mapping is ours and `size` bytes long.
+        unsafe {
+            p.as_ptr().write_bytes(0xAB, size);
+            os.decommit(p, size).unwrap();
+            assert_eq!(*p.as_ptr().add(100), 0);
+            os.commit(p, size).unwrap();
+            *p.as_ptr() = 7;
+            os.unmap(p, size).unwrap();
+        }
+        let st = os.stats();
+        assert_eq!(st.madvise_calls, 1);
+        assert_eq!(st.decommitted_dontneed, size as u64);
+        assert_eq!(st.decommitted_free, 0);
+    }
+
+    #[test]
+    fn decommit_free_is_reported_separately() {
+        let os = Os::new();
+        os.set_decommit(Decommit::Free);
+        let p = os.map(4096, 4096).unwrap();
+        // SAFETY: the mapping is ours.
+        unsafe {
+            os.decommit(p, 4096).unwrap();
+            os.unmap(p, 4096).unwrap();
+        }
+        assert_eq!(os.stats().decommitted_free, 4096);
+        assert_eq!(os.stats().decommitted_dontneed, 0);
+    }
+
+    #[test]
+    fn remap_grows_keeping_contents() {
+        let os = Os::new();
+        let p = os.map(4096, 4096).unwrap();
+        // SAFETY: the mapping is ours; after remap only the new one is used.
+        unsafe {
+            p.as_ptr().write_bytes(0x5A, 4096);
+            let q = os.remap(p, 4096, 64 * 4096).unwrap();
+            assert_eq!(*q.as_ptr().add(4095), 0x5A);
+            assert_eq!(*q.as_ptr().add(4096), 0);
+            assert_eq!(os.stats().mapped.current, 64 * 4096);
+            os.unmap(q, 64 * 4096).unwrap();
+        }
+    }
+
+    #[test]
+    fn huge_page_advice_is_accepted_on_an_aligned_region() {
+        let os = Os::new();
+        let p = os.map(2 * MIB, 2 * MIB).unwrap();
+        // SAFETY: the mapping is ours. THP may be disabled system-wide; madvise still accepts it
+        // unless the kernel lacks THP entirely (EINVAL), which we tolerate.
+        unsafe {
+            let r = os.advise_huge(p, 2 * MIB, true);
+            assert!(r.is_ok() || r.unwrap_err().errno == libc::EINVAL);
+            os.unmap(p, 2 * MIB).unwrap();
+        }
+    }
+}
