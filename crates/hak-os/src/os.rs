@@ -225,9 +225,8 @@ impl Os {
             }
         }
         // Fallback: over-map, then trim the unaligned head and the surplus tail.
-        let total = size
-            .checked_add(align - page_size())
-            .ok_or(OsError { op: OsOp::Invalid, errno: 0 })?;
+        let total =
+            size.checked_add(align - page_size()).ok_or(OsError { op: OsOp::Invalid, errno: 0 })?;
         let raw = self.mmap_raw(core::ptr::null_mut(), total, 0)?.as_ptr() as usize;
         let base = (raw + align - 1) & !(align - 1);
         let head = base - raw;
@@ -331,7 +330,12 @@ impl Os {
     ///
     /// # Safety
     /// The range is page-aligned and inside a mapping of this `Os`.
-    pub unsafe fn advise_huge(&self, ptr: NonNull<u8>, size: usize, on: bool) -> Result<(), OsError> {
+    pub unsafe fn advise_huge(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        on: bool,
+    ) -> Result<(), OsError> {
         let advice = if on { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.madvise_raw(ptr, size, advice) }
@@ -340,7 +344,12 @@ impl Os {
     /// # Safety
     /// The range is page-aligned and inside a mapping of this `Os`; `advice` does not destroy
     /// data anyone needs.
-    unsafe fn madvise_raw(&self, ptr: NonNull<u8>, size: usize, advice: i32) -> Result<(), OsError> {
+    unsafe fn madvise_raw(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        advice: i32,
+    ) -> Result<(), OsError> {
         self.madvise_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         if unsafe { libc::madvise(ptr.as_ptr().cast(), size, advice) } != 0 {
@@ -371,9 +380,8 @@ impl Os {
         }
         self.mremap_calls.add(1);
         // SAFETY: forwarded from the caller's contract; MAYMOVE never overwrites other mappings.
-        let p = unsafe {
-            libc::mremap(ptr.as_ptr().cast(), old_size, new_size, libc::MREMAP_MAYMOVE)
-        };
+        let p =
+            unsafe { libc::mremap(ptr.as_ptr().cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
         if p == libc::MAP_FAILED {
             return Err(OsError { op: OsOp::Remap, errno: errno() });
         }

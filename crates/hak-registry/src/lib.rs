@@ -1,1 +1,40 @@
-//! (filled by a later issue)
+//! hakmem's registry (layer 2): who owns an address, and where empty SuperSlabs wait.
+//!
+//! What it offers:
+//! - [`Registry`]: a two-level page map from any address to the [`Owner`] of the 1 MiB granule
+//!   it falls in ([`GRANULE`]). [`Registry::register`] claims the granules of a region (base
+//!   aligned to [`GRANULE`]) for an [`OwnerKind`]; [`Registry::lookup`] answers for any address
+//!   (an unknown one gives `None`, never a crash); [`Registry::unregister`] releases them.
+//! - [`SuperSlabCache`]: an LRU cache of empty, registered regions (SuperSlabs) with limits on
+//!   count, bytes and age; eviction unregisters and unmaps. [`SuperSlabCache::prewarm`] maps
+//!   regions ahead of need.
+//!
+//! Invariants:
+//! - The map has no capacity limit and never probes: the top level has one slot per 64 GiB of
+//!   address space ([`TOP_BITS`] + [`LEAF_BITS`] + `GRANULE_SHIFT` = 48 address bits), and each
+//!   leaf is mapped from hak-os the first time a granule under it is registered, then kept.
+//!   Memory cost: 8 bytes per 1 MiB granule touched (8 KiB of leaf per GiB of heap, committed
+//!   by the kernel a page at a time) plus the 32 KiB top array.
+//! - An entry is `base | kind`, `base` the owner region's first granule; `0` means unowned.
+//! - A region is registered before it is visible to any other thread and unregistered before
+//!   it is unmapped, so a lookup sees nothing or a fully initialised owner.
+//! - No two registered regions share a granule: registration of an owned granule fails and
+//!   leaves the map as it was.
+//!
+//! Concurrency: `lookup` is wait-free (two acquire loads). `register`/`unregister` may run
+//! concurrently with lookups and with each other on disjoint regions; leaf creation races are
+//! settled by a compare-exchange (the loser unmaps its leaf). The cache is a mutex-protected
+//! list: it sits on the slow path, where a SuperSlab is emptied or needed.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod cache;
+mod map;
+
+pub use cache::{CacheLimits, CacheStats, SuperSlabCache};
+pub use map::{
+    Owner, OwnerKind, RegisterError, Registry, GRANULE, GRANULE_SHIFT, LEAF_BITS, TOP_BITS,
+};

@@ -1,0 +1,477 @@
+//! [`SuperSlabCache`]: the LRU cache of empty SuperSlabs (any registered region, in fact).
+//!
+//! Instead of unmapping a SuperSlab that emptied, the shared pool pushes it here; the next
+//! SuperSlab it needs comes from here before the OS. That saves mmap/munmap pairs and registry
+//! churn when a program's heap breathes.
+//!
+//! The list is intrusive: a cached region's first bytes hold its [`Node`] (so the cache has no
+//! capacity of its own), most recently pushed at the head. Limits: `max_count` regions,
+//! `max_bytes` bytes, `ttl_ns` age; over-limit and expired regions leave from the tail (the
+//! oldest) and are unregistered and unmapped outside the lock. With `decommit` set, a pushed
+//! region's pages past its first are decommitted, so a cached SuperSlab costs address space,
+//! not RSS.
+//!
+//! Invariants (under the lock): `count == |list|`, `bytes == Σ node.len`, every node is a
+//! region registered in `registry` that nobody else references.
+//!
+//! Concurrency: every operation takes the mutex; unmapping happens after it is released.
+
+use core::ptr::{self, NonNull};
+
+use hak_sync::stat::StatCounter;
+use hak_sync::Mutex;
+
+use crate::map::{OwnerKind, Registry};
+
+/// The bookkeeping a cached region carries in its own first bytes.
+struct Node {
+    prev: *mut Node,
+    next: *mut Node,
+    /// Region size in bytes.
+    len: usize,
+    /// `hak_os::monotonic_ns()` when pushed.
+    pushed_ns: u64,
+}
+
+/// Limits of a [`SuperSlabCache`]. The facade fills them from `HAKMEM_SUPERSLAB_MAX_CACHED`,
+/// `HAKMEM_SUPERSLAB_MAX_MEMORY_MB` and `HAKMEM_SUPERSLAB_TTL_SEC`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most regions kept (default 256; 0 disables caching).
+    pub max_count: usize,
+    /// Most bytes kept (default 512 MiB).
+    pub max_bytes: usize,
+    /// Oldest age kept, in nanoseconds (default 60 s).
+    pub ttl_ns: u64,
+    /// Decommit a region's pages (all but the first) when it is pushed (default true).
+    pub decommit: bool,
+}
+
+impl CacheLimits {
+    /// 256 regions, 512 MiB, 60 s, decommit on push.
+    pub const DEFAULT: CacheLimits = CacheLimits {
+        max_count: 256,
+        max_bytes: 512 << 20,
+        ttl_ns: 60_000_000_000,
+        decommit: true,
+    };
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Counters of a [`SuperSlabCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Regions pushed.
+    pub pushes: u64,
+    /// Pops served from the cache.
+    pub hits: u64,
+    /// Pops that found nothing of the size asked for.
+    pub misses: u64,
+    /// Regions evicted (unregistered and unmapped).
+    pub evictions: u64,
+    /// Regions cached now.
+    pub cached: u64,
+    /// Bytes cached now.
+    pub cached_bytes: u64,
+}
+
+struct Inner {
+    head: *mut Node,
+    tail: *mut Node,
+    count: usize,
+    bytes: usize,
+    limits: CacheLimits,
+}
+
+/// The LRU cache of empty SuperSlabs. See the module docs.
+pub struct SuperSlabCache<'r> {
+    registry: &'r Registry<'r>,
+    inner: Mutex<Inner>,
+    pushes: StatCounter,
+    hits: StatCounter,
+    misses: StatCounter,
+    evictions: StatCounter,
+}
+
+impl core::fmt::Debug for SuperSlabCache<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SuperSlabCache").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the raw node pointers are only touched under the mutex; the regions they live in are
+// owned by the cache while listed.
+unsafe impl Send for SuperSlabCache<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SuperSlabCache<'_> {}
+
+impl<'r> SuperSlabCache<'r> {
+    hak_sync::maybe_const_fn! {
+        /// An empty cache over `registry` with `limits`.
+        pub fn new(registry: &'r Registry<'r>, limits: CacheLimits) -> SuperSlabCache<'r> {
+            SuperSlabCache {
+                registry,
+                inner: Mutex::new(Inner {
+                    head: ptr::null_mut(),
+                    tail: ptr::null_mut(),
+                    count: 0,
+                    bytes: 0,
+                    limits,
+                }),
+                pushes: StatCounter::new(),
+                hits: StatCounter::new(),
+                misses: StatCounter::new(),
+                evictions: StatCounter::new(),
+            }
+        }
+    }
+
+    /// Replaces the limits and evicts whatever the new ones exclude.
+    pub fn set_limits(&self, limits: CacheLimits) {
+        let victims = {
+            let mut g = self.inner.lock();
+            g.limits = limits;
+            Self::evict_locked(&mut g, hak_os::monotonic_ns())
+        };
+        self.release(victims);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> CacheLimits {
+        self.inner.lock().limits
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> CacheStats {
+        let (cached, cached_bytes) = {
+            let g = self.inner.lock();
+            (g.count as u64, g.bytes as u64)
+        };
+        CacheStats {
+            pushes: self.pushes.get(),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            evictions: self.evictions.get(),
+            cached,
+            cached_bytes,
+        }
+    }
+
+    /// Caches an empty region; over-limit or expired regions are evicted.
+    ///
+    /// # Safety
+    /// `[base, base+len)` is a region mapped by the registry's `Os`, registered in the
+    /// registry, page-aligned and a page multiple, at least one page long, and nobody uses it
+    /// any more: the cache overwrites its first bytes and may unmap it at any time.
+    pub unsafe fn push(&self, base: NonNull<u8>, len: usize) {
+        self.pushes.add(1);
+        let decommit = self.inner.lock().limits.decommit;
+        let page = hak_os::page_size();
+        if decommit && len > page {
+            // SAFETY: the caller gives us the whole unused region; its tail is page-aligned.
+            let _ = unsafe {
+                self.registry
+                    .os()
+                    .decommit(NonNull::new_unchecked(base.as_ptr().add(page)), len - page)
+            };
+        }
+        let node = base.as_ptr().cast::<Node>();
+        let now = hak_os::monotonic_ns();
+        let victims = {
+            let mut g = self.inner.lock();
+            // SAFETY: the region is ours and at least a page long, so the node fits.
+            unsafe {
+                node.write(Node { prev: ptr::null_mut(), next: g.head, len, pushed_ns: now });
+                if let Some(h) = g.head.as_mut() {
+                    h.prev = node;
+                } else {
+                    g.tail = node;
+                }
+            }
+            g.head = node;
+            g.count += 1;
+            g.bytes += len;
+            Self::evict_locked(&mut g, now)
+        };
+        self.release(victims);
+    }
+
+    /// Takes the most recently cached region of exactly `len` bytes, if any. Its first bytes
+    /// are garbage (the node); the rest is what it held, or zero if it was decommitted.
+    /// The region is still registered as it was.
+    pub fn pop(&self, len: usize) -> Option<NonNull<u8>> {
+        let now = hak_os::monotonic_ns();
+        let (found, victims) = {
+            let mut g = self.inner.lock();
+            let victims = Self::evict_locked(&mut g, now);
+            let mut n = g.head;
+            // SAFETY: listed nodes are valid while the lock is held.
+            while let Some(node) = unsafe { n.as_ref() } {
+                if node.len == len {
+                    break;
+                }
+                n = node.next;
+            }
+            if !n.is_null() {
+                // SAFETY: `n` is a listed node.
+                unsafe { Self::unlink(&mut g, n) };
+            }
+            (NonNull::new(n.cast::<u8>()), victims)
+        };
+        self.release(victims);
+        if found.is_some() {
+            self.hits.add(1);
+        } else {
+            self.misses.add(1);
+        }
+        found
+    }
+
+    /// Evicts regions older than the TTL now (the cache also does this on every push and pop).
+    pub fn evict_expired(&self) {
+        let victims = {
+            let mut g = self.inner.lock();
+            Self::evict_locked(&mut g, hak_os::monotonic_ns())
+        };
+        self.release(victims);
+    }
+
+    /// Evicts every cached region (unregistered and unmapped). Returns how many.
+    pub fn flush(&self) -> usize {
+        let mut victims = {
+            let mut g = self.inner.lock();
+            let h = g.head;
+            g.head = ptr::null_mut();
+            g.tail = ptr::null_mut();
+            g.count = 0;
+            g.bytes = 0;
+            h
+        };
+        let mut n = 0;
+        // The list is still linked through `next`: release it.
+        while !victims.is_null() {
+            n += 1;
+            // SAFETY: unlinked nodes are ours alone.
+            let next = unsafe { (*victims).next };
+            // SAFETY: single victim with next cleared.
+            unsafe { (*victims).next = ptr::null_mut() };
+            self.release(victims);
+            victims = next;
+        }
+        n
+    }
+
+    /// Maps `n` regions of `len` bytes aligned to `align`, registers them as SuperSlabs and
+    /// caches them, so the first allocations find memory without a syscall
+    /// (`HAKMEM_PREWARM_SUPERSLABS`). Stops at the first failure; returns how many it cached.
+    /// Prewarmed regions still obey the limits.
+    pub fn prewarm(&self, n: usize, len: usize, align: usize) -> usize {
+        let os = self.registry.os();
+        for i in 0..n {
+            let Ok(p) = os.map(len, align) else { return i };
+            if self.registry.register(p, len, OwnerKind::SuperSlab).is_err() {
+                // SAFETY: the region was just mapped and never shared.
+                let _ = unsafe { os.unmap(p, len) };
+                return i;
+            }
+            // SAFETY: freshly mapped, registered, unused.
+            unsafe { self.push(p, len) };
+        }
+        n
+    }
+
+    /// Unlinks `n`.
+    ///
+    /// # Safety
+    /// `n` is listed in `g`.
+    unsafe fn unlink(g: &mut Inner, n: *mut Node) {
+        // SAFETY: listed nodes and their neighbours are valid under the lock.
+        unsafe {
+            let (prev, next, len) = ((*n).prev, (*n).next, (*n).len);
+            match prev.as_mut() {
+                Some(p) => p.next = next,
+                None => g.head = next,
+            }
+            match next.as_mut() {
+                Some(x) => x.prev = prev,
+                None => g.tail = prev,
+            }
+            g.count -= 1;
+            g.bytes -= len;
+        }
+    }
+
+    /// Unlinks over-limit and expired nodes from the tail; returns them as a `next`-linked list.
+    fn evict_locked(g: &mut Inner, now: u64) -> *mut Node {
+        let mut victims: *mut Node = ptr::null_mut();
+        loop {
+            let t = g.tail;
+            if t.is_null() {
+                break;
+            }
+            // SAFETY: the tail is a listed node.
+            let expired = now.saturating_sub(unsafe { (*t).pushed_ns }) > g.limits.ttl_ns;
+            if g.count <= g.limits.max_count && g.bytes <= g.limits.max_bytes && !expired {
+                break;
+            }
+            // SAFETY: `t` is listed; after unlinking it is ours to relink as a victim.
+            unsafe {
+                Self::unlink(g, t);
+                (*t).next = victims;
+            }
+            victims = t;
+        }
+        victims
+    }
+
+    /// Unregisters and unmaps a `next`-linked list of unlinked nodes.
+    fn release(&self, mut victims: *mut Node) {
+        let os = self.registry.os();
+        while let Some(v) = NonNull::new(victims) {
+            // SAFETY: victims were unlinked under the lock and are ours alone.
+            let (next, len) = unsafe { ((*v.as_ptr()).next, (*v.as_ptr()).len) };
+            let base = v.cast::<u8>();
+            self.registry.unregister(base, len);
+            // SAFETY: unregistered, unlisted, unused: nobody can reach the region any more.
+            let _ = unsafe { os.unmap(base, len) };
+            self.evictions.add(1);
+            victims = next;
+        }
+    }
+}
+
+impl Drop for SuperSlabCache<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(all(test, not(hak_loom)))]
+mod tests {
+    use super::*;
+    use hak_os::Os;
+
+    const SS: usize = 2 << 20;
+
+    fn cached_ss(os: &Os, reg: &Registry<'_>) -> NonNull<u8> {
+        let p = os.map(SS, SS).unwrap();
+        reg.register(p, SS, OwnerKind::SuperSlab).unwrap();
+        p
+    }
+
+    #[test]
+    fn pop_returns_the_most_recent_region_of_that_size() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let cache = SuperSlabCache::new(&reg, CacheLimits::DEFAULT);
+        let a = cached_ss(&os, &reg);
+        let b = cached_ss(&os, &reg);
+        // SAFETY: fresh registered regions.
+        unsafe {
+            cache.push(a, SS);
+            cache.push(b, SS);
+        }
+        assert_eq!(cache.pop(SS), Some(b));
+        assert_eq!(cache.pop(4096), None, "no region of that size");
+        assert_eq!(cache.pop(SS), Some(a));
+        assert_eq!(cache.pop(SS), None);
+        let st = cache.stats();
+        assert_eq!((st.pushes, st.hits, st.misses, st.cached), (2, 2, 2, 0));
+        assert!(reg.lookup(a.as_ptr() as usize).is_some(), "popped regions stay registered");
+        // SAFETY: ours again after pop.
+        unsafe {
+            cache.push(a, SS);
+            cache.push(b, SS);
+        }
+    }
+
+    #[test]
+    fn count_limit_evicts_the_oldest_and_unregisters_it() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let limits = CacheLimits { max_count: 2, ..CacheLimits::DEFAULT };
+        let cache = SuperSlabCache::new(&reg, limits);
+        let r: [_; 3] = core::array::from_fn(|_| cached_ss(&os, &reg));
+        // SAFETY: fresh registered regions.
+        unsafe { r.iter().for_each(|&p| cache.push(p, SS)) };
+        let st = cache.stats();
+        assert_eq!((st.cached, st.evictions), (2, 1));
+        assert_eq!(reg.lookup(r[0].as_ptr() as usize), None, "oldest went");
+        assert!(reg.lookup(r[2].as_ptr() as usize).is_some());
+        assert_eq!(cache.flush(), 2);
+        assert_eq!(os.stats().mapped.current, reg_leaf_bytes(&reg));
+    }
+
+    fn reg_leaf_bytes(reg: &Registry<'_>) -> u64 {
+        reg.leaf_count() * super::super::map::LEAF_BYTES_FOR_TESTS as u64
+    }
+
+    #[test]
+    fn memory_limit_and_zero_count_evict() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let cache =
+            SuperSlabCache::new(&reg, CacheLimits { max_bytes: SS, ..CacheLimits::DEFAULT });
+        let (a, b) = (cached_ss(&os, &reg), cached_ss(&os, &reg));
+        // SAFETY: fresh registered regions.
+        unsafe {
+            cache.push(a, SS);
+            cache.push(b, SS);
+        }
+        assert_eq!(cache.stats().cached, 1);
+        cache.set_limits(CacheLimits { max_count: 0, ..CacheLimits::DEFAULT });
+        assert_eq!(cache.stats().cached, 0);
+        assert_eq!(cache.stats().evictions, 2);
+    }
+
+    #[test]
+    fn expired_regions_are_evicted() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let cache = SuperSlabCache::new(&reg, CacheLimits { ttl_ns: 1, ..CacheLimits::DEFAULT });
+        let a = cached_ss(&os, &reg);
+        // SAFETY: fresh registered region.
+        unsafe { cache.push(a, SS) };
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        cache.evict_expired();
+        assert_eq!(cache.stats().cached, 0);
+        assert_eq!(reg.lookup(a.as_ptr() as usize), None);
+    }
+
+    #[test]
+    fn push_decommits_all_but_the_first_page() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let cache = SuperSlabCache::new(&reg, CacheLimits::DEFAULT);
+        let a = cached_ss(&os, &reg);
+        // SAFETY: the region is ours until pushed; read back after pop.
+        unsafe {
+            a.as_ptr().add(SS - 1).write(9);
+            cache.push(a, SS);
+            assert_eq!(os.stats().decommitted_dontneed, (SS - hak_os::page_size()) as u64);
+            let p = cache.pop(SS).unwrap();
+            assert_eq!(*p.as_ptr().add(SS - 1), 0, "decommitted with DONTNEED reads zero");
+            cache.push(p, SS);
+        }
+    }
+
+    #[test]
+    fn prewarm_maps_registers_and_caches() {
+        let os = Os::new();
+        let reg = Registry::new(&os);
+        let cache = SuperSlabCache::new(&reg, CacheLimits::DEFAULT);
+        assert_eq!(cache.prewarm(3, SS, SS), 3);
+        assert_eq!(cache.stats().cached, 3);
+        os.fail_next_maps(1);
+        assert_eq!(cache.prewarm(2, SS, SS), 0, "stops at the first refused mapping");
+        let p = cache.pop(SS).unwrap();
+        assert_eq!(reg.lookup(p.as_ptr() as usize).unwrap().kind, OwnerKind::SuperSlab);
+        // SAFETY: ours after pop.
+        unsafe { cache.push(p, SS) };
+    }
+}

@@ -1,0 +1,389 @@
+//! The two-level page map: `top[i] -> leaf`, `leaf[j] -> base | kind`.
+//!
+//! `i = addr >> (GRANULE_SHIFT + LEAF_BITS)`, `j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1)`.
+//! Under `--cfg hak_loom` the levels shrink to 4 slots each (addresses below 16 MiB) so a model
+//! stays small; the code is the same.
+
+use core::ptr::{self, NonNull};
+
+use hak_os::{Os, OsError};
+use hak_sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use hak_sync::stat::StatCounter;
+
+/// log2 of the granule the map resolves: 1 MiB, the smallest SuperSlab hakmem supports.
+pub const GRANULE_SHIFT: u32 = 20;
+/// The granule in bytes (1 MiB).
+pub const GRANULE: usize = 1 << GRANULE_SHIFT;
+
+/// log2 of the number of top-level slots (4096: with 16 leaf bits, 48-bit addresses).
+#[cfg(not(hak_loom))]
+pub const TOP_BITS: u32 = 12;
+/// log2 of the number of entries in one leaf (65536 entries: 512 KiB virtual, 64 GiB covered).
+#[cfg(not(hak_loom))]
+pub const LEAF_BITS: u32 = 16;
+/// log2 of the number of top-level slots (shrunk under loom).
+#[cfg(hak_loom)]
+pub const TOP_BITS: u32 = 2;
+/// log2 of the number of entries in one leaf (shrunk under loom).
+#[cfg(hak_loom)]
+pub const LEAF_BITS: u32 = 2;
+
+const TOP_LEN: usize = 1 << TOP_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+/// Addresses at or above this are outside the map (not ours).
+const ADDR_LIMIT: usize = 1 << (GRANULE_SHIFT + LEAF_BITS + TOP_BITS);
+const KIND_MASK: usize = 0b11;
+
+#[cfg(not(hak_loom))]
+const _: () = assert!(GRANULE_SHIFT + LEAF_BITS + TOP_BITS == 48);
+
+/// One leaf: `LEAF_LEN` entries, living in memory from hak-os.
+struct Leaf {
+    entries: [AtomicUsize; LEAF_LEN],
+}
+
+/// What kind of owner a granule belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum OwnerKind {
+    /// A SuperSlab of the tiny tier (its header is at `base`).
+    SuperSlab = 1,
+    /// A chunk of the mid tier.
+    Mid = 2,
+    /// A big-tier mapping.
+    Big = 3,
+}
+
+/// The owner of a granule: its kind and the base of the region it registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// Which tier owns the region.
+    pub kind: OwnerKind,
+    /// The first byte of the registered region.
+    pub base: NonNull<u8>,
+}
+
+/// Why [`Registry::register`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// `base` is null, not [`GRANULE`]-aligned, or `len` is 0.
+    Misaligned,
+    /// The region reaches past the 48-bit address space the map covers.
+    OutOfRange,
+    /// A granule of the region is already owned (double registration); nothing changed.
+    Occupied,
+    /// Mapping a leaf failed.
+    NoMemory(OsError),
+}
+
+/// The address -> owner map. See the crate docs for invariants and the concurrency contract.
+pub struct Registry<'os> {
+    os: &'os Os,
+    top: [AtomicPtr<Leaf>; TOP_LEN],
+    leaves: StatCounter,
+}
+
+impl core::fmt::Debug for Registry<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Registry").field("leaves", &self.leaves.get()).finish_non_exhaustive()
+    }
+}
+
+impl<'os> Registry<'os> {
+    /// An empty map that takes its leaves from `os`.
+    #[cfg(not(hak_loom))]
+    pub const fn new(os: &'os Os) -> Registry<'os> {
+        Registry {
+            os,
+            top: [const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN],
+            leaves: StatCounter::new(),
+        }
+    }
+
+    /// An empty map that takes its leaves from `os`.
+    #[cfg(hak_loom)]
+    pub fn new(os: &'os Os) -> Registry<'os> {
+        Registry {
+            os,
+            top: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            leaves: StatCounter::new(),
+        }
+    }
+
+    /// The OS box this registry maps from.
+    #[inline]
+    pub fn os(&self) -> &'os Os {
+        self.os
+    }
+
+    /// Leaves mapped so far (each 512 KiB of address space, committed as touched).
+    pub fn leaf_count(&self) -> u64 {
+        self.leaves.get()
+    }
+
+    /// The owner of the granule holding `addr`, or `None` if no region claims it.
+    ///
+    /// Wait-free; safe for any address, including null and kernel addresses.
+    #[inline]
+    pub fn lookup(&self, addr: usize) -> Option<Owner> {
+        if addr >= ADDR_LIMIT {
+            return None;
+        }
+        let leaf = self.top[addr >> (GRANULE_SHIFT + LEAF_BITS)].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return None;
+        }
+        let j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1);
+        // SAFETY: a published leaf is never unmapped while the registry lives, and the acquire
+        // load above synchronises with its initialisation.
+        let e = unsafe { (*leaf).entries[j].load(Ordering::Acquire) };
+        decode(e)
+    }
+
+    /// Claims every granule of `[base, base + len)` for `kind`.
+    ///
+    /// `base` must be [`GRANULE`]-aligned; `len` may be any non-zero size (the last granule is
+    /// claimed whole). Call it after the region's owner header is initialised and before its
+    /// address is handed to anyone. On error the map is unchanged.
+    pub fn register(
+        &self,
+        base: NonNull<u8>,
+        len: usize,
+        kind: OwnerKind,
+    ) -> Result<(), RegisterError> {
+        let (first, count) = granules(base, len)?;
+        let value = base.as_ptr() as usize | kind as usize;
+        for k in 0..count {
+            let g = first + k;
+            let slot = match self.slot(g, true) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.clear(first, k);
+                    return Err(e);
+                }
+            };
+            if slot.compare_exchange(0, value, Ordering::Release, Ordering::Relaxed).is_err() {
+                self.clear(first, k);
+                return Err(RegisterError::Occupied);
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the granules of a region registered with the same `base` and `len`.
+    /// Granules owned by another region are left alone. Call it before unmapping the region.
+    pub fn unregister(&self, base: NonNull<u8>, len: usize) {
+        let Ok((first, count)) = granules(base, len) else { return };
+        let value = base.as_ptr() as usize;
+        for g in first..first + count {
+            if let Ok(slot) = self.slot(g, false) {
+                let cur = slot.load(Ordering::Relaxed);
+                if cur & !KIND_MASK == value {
+                    slot.store(0, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    fn clear(&self, first: usize, count: usize) {
+        for g in first..first + count {
+            if let Ok(slot) = self.slot(g, false) {
+                slot.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// The entry for granule number `g`, mapping its leaf if `create`.
+    fn slot(&self, g: usize, create: bool) -> Result<&AtomicUsize, RegisterError> {
+        let top = &self.top[g >> LEAF_BITS];
+        let mut leaf = top.load(Ordering::Acquire);
+        if leaf.is_null() {
+            if !create {
+                return Err(RegisterError::OutOfRange);
+            }
+            leaf = self.new_leaf(top)?;
+        }
+        // SAFETY: published leaves live as long as the registry.
+        Ok(unsafe { &(*leaf).entries[g & (LEAF_LEN - 1)] })
+    }
+
+    #[cold]
+    fn new_leaf(&self, top: &AtomicPtr<Leaf>) -> Result<*mut Leaf, RegisterError> {
+        let bytes = leaf_bytes();
+        let mem = self.os.map(bytes, 1).map_err(RegisterError::NoMemory)?;
+        let fresh = mem.as_ptr().cast::<Leaf>();
+        // Fresh mappings are zero, which is a valid `AtomicUsize(0)`; loom's atomics must be
+        // constructed.
+        #[cfg(hak_loom)]
+        for i in 0..LEAF_LEN {
+            // SAFETY: `fresh` points to `bytes >= size_of::<Leaf>()` writable bytes.
+            unsafe { ptr::addr_of_mut!((*fresh).entries[i]).write(AtomicUsize::new(0)) };
+        }
+        match top.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.leaves.add(1);
+                Ok(fresh)
+            }
+            Err(winner) => {
+                // SAFETY: our leaf was never published; nobody else can see it.
+                let _ = unsafe { self.os.unmap(mem, bytes) };
+                Ok(winner)
+            }
+        }
+    }
+}
+
+impl Drop for Registry<'_> {
+    fn drop(&mut self) {
+        for top in &self.top {
+            let leaf = top.load(Ordering::Acquire);
+            if let Some(p) = NonNull::new(leaf.cast::<u8>()) {
+                // SAFETY: `&mut self` means no lookups are running; the leaf came from `os.map`.
+                let _ = unsafe { self.os.unmap(p, leaf_bytes()) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) const LEAF_BYTES_FOR_TESTS: usize = core::mem::size_of::<Leaf>();
+
+fn leaf_bytes() -> usize {
+    let page = hak_os::page_size();
+    (core::mem::size_of::<Leaf>() + page - 1) & !(page - 1)
+}
+
+fn granules(base: NonNull<u8>, len: usize) -> Result<(usize, usize), RegisterError> {
+    let b = base.as_ptr() as usize;
+    if b & (GRANULE - 1) != 0 || len == 0 {
+        return Err(RegisterError::Misaligned);
+    }
+    let end = b.checked_add(len).ok_or(RegisterError::OutOfRange)?;
+    if end > ADDR_LIMIT {
+        return Err(RegisterError::OutOfRange);
+    }
+    let first = b >> GRANULE_SHIFT;
+    let count = (len + GRANULE - 1) >> GRANULE_SHIFT;
+    Ok((first, count))
+}
+
+#[inline]
+fn decode(e: usize) -> Option<Owner> {
+    let kind = match e & KIND_MASK {
+        1 => OwnerKind::SuperSlab,
+        2 => OwnerKind::Mid,
+        3 => OwnerKind::Big,
+        _ => return None,
+    };
+    Some(Owner { kind, base: NonNull::new((e & !KIND_MASK) as *mut u8)? })
+}
+
+// SAFETY: all shared state is atomics; leaves are immutable once published apart from their
+// atomic entries.
+unsafe impl Send for Registry<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Registry<'_> {}
+
+#[cfg(all(test, not(hak_loom)))]
+mod tests {
+    use super::*;
+
+    fn nn(a: usize) -> NonNull<u8> {
+        NonNull::new(a as *mut u8).unwrap()
+    }
+
+    #[test]
+    fn unknown_addresses_are_none() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        for a in [0usize, 1, 0x1234_5678, usize::MAX, ADDR_LIMIT, 0x7fff_ffff_f000] {
+            assert_eq!(r.lookup(a), None, "{a:#x}");
+        }
+        assert_eq!(os.stats().mmap_calls, 0, "lookups never map");
+    }
+
+    #[test]
+    fn register_covers_every_byte_and_only_those_granules() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        let base = 0x2000_0040_0000usize; // 4 MiB-aligned
+        r.register(nn(base), 2 * GRANULE + 1, OwnerKind::Big).unwrap();
+        let owner = Owner { kind: OwnerKind::Big, base: nn(base) };
+        for a in [base, base + 5, base + GRANULE, base + 3 * GRANULE - 1] {
+            assert_eq!(r.lookup(a), Some(owner), "{a:#x}");
+        }
+        assert_eq!(r.lookup(base - 1), None);
+        assert_eq!(r.lookup(base + 3 * GRANULE), None);
+        r.unregister(nn(base), 2 * GRANULE + 1);
+        assert_eq!(r.lookup(base), None);
+        assert_eq!(r.lookup(base + 2 * GRANULE), None);
+    }
+
+    #[test]
+    fn double_registration_is_rejected_and_changes_nothing() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        let a = 0x1000_0000usize;
+        r.register(nn(a + GRANULE), GRANULE, OwnerKind::SuperSlab).unwrap();
+        // Overlaps the second granule of the first region.
+        assert_eq!(r.register(nn(a), 2 * GRANULE, OwnerKind::Mid), Err(RegisterError::Occupied));
+        assert_eq!(r.lookup(a), None, "rolled back");
+        assert_eq!(r.lookup(a + GRANULE).unwrap().kind, OwnerKind::SuperSlab);
+    }
+
+    #[test]
+    fn misaligned_and_out_of_range_regions_are_rejected() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        assert_eq!(
+            r.register(nn(GRANULE + 4096), 10, OwnerKind::Mid),
+            Err(RegisterError::Misaligned)
+        );
+        assert_eq!(r.register(nn(GRANULE), 0, OwnerKind::Mid), Err(RegisterError::Misaligned));
+        assert_eq!(
+            r.register(nn(ADDR_LIMIT - GRANULE), 2 * GRANULE, OwnerKind::Mid),
+            Err(RegisterError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn leaf_mapping_failure_is_an_error_and_registration_works_after() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        os.fail_next_maps(1);
+        let err = r.register(nn(GRANULE), GRANULE, OwnerKind::Mid).unwrap_err();
+        assert!(matches!(err, RegisterError::NoMemory(_)));
+        r.register(nn(GRANULE), GRANULE, OwnerKind::Mid).unwrap();
+        assert_eq!(r.leaf_count(), 1);
+    }
+
+    #[test]
+    fn unregister_leaves_other_owners_alone() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        r.register(nn(4 * GRANULE), GRANULE, OwnerKind::Mid).unwrap();
+        r.unregister(nn(3 * GRANULE), 2 * GRANULE); // a region that was never registered
+        assert!(r.lookup(4 * GRANULE).is_some());
+    }
+
+    #[test]
+    fn concurrent_registration_of_disjoint_regions_shares_leaves() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let r = &r;
+                s.spawn(move || {
+                    for k in 0..256usize {
+                        let a = (1usize << 40) + (t * 256 + k) * GRANULE;
+                        r.register(nn(a), GRANULE, OwnerKind::SuperSlab).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(r.leaf_count(), 1, "racing leaf creation publishes exactly one leaf");
+        for k in 0..1024usize {
+            assert!(r.lookup((1usize << 40) + k * GRANULE).is_some());
+        }
+    }
+}
