@@ -190,7 +190,7 @@ impl Os {
     /// first touch.
     pub fn map(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
         let page = page_size();
-        if size == 0 || size % page != 0 || !align.is_power_of_two() {
+        if size == 0 || !size.is_multiple_of(page) || !align.is_power_of_two() {
             return Err(OsError { op: OsOp::Invalid, errno: 0 });
         }
         if self.injected_failure() {
@@ -215,7 +215,7 @@ impl Os {
             if off + span <= HINT_WINDOW {
                 let want = (HINT_START + off) as *mut libc::c_void;
                 if let Ok(p) = self.mmap_raw(want, size, libc::MAP_FIXED_NOREPLACE) {
-                    if p.as_ptr() as usize % align == 0 {
+                    if (p.as_ptr() as usize).is_multiple_of(align) {
                         return Ok(p);
                     }
                     // A kernel that ignores the flag may place it elsewhere: undo and fall back.
@@ -372,7 +372,11 @@ impl Os {
         new_size: usize,
     ) -> Result<NonNull<u8>, OsError> {
         let page = page_size();
-        if old_size == 0 || new_size == 0 || old_size % page != 0 || new_size % page != 0 {
+        if old_size == 0
+            || new_size == 0
+            || !old_size.is_multiple_of(page)
+            || !new_size.is_multiple_of(page)
+        {
             return Err(OsError { op: OsOp::Invalid, errno: 0 });
         }
         if self.injected_failure() {
