@@ -15,10 +15,19 @@ use crate::platform::{errno, page_size};
 
 /// Start of the address window aligned mappings are hinted into (32 TiB: far from the
 /// executable, the brk heap and the libraries near the top of the 47-bit user space).
+#[cfg(not(hak_loom))]
 const HINT_START: usize = 0x2000_0000_0000;
 /// Size of the hint window (16 TiB). The cursor wraps inside it; a taken address just costs the
 /// fallback path.
+#[cfg(not(hak_loom))]
 const HINT_WINDOW: usize = 0x1000_0000_0000;
+/// Under loom the registry's map shrinks to the low 256 MiB, so aligned regions are hinted
+/// there (PIE test binaries leave it free).
+#[cfg(hak_loom)]
+const HINT_START: usize = 64 << 20;
+/// Under loom: 64 MiB .. 256 MiB.
+#[cfg(hak_loom)]
+const HINT_WINDOW: usize = 192 << 20;
 
 /// The operation an [`OsError`] comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

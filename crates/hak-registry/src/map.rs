@@ -1,7 +1,7 @@
 //! The two-level page map: `top[i] -> leaf`, `leaf[j] -> base | kind`.
 //!
 //! `i = addr >> (GRANULE_SHIFT + LEAF_BITS)`, `j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1)`.
-//! Under `--cfg hak_loom` the levels shrink to 4 slots each (addresses below 16 MiB) so a model
+//! Under `--cfg hak_loom` the levels shrink to 16 slots each (addresses below 256 MiB) so a model
 //! stays small; the code is the same.
 
 use core::ptr::{self, NonNull};
@@ -21,12 +21,13 @@ pub const TOP_BITS: u32 = 12;
 /// log2 of the number of entries in one leaf (65536 entries: 512 KiB virtual, 64 GiB covered).
 #[cfg(not(hak_loom))]
 pub const LEAF_BITS: u32 = 16;
-/// log2 of the number of top-level slots (shrunk under loom).
+/// log2 of the number of top-level slots (shrunk under loom: the map covers 256 MiB, where
+/// hak-os hints aligned mappings under loom).
 #[cfg(hak_loom)]
-pub const TOP_BITS: u32 = 2;
+pub const TOP_BITS: u32 = 4;
 /// log2 of the number of entries in one leaf (shrunk under loom).
 #[cfg(hak_loom)]
-pub const LEAF_BITS: u32 = 2;
+pub const LEAF_BITS: u32 = 4;
 
 const TOP_LEN: usize = 1 << TOP_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
@@ -245,7 +246,7 @@ impl Drop for Registry<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(hak_loom)))]
 pub(crate) const LEAF_BYTES_FOR_TESTS: usize = core::mem::size_of::<Leaf>();
 
 fn leaf_bytes() -> usize {

@@ -21,7 +21,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
-#[cfg(not(hak_loom))]
 extern crate std;
 
 /// Atomic types, from `core` normally and from `loom` under `--cfg hak_loom`.

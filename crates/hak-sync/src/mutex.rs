@@ -8,6 +8,8 @@
 use loom::sync as imp;
 #[cfg(not(hak_loom))]
 use std::sync as imp;
+// loom reuses std's error types.
+use std::sync::TryLockError;
 
 /// A mutual-exclusion lock around `T`.
 #[derive(Debug, Default)]
@@ -37,8 +39,8 @@ impl<T> Mutex<T> {
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         match self.0.try_lock() {
             Ok(g) => Some(MutexGuard(g)),
-            Err(imp::TryLockError::Poisoned(e)) => Some(MutexGuard(e.into_inner())),
-            Err(imp::TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(e)) => Some(MutexGuard(e.into_inner())),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 }
