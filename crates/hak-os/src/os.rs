@@ -207,29 +207,37 @@ impl Os {
         }
         let align = align.max(page);
         let p = if align == page {
-            self.mmap_raw(core::ptr::null_mut(), size, 0)?
+            self.mmap_raw(core::ptr::null_mut(), size, 0)
         } else {
-            self.map_aligned(size, align)?
-        };
+            self.map_aligned(size, align)
+        }
+        .inspect_err(|_| self.map_failures.add(1))?;
         self.mapped.increase(size as u64);
         Ok(p)
     }
 
     fn map_aligned(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
-        // Hinted attempt: a fresh aligned address in our window, refused if anything is there.
+        // Hinted attempts: fresh aligned addresses in our window, refused by the kernel if
+        // anything is there (another allocator instance, or a foreign mapping); a few tries
+        // step past such neighbours before paying for the over-map.
+        const HINT_TRIES: usize = 4;
         let span = size.checked_add(align - 1).map(|s| s & !(align - 1));
         if let Some(span) = span.filter(|&s| s <= HINT_WINDOW / 4) {
-            let off = self.hint.fetch_add(span, Ordering::Relaxed) % HINT_WINDOW;
-            let off = (off + align - 1) & !(align - 1);
-            if off + span <= HINT_WINDOW {
+            for _ in 0..HINT_TRIES {
+                let off = self.hint.fetch_add(span, Ordering::Relaxed) % HINT_WINDOW;
+                let off = (off + align - 1) & !(align - 1);
+                if off + span > HINT_WINDOW {
+                    continue;
+                }
                 let want = (HINT_START + off) as *mut libc::c_void;
                 if let Ok(p) = self.mmap_raw(want, size, libc::MAP_FIXED_NOREPLACE) {
                     if (p.as_ptr() as usize).is_multiple_of(align) {
                         return Ok(p);
                     }
-                    // A kernel that ignores the flag may place it elsewhere: undo and fall back.
+                    // A kernel that ignores the flag may place it elsewhere: undo, fall back.
                     // SAFETY: `p` is the `size`-byte mapping just made and not yet shared.
                     let _ = unsafe { self.munmap_raw(p.as_ptr(), size) };
+                    break;
                 }
             }
         }
@@ -272,7 +280,6 @@ impl Os {
             )
         };
         if p == libc::MAP_FAILED {
-            self.map_failures.add(1);
             return Err(OsError { op: OsOp::Map, errno: errno() });
         }
         // SAFETY: mmap never returns null for a successful non-fixed anonymous mapping.
