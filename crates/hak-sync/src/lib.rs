@@ -6,7 +6,7 @@
 //! instead of bare `loom` so third-party crates that react to `cfg(loom)` stay as they are.
 //!
 //! What it offers:
-//! - [`atomic`]: `AtomicUsize`, `AtomicPtr`, `AtomicU32`, `AtomicU64`, `AtomicBool`, `Ordering`,
+//! - [`atomic`]: `AtomicUsize`, `AtomicPtr`, `AtomicU32`, `AtomicU64`, `AtomicU8`, `AtomicBool`, `Ordering`,
 //!   `fence`, mirroring `core::sync::atomic`.
 //! - [`cell::UnsafeCell`] with loom's closure API (`with`, `with_mut`).
 //! - [`Mutex`] and [`MutexGuard`]: `lock` and `try_lock`, no poisoning.
@@ -27,11 +27,11 @@ extern crate std;
 pub mod atomic {
     #[cfg(not(hak_loom))]
     pub use core::sync::atomic::{
-        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
     #[cfg(hak_loom)]
     pub use loom::sync::atomic::{
-        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+        fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
 }
 

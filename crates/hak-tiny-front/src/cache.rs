@@ -164,6 +164,16 @@ impl<'p> ThreadCache<'p> {
         &self.stats
     }
 
+    /// The counters of a cache another thread may be using: they are single-writer atomics,
+    /// read here without touching the rest of the cache.
+    ///
+    /// # Safety
+    /// `this` points to a live cache that stays mapped for `'a`.
+    pub unsafe fn stats_of<'a>(this: *const Self) -> &'a FrontStats {
+        // SAFETY: forwarded; only the atomic counters are borrowed.
+        unsafe { &*ptr::addr_of!((*this).stats) }
+    }
+
     /// The shared pool behind this cache.
     pub fn pool(&self) -> &'p SharedPool<'p> {
         self.pool

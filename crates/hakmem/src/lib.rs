@@ -1,48 +1,173 @@
-//! hakmem's facade (interim): every request is one hak-os mapping. The tiny, mid and big tiers
-//! replace this routing as their issues land; the public API (`Hakmem`, `stats`) stays.
+//! hakmem: a general-purpose memory allocator in pure Rust. This crate is the facade: the
+//! [`Hakmem`] global allocator, routing by size, configuration, statistics; it owns every
+//! global and thread-local of the allocator (the layers below are plain structs).
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static A: hakmem::Hakmem = hakmem::Hakmem;
+//! ```
+//!
+//! What it offers: [`Hakmem`]; [`stats()`] and [`Stats`]; [`trim()`]; [`flush_thread_cache()`].
+//!
+//! Routing: requests of at most `hak_tiny_front::TINY_MAX` bytes (after rounding up to their
+//! alignment, up to 2 KiB alignment) go to the tiny tier: the calling thread's cache, then its
+//! warm slabs, then the shared pool of 2 MiB SuperSlabs. Larger requests go to the large path.
+//!
+//! Invariants: the allocator never allocates through the global allocator (metadata comes
+//! from OS pages), never panics or aborts on a path reachable from `alloc` (failure is null),
+//! and reads its configuration (`HAKMEM_*`, see `options.rs` and README) once, with `getenv`.
+//!
+//! Concurrency: any thread may call anything at any time. A tiny alloc or free that hits the
+//! thread cache takes no lock, no atomic read-modify-write and no syscall. Thread exit is
+//! handled by a pthread key destructor that flushes the thread's cache; blocks the thread still
+//! had out stay valid and may be freed by any thread later.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
 
-use hak_os::{page_size, Os, OsStats};
+use hak_superslab::SuperSlab;
+use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
-static OS: Os = Os::new();
+mod global;
+mod large;
+mod options;
+mod stats;
+mod thread;
+
+pub use stats::{stats, LargeStats, Stats, TinyStats};
+
+use global::{LG_SS, POOL};
 
 /// The allocator: `#[global_allocator] static A: hakmem::Hakmem = hakmem::Hakmem;`
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hakmem;
 
-/// Allocator-wide counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stats {
-    /// The OS box's syscall and mapping counters.
-    pub os: OsStats,
+/// Returns memory the allocator holds but does not use to the OS: abandoned slabs whose blocks
+/// all came back are released, expired cached SuperSlabs are unmapped. The calling thread's
+/// cache is flushed first.
+pub fn trim() {
+    thread::flush_current();
+    POOL.trim();
 }
 
-/// A snapshot of the counters.
-pub fn stats() -> Stats {
-    Stats { os: OS.stats() }
+/// Returns every block cached by the calling thread to its slabs and gives up its slabs
+/// (as thread exit does). The thread keeps working; its cache refills on demand.
+pub fn flush_thread_cache() {
+    thread::flush_current();
 }
 
-fn span(layout: Layout) -> Option<usize> {
-    let p = page_size();
-    layout.size().max(1).checked_add(p - 1).map(|s| s & !(p - 1))
+#[cold]
+#[inline(never)]
+fn tiny_alloc_slow(class: usize) -> *mut u8 {
+    let ts = thread::current_or_init();
+    if ts.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the calling thread's own, active state.
+    match unsafe { (*ts).tc.alloc_slow(class) } {
+        Some(p) => p.as_ptr(),
+        None => ptr::null_mut(),
+    }
 }
 
-// SAFETY: every block is its own mapping of at least `size` bytes aligned to `align`, so blocks
-// never overlap, and dealloc unmaps exactly what alloc mapped for that layout.
+#[cold]
+#[inline(never)]
+unsafe fn tiny_free_slow(class: usize, block: *mut u8) {
+    let Some(block) = NonNull::new(block) else { return };
+    // SAFETY: a tiny block lies in a mapped SuperSlab (GlobalAlloc's contract); a pointer that
+    // does not is misuse we can sometimes detect by the magic.
+    let ss = unsafe { SuperSlab::from_block(block.as_ptr(), LG_SS) };
+    if !ss.is_valid() {
+        hak_os::write_stderr(
+            b"hakmem: dealloc of a pointer that is not a live hakmem block; ignored\n",
+        );
+        return;
+    }
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state, or the (inactive) sentinel; `block` is live.
+    unsafe {
+        if (*ts).tc.is_active() {
+            (*ts).tc.free_slow(class, block);
+        } else {
+            let n = hak_tiny_front::free_without_cache(&POOL, block);
+            stats::UNCACHED_FREE_BYTES.add(n as u64);
+        }
+    }
+}
+
+// SAFETY: tiny blocks come from slabs whose blocks never overlap and are handed out once until
+// freed (hak-superslab's invariants); their class size covers the request rounded up to its
+// alignment, and classes keep that alignment (hak-tiny-front). Large blocks are whole mappings
+// of at least the size, aligned as asked. Failure returns null.
 unsafe impl GlobalAlloc for Hakmem {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match span(layout).map(|s| OS.map(s, layout.align())) {
-            Some(Ok(p)) => p.as_ptr(),
-            _ => core::ptr::null_mut(),
+        if let Some(class) = class_of(layout.size(), layout.align()) {
+            // SAFETY: the thread's state (or the sentinel) and a valid class.
+            let p = unsafe { ThreadCache::pop(thread::current().cast(), class) };
+            if !p.is_null() {
+                return p;
+            }
+            return tiny_alloc_slow(class);
         }
+        large::alloc(layout)
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let (Some(p), Some(s)) = (core::ptr::NonNull::new(ptr), span(layout)) {
-            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with this layout.
-            let _ = unsafe { OS.unmap(p, s) };
+        if let Some(class) = class_of(layout.size(), layout.align()) {
+            // SAFETY: `ptr` is a live tiny block of `class` (same layout as its alloc).
+            unsafe {
+                if ThreadCache::free_fast(thread::current().cast(), class, ptr, LG_SS) {
+                    return;
+                }
+                return tiny_free_slow(class, ptr);
+            }
         }
+        // SAFETY: forwarded from GlobalAlloc's contract.
+        unsafe { large::dealloc(ptr, layout) }
     }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if class_of(layout.size(), layout.align()).is_some() {
+            // SAFETY: forwarded.
+            let p = unsafe { self.alloc(layout) };
+            if !p.is_null() {
+                // SAFETY: the block has at least `size` bytes.
+                unsafe { p.write_bytes(0, layout.size()) };
+            }
+            return p;
+        }
+        // Fresh mappings are zero: no memset.
+        large::alloc(layout)
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old = class_of(layout.size(), align);
+        if old.is_some() && old == class_of(new_size, align) {
+            return ptr; // the block's class already holds `new_size` bytes
+        }
+        // SAFETY: GlobalAlloc guarantees `new_size` with `align` forms a valid layout.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
+        // SAFETY: forwarded.
+        let q = unsafe { self.alloc(new_layout) };
+        if !q.is_null() {
+            // SAFETY: both blocks hold at least the copied length and do not overlap.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        q
+    }
+}
+
+/// Usable size of a tiny class, for tests and diagnostics.
+#[doc(hidden)]
+pub fn tiny_class_size(size: usize, align: usize) -> Option<usize> {
+    class_of(size, align).map(|c| CLASS_SIZES[c] as usize)
 }

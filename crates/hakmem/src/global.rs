@@ -1,0 +1,84 @@
+//! The allocator's globals: the layers as statics, the configuration, and one-time
+//! initialisation.
+
+use hak_os::Os;
+use hak_registry::{CacheLimits, Registry};
+use hak_shared_pool::SharedPool;
+use hak_superslab::LG_SUPERSLAB_DEFAULT;
+use hak_sync::atomic::{AtomicU8, Ordering};
+
+use crate::options::{self, Opt};
+
+/// log2 of the SuperSlab size the facade uses (2 MiB).
+pub(crate) const LG_SS: u32 = LG_SUPERSLAB_DEFAULT;
+
+pub(crate) static OS: Os = Os::new();
+pub(crate) static REGISTRY: Registry<'static> = Registry::new(&OS);
+pub(crate) static POOL: SharedPool<'static> =
+    SharedPool::new(&REGISTRY, LG_SS, CacheLimits::DEFAULT);
+
+/// Configuration read at initialisation.
+#[derive(Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) warm_pool_size: usize,
+    pub(crate) key: libc::pthread_key_t,
+}
+
+static INIT: AtomicU8 = AtomicU8::new(0);
+const UNINIT: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+struct ConfigCell(core::cell::UnsafeCell<Config>);
+// SAFETY: written once by the initialising thread before INIT is set to DONE (release), read
+// only after observing DONE (acquire).
+unsafe impl Sync for ConfigCell {}
+static CONFIG: ConfigCell =
+    ConfigCell(core::cell::UnsafeCell::new(Config { warm_pool_size: 4, key: 0 }));
+
+/// Initialises the allocator once (options, cache limits, the thread-exit key, prewarm) and
+/// returns the configuration. Never allocates through the global allocator.
+#[inline]
+pub(crate) fn ensure_init() -> Config {
+    if INIT.load(Ordering::Acquire) != DONE {
+        init_slow();
+    }
+    // SAFETY: DONE was observed with acquire ordering; CONFIG is immutable from then on.
+    unsafe { *CONFIG.0.get() }
+}
+
+#[cold]
+fn init_slow() {
+    if INIT.compare_exchange(UNINIT, RUNNING, Ordering::Acquire, Ordering::Acquire).is_err() {
+        while INIT.load(Ordering::Acquire) != DONE {
+            hak_sync::thread::yield_now();
+        }
+        return;
+    }
+    let v = options::read_all();
+    if v[Opt::DecommitFree as usize] == 1 {
+        OS.set_decommit(hak_os::Decommit::Free);
+    }
+    POOL.cache().set_limits(CacheLimits {
+        max_count: v[Opt::SuperslabMaxCached as usize] as usize,
+        max_bytes: (v[Opt::SuperslabMaxMemoryMb as usize] as usize).saturating_mul(1 << 20),
+        ttl_ns: v[Opt::SuperslabTtlSec as usize].saturating_mul(1_000_000_000),
+        decommit: true,
+    });
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
+    unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit)) };
+    let prewarm = v[Opt::PrewarmSuperslabs as usize] as usize;
+    if prewarm > 0 {
+        POOL.cache().prewarm(prewarm, 1 << LG_SS, 1 << LG_SS);
+    }
+    if v[Opt::Stats as usize] == 1 {
+        // SAFETY: registering a plain extern "C" fn; glibc's atexit does not use our allocator.
+        unsafe { libc::atexit(crate::stats::print_at_exit) };
+    }
+    // SAFETY: only this thread writes CONFIG, before publishing DONE.
+    unsafe {
+        *CONFIG.0.get() = Config { warm_pool_size: v[Opt::WarmPoolSize as usize] as usize, key };
+    }
+    INIT.store(DONE, Ordering::Release);
+}

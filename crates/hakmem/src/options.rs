@@ -1,0 +1,137 @@
+//! The option table: every `HAKMEM_*` variable, its default, unit and meaning, read once at
+//! initialisation with `getenv` (no allocation; `std::env` allocates). A value that is not a
+//! plain decimal number within range is reported once on stderr and the default is used.
+
+use hak_os::write_stderr;
+
+/// One option.
+pub(crate) struct OptionDef {
+    pub(crate) name: &'static core::ffi::CStr,
+    pub(crate) default: u64,
+    pub(crate) max: u64,
+    /// Unit and meaning, for the docs and the `HAKMEM_STATS` printout.
+    #[allow(dead_code)]
+    pub(crate) doc: &'static str,
+}
+
+/// Index of each option in [`OPTIONS`].
+#[derive(Clone, Copy)]
+pub(crate) enum Opt {
+    SuperslabMaxCached = 0,
+    SuperslabMaxMemoryMb,
+    SuperslabTtlSec,
+    PrewarmSuperslabs,
+    WarmPoolSize,
+    Stats,
+    DecommitFree,
+}
+
+/// The table (CONVENTIONS.md rule 13). Keep in the order of [`Opt`].
+pub(crate) static OPTIONS: [OptionDef; 7] = [
+    OptionDef {
+        name: c"HAKMEM_SUPERSLAB_MAX_CACHED",
+        default: 256,
+        max: 1 << 20,
+        doc: "empty SuperSlabs kept in the LRU cache (count)",
+    },
+    OptionDef {
+        name: c"HAKMEM_SUPERSLAB_MAX_MEMORY_MB",
+        default: 512,
+        max: 1 << 30,
+        doc: "bytes of empty SuperSlabs kept in the LRU cache (MiB)",
+    },
+    OptionDef {
+        name: c"HAKMEM_SUPERSLAB_TTL_SEC",
+        default: 60,
+        max: 1 << 30,
+        doc: "age after which a cached SuperSlab is unmapped (seconds)",
+    },
+    OptionDef {
+        name: c"HAKMEM_PREWARM_SUPERSLABS",
+        default: 0,
+        max: 4096,
+        doc: "SuperSlabs mapped into the cache at start-up (count)",
+    },
+    OptionDef {
+        name: c"HAKMEM_WARM_POOL_SIZE",
+        default: 4,
+        max: hak_tiny_front::WARM_MAX as u64,
+        doc: "slabs per class a thread keeps warm (count, 1..=16)",
+    },
+    OptionDef { name: c"HAKMEM_STATS", default: 0, max: 1, doc: "print statistics at exit (0/1)" },
+    OptionDef {
+        name: c"HAKMEM_DECOMMIT_FREE",
+        default: 0,
+        max: 1,
+        doc: "decommit with MADV_FREE instead of MADV_DONTNEED (0/1)",
+    },
+];
+
+/// Reads every option; `values[i]` is option `i`'s value.
+pub(crate) fn read_all() -> [u64; 7] {
+    let mut out = [0u64; 7];
+    for (i, o) in OPTIONS.iter().enumerate() {
+        out[i] = read(o);
+    }
+    out
+}
+
+fn read(o: &OptionDef) -> u64 {
+    // SAFETY: getenv takes a NUL-terminated name and returns null or a NUL-terminated string
+    // that stays valid until the environment is modified; we read it at once.
+    let p = unsafe { libc::getenv(o.name.as_ptr()) };
+    if p.is_null() {
+        return o.default;
+    }
+    // SAFETY: non-null getenv result is a valid C string.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+    match parse(bytes) {
+        Some(v) if v <= o.max => v,
+        _ => {
+            write_stderr(b"hakmem: ignoring invalid ");
+            write_stderr(o.name.to_bytes());
+            write_stderr(b" (want a number from 0 to ");
+            hak_os::write_stderr_u64(o.max);
+            write_stderr(b"); using the default ");
+            hak_os::write_stderr_u64(o.default);
+            write_stderr(b"\n");
+            o.default
+        }
+    }
+}
+
+/// A plain decimal number without sign or spaces.
+pub(crate) fn parse(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 19 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (b - b'0') as u64;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_plain_decimals_only() {
+        assert_eq!(parse(b"0"), Some(0));
+        assert_eq!(parse(b"256"), Some(256));
+        for bad in [&b""[..], b"-1", b" 5", b"5 ", b"1e3", b"0x10", b"99999999999999999999"] {
+            assert_eq!(parse(bad), None, "{:?}", core::str::from_utf8(bad));
+        }
+    }
+
+    #[test]
+    fn table_order_matches_the_enum() {
+        assert_eq!(OPTIONS[Opt::WarmPoolSize as usize].name, c"HAKMEM_WARM_POOL_SIZE");
+        assert_eq!(OPTIONS[Opt::DecommitFree as usize].name, c"HAKMEM_DECOMMIT_FREE");
+        assert_eq!(OPTIONS[Opt::SuperslabMaxCached as usize].default, 256);
+    }
+}

@@ -1,0 +1,127 @@
+//! `hakmem::stats()`: counters of every layer, summed on read; and the `HAKMEM_STATS=1`
+//! printout at exit (written with `write(2)`, no allocation).
+
+use hak_os::{write_stderr, write_stderr_u64, OsStats};
+use hak_shared_pool::PoolStats;
+
+use crate::global::{LG_SS, OS, POOL, REGISTRY};
+use crate::large;
+use crate::thread;
+
+/// Counters of the tiny tier's thread fronts, summed over every thread cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TinyStats {
+    /// Bin refills (allocations that missed the thread cache).
+    pub refills: u64,
+    /// Refills served by a warm slab (warm-pool hits).
+    pub warm_hits: u64,
+    /// Refills that acquired slabs from the shared pool (warm-pool misses).
+    pub warm_misses: u64,
+    /// Overflow drains of a bin.
+    pub drains: u64,
+    /// Blocks freed onto another thread's slab (remote frees).
+    pub remote_frees: u64,
+    /// Slabs given back to the shared pool by thread caches.
+    pub slabs_released: u64,
+    /// Slabs published for adoption.
+    pub slabs_published: u64,
+    /// Bytes of tiny blocks outside their slabs: in use by the program or held in thread
+    /// caches. Zero once every block is freed and every thread cache flushed.
+    pub bytes_held: u64,
+    /// Bytes of SuperSlabs the tiny tier holds (live ones plus the LRU cache).
+    pub bytes_mapped: u64,
+}
+
+/// Counters of the tiers above tiny.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LargeStats {
+    /// Blocks allocated.
+    pub allocs: u64,
+    /// Blocks freed.
+    pub frees: u64,
+}
+
+/// Allocator-wide counters (see DESIGN.md, "Stats").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// The OS box: mmap/munmap/madvise calls, bytes mapped.
+    pub os: OsStats,
+    /// The shared pool: acquire stages, releases, SuperSlabs live and cached, LRU hits.
+    pub pool: PoolStats,
+    /// The tiny tier's thread fronts.
+    pub tiny: TinyStats,
+    /// The tiers above tiny.
+    pub large: LargeStats,
+    /// Registry leaves mapped (each covers 64 GiB of address space).
+    pub registry_leaves: u64,
+}
+
+/// Bytes freed by threads without a cache (during teardown), counted here because no front
+/// saw them.
+pub(crate) static UNCACHED_FREE_BYTES: hak_sync::stat::StatCounter =
+    hak_sync::stat::StatCounter::new();
+
+/// A snapshot of every counter. Per-thread counters are summed over all thread caches.
+pub fn stats() -> Stats {
+    let mut t = TinyStats::default();
+    let (mut out, mut back) = (0u64, 0u64);
+    thread::for_each_front_stats(|f| {
+        t.refills += f.refills.get();
+        t.warm_hits += f.warm_hits.get();
+        t.warm_misses += f.warm_misses.get();
+        t.drains += f.drains.get();
+        t.remote_frees += f.remote_frees.get();
+        t.slabs_released += f.slabs_released.get();
+        t.slabs_published += f.slabs_published.get();
+        out += f.bytes_out.get();
+        back += f.bytes_back.get();
+    });
+    back += UNCACHED_FREE_BYTES.get();
+    t.bytes_held = out.saturating_sub(back);
+    let pool = POOL.stats();
+    t.bytes_mapped = (pool.superslabs_live << LG_SS) + pool.cache.cached_bytes;
+    Stats {
+        os: OS.stats(),
+        pool,
+        tiny: t,
+        large: LargeStats { allocs: large::ALLOCS.get(), frees: large::FREES.get() },
+        registry_leaves: REGISTRY.leaf_count(),
+    }
+}
+
+fn line(name: &[u8], v: u64) {
+    write_stderr(b"  ");
+    write_stderr(name);
+    write_stderr(b": ");
+    write_stderr_u64(v);
+    write_stderr(b"\n");
+}
+
+/// Prints the counters to stderr (registered with `atexit` when `HAKMEM_STATS=1`).
+pub(crate) extern "C" fn print_at_exit() {
+    let s = stats();
+    write_stderr(b"hakmem stats\n");
+    line(b"mmap calls", s.os.mmap_calls);
+    line(b"munmap calls", s.os.munmap_calls);
+    line(b"madvise calls", s.os.madvise_calls);
+    line(b"mapped bytes (now)", s.os.mapped.current);
+    line(b"mapped bytes (peak)", s.os.mapped.peak);
+    line(b"decommitted bytes, MADV_DONTNEED", s.os.decommitted_dontneed);
+    line(b"decommitted bytes, MADV_FREE", s.os.decommitted_free);
+    line(b"superslabs live", s.pool.superslabs_live);
+    line(b"superslabs cached", s.pool.cache.cached);
+    line(b"superslabs mapped", s.pool.superslabs_mapped);
+    line(b"pool stage 0 (adopted)", s.pool.stage0_adopted);
+    line(b"pool stage 1 (empty, same class)", s.pool.stage1_empty);
+    line(b"pool stage 2 (unused)", s.pool.stage2_unused);
+    line(b"pool stage 3 (new superslab)", s.pool.stage3_new);
+    line(b"lru hits", s.pool.lru_hits);
+    line(b"tiny refills", s.tiny.refills);
+    line(b"tiny warm-pool hits", s.tiny.warm_hits);
+    line(b"tiny warm-pool misses", s.tiny.warm_misses);
+    line(b"tiny drains", s.tiny.drains);
+    line(b"tiny remote frees", s.tiny.remote_frees);
+    line(b"tiny bytes held", s.tiny.bytes_held);
+    line(b"large allocs", s.large.allocs);
+    line(b"large frees", s.large.frees);
+}
