@@ -1,0 +1,542 @@
+//! [`BigCache`]: the big tier's operations (alloc, dealloc, realloc, usable size, ownership,
+//! trim, stats) over one OS mapping per block, with freed mappings kept in the cache.
+//!
+//! Who calls it: the facade, for requests above 1 MiB and for alignments the other tiers cannot
+//! serve, and for frees whose registry owner is `Big`.
+//!
+//! Locking: one `hak_sync::Mutex` guards [`Inner`]. Syscalls (map, unmap of victims, decommit,
+//! mremap, copying) happen outside it, except the unmap of a bucket array the table has finished
+//! migrating away from (once per doubling). Registry *unregistration* of a block always happens
+//! under the lock, and so does every header read of a block the caller does not own (dealloc,
+//! realloc and owns validate under it), so a validated header is never unmapped underneath.
+
+use core::ptr::{self, NonNull};
+
+use hak_os::Os;
+use hak_registry::{OwnerKind, Registry, GRANULE};
+use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
+use hak_sync::{Mutex, MutexGuard};
+
+use crate::cache::{BigLimits, Inner};
+use crate::header::{layout_for, Header, FREEING, LIVE};
+
+/// Why [`BigCache::dealloc`] refused a pointer. Nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeError {
+    /// The registry does not map the address to a big block (unknown, or another tier's).
+    NotOwned,
+    /// The registry says big, but the header's magic is wrong (memory corruption).
+    Corrupt,
+    /// The address lies inside a big block but is not its user pointer.
+    NotBlockStart,
+    /// The block is already free (cached, or being cached by another thread's free).
+    DoubleFree,
+}
+
+/// Counters and occupancy of a [`BigCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BigStats {
+    /// Allocations served from the cache.
+    pub hits: u64,
+    /// Allocations that had to map (including those the OS then refused).
+    pub misses: u64,
+    /// Blocks unmapped by the cache: evicted by a limit, trimmed, or too big to keep.
+    pub evictions: u64,
+    /// Doublings of the hash table.
+    pub resizes: u64,
+    /// Buckets in the hash table now (0 before the first cached block).
+    pub buckets: u64,
+    /// Blocks cached now.
+    pub cached_entries: u64,
+    /// Bytes of mappings cached now.
+    pub cached_bytes: u64,
+    /// Bytes of mappings held by live blocks (current, peak, total).
+    pub live_bytes: GaugeValue,
+    /// Live blocks (current, peak, total).
+    pub live_blocks: GaugeValue,
+    /// Reallocs served inside the block's mapping (including shrinks that unmap the tail).
+    pub realloc_in_place: u64,
+    /// Reallocs served by `mremap`.
+    pub realloc_remap: u64,
+    /// Reallocs served by mapping a new block and copying.
+    pub realloc_copy: u64,
+    /// Cached blocks decommitted on their way into the cache.
+    pub decommits: u64,
+    /// Pointers refused by `dealloc` or `realloc` (double frees included).
+    pub invalid_frees: u64,
+    /// Blocks `realloc` had to hand out unregistered because the OS refused every way to keep
+    /// them registered after an `mremap` had already moved them (see [`BigCache::realloc`]).
+    pub orphans: u64,
+}
+
+/// The big tier. See the crate docs for the layout, invariants and concurrency contract.
+///
+/// One `BigCache` per registry: it assumes every `Big` owner in the registry is its own.
+pub struct BigCache<'r> {
+    /// The registry blocks are registered in; its `Os` maps them.
+    registry: &'r Registry<'r>,
+    /// The cache: table, LRU list, accounting, limits.
+    inner: Mutex<Inner>,
+    hits: StatCounter,
+    misses: StatCounter,
+    evictions: StatCounter,
+    realloc_in_place: StatCounter,
+    realloc_remap: StatCounter,
+    realloc_copy: StatCounter,
+    decommits: StatCounter,
+    invalid_frees: StatCounter,
+    orphans: StatCounter,
+    live_bytes: StatGauge,
+    live_blocks: StatGauge,
+}
+
+impl core::fmt::Debug for BigCache<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BigCache").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the raw header pointers inside `Inner` are only followed under the mutex, and the
+// blocks they point to belong to the cache while listed.
+unsafe impl Send for BigCache<'_> {}
+// SAFETY: as above; everything else is atomics.
+unsafe impl Sync for BigCache<'_> {}
+
+#[inline]
+fn nn(addr: usize) -> NonNull<u8> {
+    debug_assert!(addr != 0);
+    // SAFETY: callers pass addresses inside mappings, which are never null.
+    unsafe { NonNull::new_unchecked(addr as *mut u8) }
+}
+
+impl<'r> BigCache<'r> {
+    hak_sync::maybe_const_fn! {
+        /// An empty big tier over `registry` (whose `Os` maps the blocks) with `limits`.
+        /// Maps nothing until used.
+        pub fn new(registry: &'r Registry<'r>, limits: BigLimits) -> BigCache<'r> {
+            BigCache {
+                registry,
+                inner: Mutex::new(Inner::new(limits)),
+                hits: StatCounter::new(),
+                misses: StatCounter::new(),
+                evictions: StatCounter::new(),
+                realloc_in_place: StatCounter::new(),
+                realloc_remap: StatCounter::new(),
+                realloc_copy: StatCounter::new(),
+                decommits: StatCounter::new(),
+                invalid_frees: StatCounter::new(),
+                orphans: StatCounter::new(),
+                live_bytes: StatGauge::new(),
+                live_blocks: StatGauge::new(),
+            }
+        }
+    }
+
+    #[inline]
+    fn os(&self) -> &'r Os {
+        self.registry.os()
+    }
+
+    /// Replaces the limits and evicts whatever the new ones exclude.
+    pub fn set_limits(&self, limits: BigLimits) {
+        let victims = {
+            let mut g = self.inner.lock();
+            g.limits = limits;
+            g.evict(self.registry, hak_os::monotonic_ns())
+        };
+        self.release(victims);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> BigLimits {
+        self.inner.lock().limits
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two; any value, including above
+    /// 1 MiB). Returns the block and whether it is known to be zero-filled (true only for a
+    /// fresh mapping, so the caller can skip a memset for `alloc_zeroed`). `None` if `align` is
+    /// not a power of two, the size overflows, or the OS refuses; a later call works again
+    /// once the OS does. `size == 0` is served as 1.
+    pub fn alloc(&self, size: usize, align: usize) -> Option<(NonNull<u8>, bool)> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        let (user_off, need) = layout_for(size, align, hak_os::page_size())?;
+        if let Some(h) = self.cache_take((need, align), (user_off, size), hak_os::monotonic_ns()) {
+            // SAFETY: `h` came out of the cache LIVE: the block is ours alone.
+            let map_len = unsafe { (*h).map_len };
+            self.hits.add(1);
+            self.live_bytes.increase(map_len as u64);
+            self.live_blocks.increase(1);
+            return Some((nn(h as usize + user_off), false));
+        }
+        self.misses.add(1);
+        let base = self.map_block(need, user_off, size)?;
+        Some((nn(base + user_off), true))
+    }
+
+    /// Maps, initialises and registers a fresh LIVE block; returns its base.
+    fn map_block(&self, need: usize, user_off: usize, size: usize) -> Option<usize> {
+        let os = self.os();
+        let base = os.map(need, GRANULE.max(user_off)).ok()?;
+        // SAFETY: a fresh mapping of `need >= page` bytes, page-aligned, ours alone.
+        unsafe { Header::init(base.as_ptr(), need, user_off, size) };
+        if self.registry.register(base, need, OwnerKind::Big).is_err() {
+            // SAFETY: never published; nobody else can reach it.
+            let _ = unsafe { os.unmap(base, need) };
+            return None;
+        }
+        self.live_bytes.increase(need as u64);
+        self.live_blocks.increase(1);
+        Some(base.as_ptr() as usize)
+    }
+
+    /// The cache half of `alloc`: takes a cached block fitting `(need, align)` and makes it
+    /// LIVE with `(user_off, size)`, evicting expired ones on the way.
+    pub(crate) fn cache_take(
+        &self,
+        fit: (usize, usize),
+        block: (usize, usize),
+        now: u64,
+    ) -> Option<*mut Header> {
+        let (found, victims) = self.inner.lock().take(self.registry, fit, block, now);
+        self.release(victims);
+        found
+    }
+
+    /// The cache half of `dealloc`: caches a validated block (LIVE or FREEING, owned by the
+    /// caller), evicting what the limits exclude.
+    ///
+    /// # Safety
+    /// As [`Inner::put`]: `h` heads a mapped block registered as `Big` that nobody else uses.
+    #[cfg(all(test, hak_loom))]
+    pub(crate) unsafe fn cache_put(&self, h: *mut Header, now: u64) {
+        // SAFETY: forwarded.
+        unsafe { self.cache_put_locked(self.inner.lock(), h, now) }
+    }
+
+    /// [`BigCache::cache_put`] with the lock already held (dealloc validates under it).
+    ///
+    /// # Safety
+    /// As [`Inner::put`].
+    unsafe fn cache_put_locked(&self, mut g: MutexGuard<'_, Inner>, h: *mut Header, now: u64) {
+        // SAFETY: forwarded.
+        let victims = unsafe { g.put(self.registry, h, now) };
+        drop(g);
+        self.release(victims);
+    }
+
+    /// Frees a big block: it goes into the cache (still mapped and registered), or is unmapped
+    /// if the limits cannot hold it. Any pointer is checked first: one that is not the user
+    /// pointer of a live big block is refused with a [`FreeError`] and nothing changes.
+    ///
+    /// # Safety
+    /// If `ptr` is a live big block, nobody uses it after this call. (Pointers that are not
+    /// are detected, except one whose block was freed and whose address was since handed out
+    /// again: that frees the new block, as in every allocator.)
+    pub unsafe fn dealloc(&self, ptr: NonNull<u8>) -> Result<(), FreeError> {
+        let now = hak_os::monotonic_ns();
+        let mut g = self.inner.lock();
+        let h = self.validate(ptr.as_ptr() as usize)?;
+        // SAFETY: validated under the lock: a LIVE header the caller gives up.
+        let hr = unsafe { &mut *h };
+        let len = hr.map_len;
+        self.live_bytes.decrease(len as u64);
+        self.live_blocks.decrease(1);
+        let page = hak_os::page_size();
+        let caching = g.limits.max_entries > 0 && len <= g.limits.max_bytes;
+        if caching && len > page && g.wants_decommit(len) {
+            // Decommit outside the lock; FREEING makes a racing second free a double free.
+            hr.state = FREEING;
+            drop(g);
+            // SAFETY: the pages past the header page are the user's, who gave them up.
+            let r = unsafe { self.os().decommit(nn(h as usize + page), len - page) };
+            hr.decommitted = r.is_ok();
+            if r.is_ok() {
+                self.decommits.add(1);
+            }
+            g = self.inner.lock();
+        } else {
+            hr.decommitted = false;
+        }
+        // SAFETY: validated block, registered as Big at its base, ours until cached.
+        unsafe { self.cache_put_locked(g, h, now) };
+        Ok(())
+    }
+
+    /// Checks that `addr` is the user pointer of a LIVE big block and returns its header.
+    /// Must be called with the cache lock held (see the module docs); counts refusals.
+    fn validate(&self, addr: usize) -> Result<*mut Header, FreeError> {
+        let r = self.validate_inner(addr);
+        if r.is_err() {
+            self.invalid_frees.add(1);
+        }
+        r
+    }
+
+    fn validate_inner(&self, addr: usize) -> Result<*mut Header, FreeError> {
+        let owner = self.registry.lookup(addr).ok_or(FreeError::NotOwned)?;
+        if owner.kind != OwnerKind::Big {
+            return Err(FreeError::NotOwned);
+        }
+        let h = owner.base.as_ptr().cast::<Header>();
+        // SAFETY: a registered Big region is mapped with its header at the base, and it stays
+        // mapped while we hold the lock (eviction unregisters under the lock).
+        let hr = unsafe { &*h };
+        if !hr.magic_ok() {
+            return Err(FreeError::Corrupt);
+        }
+        if owner.base.as_ptr() as usize + hr.user_off != addr {
+            return Err(FreeError::NotBlockStart);
+        }
+        if hr.state != LIVE {
+            return Err(FreeError::DoubleFree);
+        }
+        Ok(h)
+    }
+
+    /// Resizes a live big block to `new_size` bytes, keeping its alignment and its first
+    /// `min(usable, new_size)` bytes. Returns the (possibly moved) block, or `None` with the old block
+    /// untouched and still valid (invalid pointer, overflow, or OS refusal).
+    ///
+    /// Strategy: if the mapping already holds `new_size`, the block stays (a shrink to at most
+    /// half the mapping unmaps the tail); else, for alignments up to a page, `mremap` (which
+    /// may move it; the block is unregistered before and registered again at its new base
+    /// after); if the kernel places it off the 1 MiB grid the registry needs, or for larger
+    /// alignments, or if `mremap` fails: map a new block, copy, and free the old one into the
+    /// cache.
+    ///
+    /// Orphans: if `mremap` moved the block off the grid and the OS then refuses the new
+    /// mapping (or the registry refuses to register it), the old address is already gone, so
+    /// the moved block is returned unregistered: its contents and alignment are right, but
+    /// [`BigCache::dealloc`] will refuse it (`NotOwned`) and its mapping leaks. Counted in
+    /// [`BigStats::orphans`]; it needs the OS to fail right after succeeding.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this cache owned by the caller, not used concurrently; on
+    /// `Some` only the returned pointer may be used.
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        let addr = ptr.as_ptr() as usize;
+        let page = hak_os::page_size();
+        let mut g = self.inner.lock();
+        let h = self.validate(addr).ok()?;
+        let base = h as usize;
+        // SAFETY: validated LIVE block, owned by the caller.
+        let (map_len, user_off) = unsafe { ((*h).map_len, (*h).user_off) };
+        let (_, need) = layout_for(new_size, user_off, page)?;
+        if need <= map_len {
+            if need <= map_len / 2 {
+                // Shrink: release the tail's granules (under the lock), then its pages.
+                self.registry.unregister(nn(base), map_len);
+                if self.registry.register(nn(base), need, OwnerKind::Big).is_ok() {
+                    // SAFETY: our block.
+                    unsafe { (*h).map_len = need };
+                    drop(g);
+                    // SAFETY: the tail is the caller's and unused past `need`; its granules
+                    // are no longer registered.
+                    let _ = unsafe { self.os().unmap(nn(base + need), map_len - need) };
+                    self.live_bytes.decrease((map_len - need) as u64);
+                } else {
+                    // Cannot happen (the leaves exist); keep the whole mapping registered.
+                    let _ = self.registry.register(nn(base), map_len, OwnerKind::Big);
+                }
+            }
+            // SAFETY: our block.
+            unsafe { (*h).size = new_size };
+            self.realloc_in_place.add(1);
+            return Some(ptr);
+        }
+        if user_off == page {
+            self.registry.unregister(nn(base), map_len);
+            drop(g);
+            // SAFETY: `[base, base+map_len)` is one whole mapping of ours that nobody else
+            // uses; both lengths are page multiples.
+            match unsafe { self.os().remap(nn(base), map_len, need) } {
+                Ok(q) => {
+                    // SAFETY: the old range is gone; `q` holds the block with its header.
+                    return Some(unsafe { self.adopt_remapped(q, map_len, need, new_size) });
+                }
+                Err(_) => {
+                    // Untouched: register it again (its granules are still ours).
+                    g = self.inner.lock();
+                    let _ = self.registry.register(nn(base), map_len, OwnerKind::Big);
+                }
+            }
+        }
+        drop(g);
+        // `user_off` is the block's alignment when above a page, and a page serves any smaller
+        // one, so this keeps the alignment (and may reuse a cached block).
+        let (np, _) = self.alloc(new_size, user_off)?;
+        // Copy all of the old usable bytes (the user may have used them, as
+        // `usable_size` allows): `need > map_len` means `new_size > map_len - user_off`.
+        let old_usable = map_len - user_off;
+        // SAFETY: both blocks are ours and distinct; the old one holds `old_usable` bytes and
+        // the new one room for `new_size > old_usable`.
+        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), np.as_ptr(), old_usable) };
+        self.realloc_copy.add(1);
+        // SAFETY: the old block is a live block of ours that nobody will use again.
+        let _ = unsafe { self.dealloc(ptr) };
+        Some(np)
+    }
+
+    /// Finishes an `mremap` that moved or grew a page-aligned block to `q`.
+    ///
+    /// # Safety
+    /// `q` is a mapping of `need` bytes holding a LIVE block's header and contents, unregistered
+    /// and ours alone; it replaced a mapping of `old_len` bytes.
+    unsafe fn adopt_remapped(
+        &self,
+        q: NonNull<u8>,
+        old_len: usize,
+        need: usize,
+        new_size: usize,
+    ) -> NonNull<u8> {
+        let qa = q.as_ptr() as usize;
+        let h = qa as *mut Header;
+        // SAFETY: our block, moved with its header.
+        let user_off = unsafe { (*h).user_off };
+        self.live_bytes.decrease(old_len as u64);
+        self.live_blocks.decrease(1);
+        if qa.is_multiple_of(GRANULE) {
+            // SAFETY: as above; the header now lives at `qa`.
+            unsafe { Header::init(q.as_ptr(), need, user_off, new_size) };
+            if self.registry.register(q, need, OwnerKind::Big).is_ok() {
+                self.live_bytes.increase(need as u64);
+                self.live_blocks.increase(1);
+                self.realloc_remap.add(1);
+                return nn(qa + user_off);
+            }
+        } else if let Some((np, _)) = self.alloc(new_size, user_off) {
+            // SAFETY: distinct mappings; `q` holds the old usable bytes `old_len - user_off`,
+            // the new block room for more; `q` is unregistered and unused afterwards.
+            unsafe {
+                let old_usable = old_len - user_off;
+                ptr::copy_nonoverlapping((qa + user_off) as *const u8, np.as_ptr(), old_usable);
+                let _ = self.os().unmap(q, need);
+            }
+            self.realloc_copy.add(1);
+            return np;
+        }
+        // The OS refused every way to register the moved block: hand it out unregistered.
+        self.orphans.add(1);
+        nn(qa + user_off)
+    }
+
+    /// The bytes usable at `ptr`: `map_len - user_off` (at least the size asked for).
+    /// 0 if the registry does not know `ptr` as a big block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this cache (its header is then stable and mapped).
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        match self.registry.lookup(ptr.as_ptr() as usize) {
+            Some(o) if o.kind == OwnerKind::Big => {
+                // SAFETY: the caller owns this live block, so its header is mapped and stable.
+                let h = unsafe { &*o.base.as_ptr().cast::<Header>() };
+                h.map_len - h.user_off
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether `addr` lies in a block of this tier (live or cached): the registry says `Big`
+    /// and the header's magic is right. Safe for any address.
+    pub fn owns(&self, addr: usize) -> bool {
+        let Some(o) = self.registry.lookup(addr) else { return false };
+        if o.kind != OwnerKind::Big {
+            return false;
+        }
+        let _g = self.inner.lock();
+        match self.registry.lookup(addr) {
+            // SAFETY: registered Big under the lock: mapped, header at the base.
+            Some(o) if o.kind == OwnerKind::Big => unsafe {
+                (*o.base.as_ptr().cast::<Header>()).magic_ok()
+            },
+            _ => false,
+        }
+    }
+
+    /// Evicts cached blocks older than the TTL now (alloc and dealloc also do it as they go).
+    pub fn evict_expired(&self) {
+        let victims = self.inner.lock().evict(self.registry, hak_os::monotonic_ns());
+        self.release(victims);
+    }
+
+    /// Evicts every cached block (unregistered and unmapped). Live blocks are untouched.
+    pub fn trim(&self) {
+        let victims = self.inner.lock().drain(self.registry);
+        self.release(victims);
+    }
+
+    /// Counters and current occupancy.
+    pub fn stats(&self) -> BigStats {
+        let (entries, bytes, buckets, resizes) = {
+            let g = self.inner.lock();
+            (g.entries, g.bytes, g.table.buckets(), g.table.grows())
+        };
+        BigStats {
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            evictions: self.evictions.get(),
+            resizes,
+            buckets: buckets as u64,
+            cached_entries: entries as u64,
+            cached_bytes: bytes as u64,
+            live_bytes: self.live_bytes.get(),
+            live_blocks: self.live_blocks.get(),
+            realloc_in_place: self.realloc_in_place.get(),
+            realloc_remap: self.realloc_remap.get(),
+            realloc_copy: self.realloc_copy.get(),
+            decommits: self.decommits.get(),
+            invalid_frees: self.invalid_frees.get(),
+            orphans: self.orphans.get(),
+        }
+    }
+
+    /// Validates the cache's invariants (crate and `cache` module docs); panics on a violation.
+    /// For tests; takes the lock and walks everything cached.
+    pub fn check_invariants(&self) {
+        let g = self.inner.lock();
+        let in_table = g.table.check();
+        let (mut n, mut bytes, mut committed) = (0, 0, 0);
+        for h in g.lru_iter() {
+            // SAFETY: listed headers are valid under the lock.
+            let hr = unsafe { &*h };
+            assert!(hr.magic_ok(), "cached header with a bad magic");
+            assert_eq!(hr.state, crate::header::CACHED);
+            assert_eq!((h as usize) % GRANULE, 0, "block base off the granule grid");
+            let owner = self.registry.lookup(h as usize);
+            assert!(
+                owner
+                    .is_some_and(|o| o.kind == OwnerKind::Big && ptr::eq(o.base.as_ptr(), h.cast()))
+                    || cfg!(hak_loom),
+                "cached block not registered as Big at its base"
+            );
+            n += 1;
+            bytes += hr.map_len;
+            if !hr.decommitted {
+                committed += hr.map_len;
+            }
+        }
+        assert_eq!((n, n), (g.entries, in_table), "LRU, table and count disagree");
+        assert_eq!((bytes, committed), (g.bytes, g.committed), "byte accounting is off");
+    }
+
+    /// Unmaps a list of victims (already unregistered under the lock).
+    fn release(&self, mut victims: *mut Header) {
+        while let Some(v) = NonNull::new(victims) {
+            // SAFETY: victims are unlisted and unregistered: ours alone.
+            let (next, len) = unsafe { ((*v.as_ptr()).lru_next, (*v.as_ptr()).map_len) };
+            // SAFETY: as above; nobody can reach the mapping any more.
+            let _ = unsafe { self.os().unmap(v.cast(), len) };
+            self.evictions.add(1);
+            victims = next;
+        }
+    }
+}
+
+impl Drop for BigCache<'_> {
+    fn drop(&mut self) {
+        self.trim();
+        self.inner.lock().table.release(self.registry.os());
+    }
+}

@@ -1,0 +1,262 @@
+//! The cache proper: [`Inner`] (the hash [`Table`] plus an LRU list and the accounting the
+//! limits need) and [`BigLimits`].
+//!
+//! Cached blocks are listed twice, both intrusively through their [`Header`]: in the table by
+//! key (to find a block that fits a request) and in a doubly linked LRU list, newest at the
+//! head (to evict the oldest first). Eviction is from the LRU tail while any limit is exceeded:
+//! `entries > max_entries`, `bytes > max_bytes`, or the tail's age `> ttl_ns`.
+//!
+//! Invariants (under the cache mutex; checked by `BigCache::check_invariants`):
+//! - `entries == |LRU| == table.len()`; a header is in the LRU iff it is in the table iff
+//!   `state == CACHED`;
+//! - `bytes == Σ map_len` and `committed == Σ map_len [!decommitted]` over the LRU;
+//! - every cached block is still mapped and registered as `Big`; eviction unregisters *under
+//!   the lock* and unmaps after it, so a thread holding the lock that finds a `Big` owner in the
+//!   registry may read its header.
+//!
+//! Concurrency: `Inner` is only ever reached through the cache's `hak_sync::Mutex`; its methods
+//! take `&mut self`. Victims are returned as a list (linked through `lru_next`) for the caller
+//! to unmap after unlocking.
+
+use core::ptr;
+
+use hak_registry::Registry;
+
+use crate::header::{key_of, Header, CACHED, LIVE};
+use crate::table::Table;
+
+/// Limits of a [`BigCache`](crate::BigCache). The facade fills them from
+/// `HAKMEM_BIGCACHE_MAX_MB`, `HAKMEM_BIGCACHE_MAX_ENTRIES`, `HAKMEM_BIGCACHE_TTL_SEC` and
+/// `HAKMEM_BIGCACHE_DECOMMIT_MB` (or whatever names its option table settles on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BigLimits {
+    /// Most bytes of mappings kept in the cache, decommitted or not (default 512 MiB). A block
+    /// longer than this is unmapped on free instead of cached.
+    pub max_bytes: usize,
+    /// Most blocks kept (default 1024; 0 disables caching).
+    pub max_entries: usize,
+    /// Oldest age a cached block may reach, in nanoseconds (default 30 s).
+    pub ttl_ns: u64,
+    /// Committed-bytes threshold for decommit (default 64 MiB): a freed block that would bring
+    /// the cache's committed (not decommitted) bytes above this has every page past its header
+    /// page decommitted before it is cached, so it costs address space, not RSS.
+    /// `usize::MAX` never decommits; 0 always does.
+    pub decommit_over: usize,
+}
+
+impl BigLimits {
+    /// 512 MiB, 1024 blocks, 30 s, decommit past 64 MiB committed.
+    pub const DEFAULT: BigLimits = BigLimits {
+        max_bytes: 512 << 20,
+        max_entries: 1024,
+        ttl_ns: 30_000_000_000,
+        decommit_over: 64 << 20,
+    };
+}
+
+impl Default for BigLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Everything behind the cache mutex. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// Cached blocks by key.
+    pub(crate) table: Table,
+    /// Most recently cached block, or null.
+    lru_head: *mut Header,
+    /// Least recently cached block (the next to evict), or null.
+    lru_tail: *mut Header,
+    /// Blocks cached.
+    pub(crate) entries: usize,
+    /// Bytes of mappings cached.
+    pub(crate) bytes: usize,
+    /// Bytes of cached mappings that were not decommitted.
+    pub(crate) committed: usize,
+    /// The limits in force.
+    pub(crate) limits: BigLimits,
+}
+
+impl Inner {
+    /// An empty cache with `limits`.
+    pub(crate) const fn new(limits: BigLimits) -> Inner {
+        Inner {
+            table: Table::new(),
+            lru_head: ptr::null_mut(),
+            lru_tail: ptr::null_mut(),
+            entries: 0,
+            bytes: 0,
+            committed: 0,
+            limits,
+        }
+    }
+
+    /// Whether a block of `map_len` bytes entering the cache now should be decommitted.
+    pub(crate) fn wants_decommit(&self, map_len: usize) -> bool {
+        self.committed.saturating_add(map_len) > self.limits.decommit_over
+    }
+
+    /// Caches `h` (a block leaving its user) and evicts what the limits exclude. A block the
+    /// limits cannot hold at all, or one the table has no memory for, is unregistered and
+    /// returned as a victim at once. Returns the victims (linked through `lru_next`), already
+    /// unregistered, for the caller to unmap after unlocking.
+    ///
+    /// # Safety
+    /// `h` is the header of a mapped block registered in `reg` as `Big` at its own address,
+    /// not in the cache, and nobody else uses the block.
+    pub(crate) unsafe fn put(
+        &mut self,
+        reg: &Registry<'_>,
+        h: *mut Header,
+        now: u64,
+    ) -> *mut Header {
+        // SAFETY: `h` is ours (caller's contract) and we hold the lock.
+        let hr = unsafe { &mut *h };
+        hr.state = CACHED;
+        hr.cached_ns = now;
+        let len = hr.map_len;
+        let keep = self.limits.max_entries > 0 && len <= self.limits.max_bytes;
+        // SAFETY: `h` is valid and not in the table.
+        if !keep || !unsafe { self.table.insert(reg.os(), h) } {
+            hr.state = LIVE; // not cached: it leaves as a victim
+            return victim(reg, h, ptr::null_mut());
+        }
+        hr.lru_prev = ptr::null_mut();
+        hr.lru_next = self.lru_head;
+        // SAFETY: the old head, if any, is a cached header.
+        match unsafe { self.lru_head.as_mut() } {
+            Some(old) => old.lru_prev = h,
+            None => self.lru_tail = h,
+        }
+        self.lru_head = h;
+        self.entries += 1;
+        self.bytes += len;
+        if !hr.decommitted {
+            self.committed += len;
+        }
+        self.evict(reg, now)
+    }
+
+    /// Takes a cached block that can hold a mapping of `need` bytes aligned to `align`:
+    /// `need <= map_len <= need * 5 / 4` and `base % align == 0`. It becomes LIVE with
+    /// `user_off` and `size` written here, under the lock, so a racing (invalid) free of the
+    /// same address reads a consistent header. Also evicts expired blocks first. Returns the
+    /// block, if any, and the victims.
+    pub(crate) fn take(
+        &mut self,
+        reg: &Registry<'_>,
+        (need, align): (usize, usize),
+        (user_off, size): (usize, usize),
+        now: u64,
+    ) -> (Option<*mut Header>, *mut Header) {
+        let victims = self.evict(reg, now);
+        let most = need.saturating_add(need / 4);
+        let found = self.table.take(reg.os(), key_of(need), key_of(most), |h| {
+            h.map_len >= need
+                && h.map_len <= most
+                && (h as *const Header as usize).is_multiple_of(align)
+        });
+        if let Some(h) = found {
+            // SAFETY: `h` was in the table, so it is a cached header listed in the LRU.
+            unsafe { self.lru_unlink(h) };
+            // SAFETY: as above; it is ours now.
+            unsafe {
+                (*h).state = LIVE;
+                (*h).user_off = user_off;
+                (*h).size = size;
+            }
+        }
+        (found, victims)
+    }
+
+    /// Unlinks every cached block, unregisters it and returns them all as victims.
+    pub(crate) fn drain(&mut self, reg: &Registry<'_>) -> *mut Header {
+        let mut victims = ptr::null_mut();
+        let mut p = self.lru_head;
+        while !p.is_null() {
+            // SAFETY: listed headers are valid under the lock.
+            let next = unsafe { (*p).lru_next };
+            victims = victim(reg, p, victims);
+            p = next;
+        }
+        self.table.clear(reg.os());
+        self.lru_head = ptr::null_mut();
+        self.lru_tail = ptr::null_mut();
+        self.entries = 0;
+        self.bytes = 0;
+        self.committed = 0;
+        victims
+    }
+
+    /// Evicts from the LRU tail while a limit is exceeded; returns the victims.
+    pub(crate) fn evict(&mut self, reg: &Registry<'_>, now: u64) -> *mut Header {
+        let mut victims = ptr::null_mut();
+        // SAFETY: the tail, if any, is a cached header.
+        while let Some(t) = unsafe { self.lru_tail.as_mut() } {
+            let expired = now.saturating_sub(t.cached_ns) > self.limits.ttl_ns;
+            if !expired
+                && self.entries <= self.limits.max_entries
+                && self.bytes <= self.limits.max_bytes
+            {
+                break;
+            }
+            let removed = self.table.remove(reg.os(), t);
+            debug_assert!(removed, "LRU entry missing from the table");
+            // SAFETY: `t` is listed.
+            unsafe { self.lru_unlink(t) };
+            t.state = LIVE;
+            victims = victim(reg, t, victims);
+        }
+        victims
+    }
+
+    /// The LRU list from newest to oldest (for the invariant check).
+    pub(crate) fn lru_iter(&self) -> impl Iterator<Item = *mut Header> + '_ {
+        let mut p = self.lru_head;
+        core::iter::from_fn(move || {
+            let cur = p;
+            // SAFETY: listed headers are valid under the lock (we hold `&self` of `Inner`).
+            p = unsafe { cur.as_ref()?.lru_next };
+            Some(cur)
+        })
+    }
+
+    /// Removes `h` from the LRU list and the accounting.
+    ///
+    /// # Safety
+    /// `h` is in the LRU list.
+    unsafe fn lru_unlink(&mut self, h: *mut Header) {
+        // SAFETY: listed headers and their neighbours are valid under the lock.
+        unsafe {
+            let (prev, next) = ((*h).lru_prev, (*h).lru_next);
+            match prev.as_mut() {
+                Some(p) => p.lru_next = next,
+                None => self.lru_head = next,
+            }
+            match next.as_mut() {
+                Some(n) => n.lru_prev = prev,
+                None => self.lru_tail = prev,
+            }
+            (*h).lru_prev = ptr::null_mut();
+            (*h).lru_next = ptr::null_mut();
+            self.entries -= 1;
+            self.bytes -= (*h).map_len;
+            if !(*h).decommitted {
+                self.committed -= (*h).map_len;
+            }
+        }
+    }
+}
+
+/// Unregisters the block of `h` and pushes it on the `victims` list; returns the new list.
+fn victim(reg: &Registry<'_>, h: *mut Header, victims: *mut Header) -> *mut Header {
+    // SAFETY: `h` is a valid header no longer listed anywhere; we hold the lock.
+    let len = unsafe { (*h).map_len };
+    // SAFETY: a header lives at the (non-null) base of its mapping.
+    reg.unregister(unsafe { ptr::NonNull::new_unchecked(h.cast::<u8>()) }, len);
+    // SAFETY: as above.
+    unsafe { (*h).lru_next = victims };
+    h
+}

@@ -1,0 +1,551 @@
+//! Unit tests of [`BigCache`] through its public API, on a real `Os` and `Registry`, plus a
+//! proptest model test against a shadow map of live blocks.
+
+use core::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+use hak_os::{page_size, Os};
+use hak_registry::{OwnerKind, Registry};
+
+use crate::{BigCache, BigLimits, FreeError};
+
+const MIB: usize = 1 << 20;
+
+/// Limits that never evict and never decommit, so a test sees only what it asks for.
+const KEEP_ALL: BigLimits = BigLimits {
+    max_bytes: usize::MAX,
+    max_entries: usize::MAX,
+    ttl_ns: u64::MAX,
+    decommit_over: usize::MAX,
+};
+
+/// Runs `f` with a fresh Os, registry and cache, then checks the cache and that trimming and
+/// dropping leave nothing mapped but the registry's leaves.
+fn with_cache(limits: BigLimits, f: impl FnOnce(&Os, &Registry<'_>, &BigCache<'_>)) {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    {
+        let cache = BigCache::new(&reg, limits);
+        f(&os, &reg, &cache);
+        cache.check_invariants();
+        cache.trim();
+        assert_eq!(cache.stats().cached_entries, 0);
+    }
+    let leaf = 65536 * 8;
+    assert_eq!(os.stats().mapped.current, reg.leaf_count() * leaf, "everything unmapped");
+}
+
+fn addr(p: NonNull<u8>) -> usize {
+    p.as_ptr() as usize
+}
+
+/// Frees `p`, which the test knows to be live.
+fn free(c: &BigCache<'_>, p: NonNull<u8>) {
+    // SAFETY: tests only pass live blocks they no longer use.
+    unsafe { c.dealloc(p) }.expect("live block frees");
+}
+
+#[test]
+fn alloc_gives_aligned_zeroed_registered_blocks_of_the_size_asked() {
+    with_cache(BigLimits::DEFAULT, |_, reg, c| {
+        for &(size, align) in
+            &[(MIB + 1, 8), (3 * MIB, 4096), (2 * MIB, MIB), (MIB, 2 * MIB), (5 * MIB, 8 * MIB)]
+        {
+            let (p, zeroed) = c.alloc(size, align).expect("alloc");
+            assert!(zeroed, "fresh mappings are zeroed");
+            assert_eq!(addr(p) % align, 0);
+            // SAFETY: `p` is live and ours.
+            let usable = unsafe { c.usable_size(p) };
+            assert!(usable >= size);
+            // SAFETY: the block has `usable` bytes.
+            let s = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), usable) };
+            assert!(s.iter().step_by(4096).all(|&b| b == 0));
+            s[0] = 1;
+            s[usable - 1] = 1;
+            for a in [addr(p), addr(p) + usable - 1] {
+                assert_eq!(reg.lookup(a).map(|o| o.kind), Some(OwnerKind::Big));
+                assert!(c.owns(a));
+            }
+            free(c, p);
+            c.trim(); // so the next iteration maps afresh
+        }
+        assert_eq!(c.stats().live_blocks.current, 0);
+    });
+}
+
+#[test]
+fn freed_block_is_cached_and_reused_without_zero_promise() {
+    with_cache(BigLimits::DEFAULT, |os, _, c| {
+        let (p, _) = c.alloc(2 * MIB, 8).unwrap();
+        // SAFETY: live block of 2 MiB.
+        unsafe { p.as_ptr().write(0xAB) };
+        free(c, p);
+        let st = c.stats();
+        assert_eq!((st.cached_entries, st.live_blocks.current), (1, 0));
+        assert!(c.owns(addr(p)), "cached blocks stay ours");
+        let maps = os.stats().mmap_calls;
+        let (q, zeroed) = c.alloc(2 * MIB, 8).unwrap();
+        assert_eq!(q, p, "same mapping back");
+        assert!(!zeroed, "a reused block is never promised zeroed");
+        assert_eq!(os.stats().mmap_calls, maps, "a hit makes no syscall");
+        let st = c.stats();
+        assert_eq!((st.hits, st.misses, st.cached_entries), (1, 1, 0));
+        free(c, q);
+    });
+}
+
+#[test]
+fn reuse_takes_blocks_up_to_one_and_a_quarter_times_the_request_only() {
+    with_cache(KEEP_ALL, |_, _, c| {
+        let page = page_size();
+        let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        free(c, p);
+        // The cached mapping is 4 MiB + 1 page. A request needs size + 1 page.
+        let map_len = 4 * MIB + page;
+        let fits = (map_len * 4 / 5) - page; // needs exactly map_len * 4 / 5
+        let (q, _) = c.alloc(fits + 1, 8).unwrap();
+        assert_eq!(q, p, "within 1.25x: reused");
+        free(c, q);
+        let (r, z) = c.alloc(fits - 64 * 1024, 8).unwrap();
+        assert!(z && r != p, "more than 1.25x the request: a fresh mapping");
+        let (s, z) = c.alloc(4 * MIB + 1, 8).unwrap();
+        assert!(z && s != p, "bigger than the cached block: a fresh mapping");
+        free(c, r);
+        free(c, s);
+        assert_eq!(c.stats().hits, 1);
+    });
+}
+
+#[test]
+fn reuse_respects_alignment() {
+    with_cache(KEEP_ALL, |_, _, c| {
+        let page = page_size();
+        // Mappings of 17 MiB + 1 page: just right for a 1 MiB block aligned to 16 MiB
+        // (user_off 16 MiB), if their base happens to be 16 MiB-aligned.
+        let cached: Vec<_> = (0..4).map(|_| c.alloc(17 * MIB, 8).unwrap().0).collect();
+        let aligned_bases =
+            cached.iter().filter(|p| (addr(**p) - page).is_multiple_of(16 * MIB)).count();
+        cached.into_iter().for_each(|p| free(c, p));
+        let got: Vec<_> = (0..4).map(|_| c.alloc(MIB, 16 * MIB).unwrap().0).collect();
+        for p in &got {
+            assert_eq!(addr(*p) % (16 * MIB), 0, "alignment holds for reused blocks too");
+        }
+        assert_eq!(c.stats().hits as usize, aligned_bases, "only aligned bases were reused");
+        got.into_iter().for_each(|p| free(c, p));
+    });
+}
+
+#[test]
+fn double_free_and_foreign_pointers_are_refused_without_harm() {
+    with_cache(BigLimits::DEFAULT, |_, _, c| {
+        let (p, _) = c.alloc(2 * MIB, 8).unwrap();
+        let inner = NonNull::new(p.as_ptr().wrapping_add(100)).unwrap();
+        // SAFETY: dealloc checks every pointer before touching anything.
+        unsafe {
+            assert_eq!(c.dealloc(inner), Err(FreeError::NotBlockStart));
+            c.dealloc(p).unwrap();
+            assert_eq!(c.dealloc(p), Err(FreeError::DoubleFree));
+            let local = 0u64;
+            assert_eq!(c.dealloc(NonNull::from(&local).cast()), Err(FreeError::NotOwned));
+            assert_eq!(c.realloc(p, 3 * MIB), None, "realloc of a freed block is refused");
+        }
+        let st = c.stats();
+        assert_eq!((st.invalid_frees, st.cached_entries), (4, 1));
+        c.check_invariants();
+        let (q, _) = c.alloc(2 * MIB, 8).unwrap();
+        assert_eq!(q, p, "the cache is intact: the block comes back once");
+        let (r, _) = c.alloc(2 * MIB, 8).unwrap();
+        assert_ne!(r, p);
+        free(c, q);
+        free(c, r);
+    });
+}
+
+#[test]
+fn racing_double_frees_free_once() {
+    with_cache(BigLimits { decommit_over: 0, ..BigLimits::DEFAULT }, |_, _, c| {
+        for _ in 0..50 {
+            let (p, _) = c.alloc(2 * MIB, 8).unwrap();
+            let p = p.as_ptr() as usize;
+            let ok: usize = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(move || {
+                            let p = NonNull::new(p as *mut u8).unwrap();
+                            // SAFETY: dealloc validates; exactly one of the two may succeed.
+                            usize::from(unsafe { c.dealloc(p) }.is_ok())
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert_eq!(ok, 1);
+        }
+        c.check_invariants();
+    });
+}
+
+#[test]
+fn refused_mapping_is_none_and_alloc_recovers() {
+    with_cache(BigLimits::DEFAULT, |os, reg, c| {
+        os.fail_next_maps(1);
+        assert!(c.alloc(2 * MIB, 8).is_none());
+        os.fail_next_maps(1);
+        assert!(c.alloc(2 * MIB, 4 * MIB).is_none());
+        assert!(c.alloc(usize::MAX - 10, 8).is_none(), "overflow is a value too");
+        assert!(c.alloc(MIB, 3).is_none(), "non-power-of-two alignment");
+        let (p, _) = c.alloc(2 * MIB, 8).expect("works again once the OS does");
+        assert!(reg.lookup(addr(p)).is_some());
+        free(c, p);
+    });
+    // The very first free must map the bucket array; refuse it.
+    with_cache(BigLimits::DEFAULT, |os, reg, c| {
+        let (p, _) = c.alloc(2 * MIB, 8).unwrap();
+        os.fail_next_maps(1);
+        free(c, p);
+        let st = c.stats();
+        assert_eq!((st.cached_entries, st.evictions), (0, 1), "released instead of cached");
+        assert!(reg.lookup(addr(p)).is_none());
+    });
+}
+
+#[test]
+fn entry_cap_evicts_the_oldest_first() {
+    with_cache(BigLimits { max_entries: 2, ..KEEP_ALL }, |_, reg, c| {
+        let ps: Vec<_> = (1..=3).map(|i| c.alloc(i * MIB + 5, 8).unwrap().0).collect();
+        ps.iter().for_each(|&p| free(c, p));
+        let st = c.stats();
+        assert_eq!((st.cached_entries, st.evictions), (2, 1));
+        assert!(reg.lookup(addr(ps[0])).is_none(), "oldest unregistered");
+        assert!(!c.owns(addr(ps[0])));
+        assert!(c.owns(addr(ps[2])));
+    });
+}
+
+#[test]
+fn byte_cap_evicts_and_oversized_blocks_are_not_cached() {
+    with_cache(BigLimits { max_bytes: 4 * MIB, ..KEEP_ALL }, |_, _, c| {
+        let a = c.alloc(2 * MIB, 8).unwrap().0;
+        let b = c.alloc(2 * MIB, 8).unwrap().0;
+        let big = c.alloc(6 * MIB, 8).unwrap().0;
+        free(c, big);
+        assert_eq!(c.stats().cached_entries, 0, "longer than max_bytes: unmapped at once");
+        free(c, a);
+        free(c, b);
+        let st = c.stats();
+        assert_eq!((st.cached_entries, st.evictions), (1, 2));
+        assert!(st.cached_bytes <= 4 * MIB as u64);
+    });
+}
+
+#[test]
+fn ttl_evicts_old_blocks_on_the_next_operation() {
+    with_cache(BigLimits { ttl_ns: 1_000_000, ..KEEP_ALL }, |_, _, c| {
+        let a = c.alloc(2 * MIB, 8).unwrap().0;
+        free(c, a);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c.evict_expired();
+        assert_eq!(c.stats().cached_entries, 0);
+        let b = c.alloc(3 * MIB, 8).unwrap().0;
+        free(c, b);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (x, zeroed) = c.alloc(3 * MIB, 8).unwrap();
+        assert!(zeroed, "the expired block was evicted by alloc, not reused");
+        free(c, x);
+        assert_eq!(c.stats().evictions, 2);
+    });
+}
+
+#[test]
+fn set_limits_and_zero_entries_disable_caching() {
+    with_cache(KEEP_ALL, |os, _, c| {
+        let ps: Vec<_> = (0..3).map(|_| c.alloc(2 * MIB, 8).unwrap().0).collect();
+        ps.into_iter().for_each(|p| free(c, p));
+        c.set_limits(BigLimits { max_entries: 0, ..KEEP_ALL });
+        assert_eq!(c.limits().max_entries, 0);
+        assert_eq!(c.stats().cached_entries, 0);
+        let unmaps = os.stats().munmap_calls;
+        let p = c.alloc(2 * MIB, 8).unwrap().0;
+        free(c, p);
+        assert_eq!(c.stats().cached_entries, 0);
+        assert!(os.stats().munmap_calls > unmaps, "freed straight back to the OS");
+    });
+}
+
+#[test]
+fn trim_unregisters_and_unmaps_everything_cached_but_not_live_blocks() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let live = c.alloc(2 * MIB, 8).unwrap().0;
+        let ps: Vec<_> = (1..=4).map(|i| c.alloc(i * MIB, 8).unwrap().0).collect();
+        ps.iter().for_each(|&p| free(c, p));
+        c.trim();
+        assert_eq!(c.stats().cached_entries, 0);
+        assert!(ps.iter().all(|&p| reg.lookup(addr(p)).is_none()));
+        assert!(reg.lookup(addr(live)).is_some());
+        let mapped = os.stats().mapped.current;
+        free(c, live);
+        c.trim();
+        assert!(os.stats().mapped.current < mapped);
+    });
+}
+
+#[test]
+fn blocks_past_the_decommit_threshold_are_decommitted_and_still_reusable() {
+    with_cache(BigLimits { decommit_over: 3 * MIB, ..KEEP_ALL }, |os, _, c| {
+        let a = c.alloc(2 * MIB, 8).unwrap().0;
+        let b = c.alloc(2 * MIB, 8).unwrap().0;
+        // SAFETY: live blocks of 2 MiB.
+        unsafe { b.as_ptr().add(MIB).write(7) };
+        free(c, a); // 2 MiB committed: under the threshold
+        assert_eq!(c.stats().decommits, 0);
+        free(c, b); // would make 4 MiB: decommitted
+        assert_eq!(c.stats().decommits, 1);
+        assert_eq!(os.stats().decommitted_dontneed, 2 * MIB as u64);
+        let (x, z) = c.alloc(2 * MIB, 8).unwrap();
+        let (y, _) = c.alloc(2 * MIB, 8).unwrap();
+        assert!(!z);
+        let d = if x == b { x } else { y };
+        // SAFETY: live block; DONTNEED pages read back as zero.
+        assert_eq!(unsafe { d.as_ptr().add(MIB).read() }, 0);
+        free(c, x);
+        free(c, y);
+    });
+}
+
+#[test]
+fn table_grows_past_256_buckets_and_every_block_stays_findable() {
+    with_cache(KEEP_ALL, |_, _, c| {
+        let n = 200; // > 0.75 * 256
+        let ps: Vec<_> = (0..n).map(|i| c.alloc(MIB + (i % 8) * MIB, 8).unwrap().0).collect();
+        ps.iter().for_each(|&p| free(c, p));
+        let st = c.stats();
+        assert_eq!((st.buckets, st.resizes, st.cached_entries), (512, 1, n as u64));
+        c.check_invariants();
+        let back: Vec<_> = (0..n).map(|i| c.alloc(MIB + (i % 8) * MIB, 8).unwrap()).collect();
+        assert!(back.iter().all(|&(_, z)| !z), "every block found again");
+        assert_eq!(c.stats().hits, n as u64);
+        back.into_iter().for_each(|(p, _)| free(c, p));
+    });
+}
+
+fn fill(p: NonNull<u8>, len: usize, tag: u8) {
+    // SAFETY: callers pass a live block of at least `len` bytes.
+    unsafe { p.as_ptr().write_bytes(tag, len) };
+}
+
+fn all_are(p: NonNull<u8>, len: usize, tag: u8) -> bool {
+    // SAFETY: callers pass a live block of at least `len` bytes.
+    unsafe { core::slice::from_raw_parts(p.as_ptr(), len) }.iter().all(|&b| b == tag)
+}
+
+#[test]
+fn realloc_within_the_mapping_stays_in_place_and_big_shrinks_release_the_tail() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        fill(p, 4 * MIB, 3);
+        // SAFETY: `p` is live and ours throughout.
+        unsafe {
+            let q = c.realloc(p, 4 * MIB - 100).unwrap();
+            assert_eq!(q, p);
+            let q = c.realloc(q, 4 * MIB + 4096 - page_size()).unwrap();
+            assert_eq!(q, p, "grows into the slack of the last page");
+            let mapped = os.stats().mapped.current;
+            let q = c.realloc(q, MIB).unwrap();
+            assert_eq!(q, p);
+            assert!(all_are(q, MIB, 3));
+            assert!(os.stats().mapped.current < mapped, "shrink to under half unmapped the tail");
+            assert!(c.usable_size(q) >= MIB && c.usable_size(q) < 2 * MIB);
+            assert!(reg.lookup(addr(q) + 3 * MIB).is_none(), "tail granules unregistered");
+            assert_eq!(c.stats().realloc_in_place, 3);
+            c.dealloc(q).unwrap();
+        }
+    });
+}
+
+#[test]
+fn realloc_growth_keeps_the_prefix_and_the_registration() {
+    with_cache(KEEP_ALL, |_, reg, c| {
+        for align in [8, page_size(), 2 * MIB] {
+            let (mut p, _) = c.alloc(MIB + 1, align).unwrap();
+            fill(p, MIB + 1, 9);
+            for size in [2 * MIB, 5 * MIB, 9 * MIB] {
+                // SAFETY: `p` is live and ours.
+                p = unsafe { c.realloc(p, size) }.unwrap();
+                assert_eq!(addr(p) % align, 0);
+                assert!(all_are(p, MIB + 1, 9), "prefix kept");
+                assert!(c.owns(addr(p)) && c.owns(addr(p) + size - 1));
+                assert_eq!(reg.lookup(addr(p) + size - 1).unwrap().kind, OwnerKind::Big);
+            }
+            free(c, p);
+        }
+        let st = c.stats();
+        assert_eq!(st.realloc_remap + st.realloc_copy, 9);
+        assert!(st.realloc_copy >= 3, "2 MiB alignment always copies");
+        assert_eq!(st.orphans, 0);
+        assert_eq!(st.live_blocks.current, 0);
+    });
+}
+
+#[test]
+fn realloc_failure_leaves_the_block_valid() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        for align in [8, 2 * MIB] {
+            let (p, _) = c.alloc(MIB, align).unwrap();
+            fill(p, MIB, 5);
+            os.fail_next_maps(2); // mremap (if tried) and the fallback mapping
+                                  // SAFETY: `p` is live and ours.
+            assert_eq!(unsafe { c.realloc(p, 6 * MIB) }, None);
+            os.fail_next_maps(0);
+            assert!(all_are(p, MIB, 5));
+            assert_eq!(reg.lookup(addr(p)).unwrap().kind, OwnerKind::Big, "still registered");
+            // SAFETY: as above.
+            let q = unsafe { c.realloc(p, 6 * MIB) }.expect("works once the OS does");
+            assert!(all_are(q, MIB, 5));
+            free(c, q);
+        }
+    });
+}
+
+#[test]
+fn concurrent_alloc_free_realloc_keeps_the_cache_consistent() {
+    with_cache(
+        BigLimits { max_entries: 8, decommit_over: 8 * MIB, ..BigLimits::DEFAULT },
+        |_, _, c| {
+            std::thread::scope(|s| {
+                for t in 0..4u8 {
+                    s.spawn(move || {
+                        let mut live: Vec<(NonNull<u8>, usize)> = Vec::new();
+                        for i in 0..200usize {
+                            let size = MIB + ((i * 7 + t as usize * 13) % 24) * 256 * 1024;
+                            if live.len() < 4 {
+                                let (p, _) =
+                                    c.alloc(size, if i % 5 == 0 { 2 * MIB } else { 8 }).unwrap();
+                                fill(p, 64, t);
+                                live.push((p, size));
+                            } else {
+                                let (p, _) = live.swap_remove(i % live.len());
+                                assert!(all_are(p, 64, t), "another thread wrote into our block");
+                                if i % 3 == 0 {
+                                    // SAFETY: our live block.
+                                    let q = unsafe { c.realloc(p, size * 2) }.unwrap();
+                                    assert!(all_are(q, 64, t));
+                                    live.push((q, size * 2));
+                                } else {
+                                    free(c, p);
+                                }
+                            }
+                        }
+                        live.into_iter().for_each(|(p, _)| free(c, p));
+                    });
+                }
+            });
+            c.check_invariants();
+            assert_eq!(c.stats().live_blocks.current, 0);
+        },
+    );
+}
+
+mod model {
+    //! Random alloc / dealloc / realloc sequences against a shadow map of live blocks.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc { size: usize, align_shift: u32 },
+        Free { pick: usize },
+        Realloc { pick: usize, size: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (MIB..=8 * MIB, 3u32..=21)
+                .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
+            any::<usize>().prop_map(|pick| Op::Free { pick }),
+            (any::<usize>(), MIB..=8 * MIB).prop_map(|(pick, size)| Op::Realloc { pick, size }),
+        ]
+    }
+
+    /// Stamps the bytes the model checks: the first and last 64 bytes and one per 64 KiB.
+    fn stamp_points(size: usize) -> impl Iterator<Item = usize> {
+        (0..64).chain((0..size).step_by(64 * 1024)).chain(size.saturating_sub(64)..size)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        #[test]
+        fn blocks_never_overlap_stay_aligned_and_keep_contents(
+            ops in proptest::collection::vec(op(), 1..48)
+        ) {
+            let limits = BigLimits { max_entries: 6, max_bytes: 40 * MIB, ..BigLimits::DEFAULT };
+            with_cache(limits, |_, _, c| {
+                // start -> (size, align, tag)
+                let mut live: BTreeMap<usize, (usize, usize, u8)> = BTreeMap::new();
+                let mut tag = 0u8;
+                let check = |live: &BTreeMap<usize, (usize, usize, u8)>| {
+                    let mut end = 0;
+                    for (&start, &(size, align, tag)) in live {
+                        assert!(start >= end, "blocks overlap");
+                        assert_eq!(start % align, 0, "misaligned");
+                        let p = NonNull::new(start as *mut u8).unwrap();
+                        for i in stamp_points(size) {
+                            // SAFETY: a live block of `size` bytes.
+                            assert_eq!(unsafe { p.as_ptr().add(i).read() }, tag, "contents lost");
+                        }
+                        end = start + size;
+                    }
+                };
+                let stamp = |start: usize, size: usize, tag: u8| {
+                    for i in stamp_points(size) {
+                        // SAFETY: a live block of `size` bytes.
+                        unsafe { (start as *mut u8).add(i).write(tag) };
+                    }
+                };
+                for op in ops {
+                    match op {
+                        Op::Alloc { size, align_shift } => {
+                            let align = 1usize << align_shift;
+                            let (p, zeroed) = c.alloc(size, align).unwrap();
+                            if zeroed {
+                                // SAFETY: a fresh block of `size` bytes.
+                                assert!(stamp_points(size).all(|i| unsafe { p.as_ptr().add(i).read() } == 0));
+                            }
+                            tag = tag.wrapping_add(1);
+                            stamp(addr(p), size, tag);
+                            live.insert(addr(p), (size, align, tag));
+                        }
+                        Op::Free { pick } if !live.is_empty() => {
+                            let start = *live.keys().nth(pick % live.len()).unwrap();
+                            live.remove(&start);
+                            free(c, NonNull::new(start as *mut u8).unwrap());
+                        }
+                        Op::Realloc { pick, size } if !live.is_empty() => {
+                            let start = *live.keys().nth(pick % live.len()).unwrap();
+                            let (old, align, t) = live.remove(&start).unwrap();
+                            let p = NonNull::new(start as *mut u8).unwrap();
+                            // SAFETY: a live block of ours.
+                            let q = unsafe { c.realloc(p, size) }.unwrap();
+                            assert_eq!(addr(q) % align, 0);
+                            for i in stamp_points(old).filter(|&i| i < old.min(size)) {
+                                // SAFETY: `q` holds at least `min(old, size)` bytes.
+                                let b = unsafe { q.as_ptr().add(i).read() };
+                                assert_eq!(b, t, "realloc lost the prefix");
+                            }
+                            stamp(addr(q), size, t);
+                            live.insert(addr(q), (size, align, t));
+                        }
+                        _ => {}
+                    }
+                    check(&live);
+                }
+                c.check_invariants();
+                for &start in live.keys() {
+                    free(c, NonNull::new(start as *mut u8).unwrap());
+                }
+                assert_eq!(c.stats().orphans, 0);
+            });
+        }
+    }
+}
