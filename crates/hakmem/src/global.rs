@@ -65,6 +65,11 @@ fn init_slow() {
         ttl_ns: v[Opt::SuperslabTtlSec as usize].saturating_mul(1_000_000_000),
         decommit: true,
     });
+    crate::large::BIG.set_limits(hak_bigcache::BigLimits {
+        max_bytes: (v[Opt::BigcacheMaxMb as usize] as usize).saturating_mul(1 << 20),
+        ttl_ns: v[Opt::BigcacheTtlSec as usize].saturating_mul(1_000_000_000),
+        ..hak_bigcache::BigLimits::DEFAULT
+    });
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
     unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit)) };

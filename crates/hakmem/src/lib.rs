@@ -11,7 +11,8 @@
 //!
 //! Routing: requests of at most `hak_tiny_front::TINY_MAX` bytes (after rounding up to their
 //! alignment, up to 2 KiB alignment) go to the tiny tier: the calling thread's cache, then its
-//! warm slabs, then the shared pool of 2 MiB SuperSlabs. Larger requests go to the large path.
+//! warm slabs, then the shared pool of 2 MiB SuperSlabs. Requests above 1 MiB, or aligned
+//! beyond a page, go to the big tier (hak-bigcache); the sizes between to the mid tier.
 //!
 //! Invariants: the allocator never allocates through the global allocator (metadata comes
 //! from OS pages), never panics or aborts on a path reachable from `alloc` (failure is null),
@@ -35,7 +36,7 @@ mod options;
 mod stats;
 mod thread;
 
-pub use stats::{stats, LargeStats, Stats, TinyStats};
+pub use stats::{stats, MidStats, Stats, TinyStats};
 
 use global::{LG_SS, POOL};
 
@@ -49,6 +50,7 @@ pub struct Hakmem;
 pub fn trim() {
     thread::flush_current();
     POOL.trim();
+    large::BIG.trim();
 }
 
 /// Returns every block cached by the calling thread to its slabs and gives up its slabs
@@ -111,7 +113,7 @@ unsafe impl GlobalAlloc for Hakmem {
             }
             return tiny_alloc_slow(class);
         }
-        large::alloc(layout)
+        large::alloc(layout, false)
     }
 
     #[inline]
@@ -140,16 +142,23 @@ unsafe impl GlobalAlloc for Hakmem {
             }
             return p;
         }
-        // Fresh mappings are zero: no memset.
-        large::alloc(layout)
+        // Fresh mappings are zero: only reused blocks are cleared.
+        large::alloc(layout, true)
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
         let old = class_of(layout.size(), align);
-        if old.is_some() && old == class_of(new_size, align) {
+        let new = class_of(new_size, align);
+        if old.is_some() && old == new {
             return ptr; // the block's class already holds `new_size` bytes
+        }
+        if old.is_none() && new.is_none() {
+            // SAFETY: forwarded: a live block above the tiny tier.
+            if let Some(q) = unsafe { large::realloc_in_tier(ptr, layout, new_size) } {
+                return q;
+            }
         }
         // SAFETY: GlobalAlloc guarantees `new_size` with `align` forms a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };

@@ -24,10 +24,12 @@ pub(crate) enum Opt {
     WarmPoolSize,
     Stats,
     DecommitFree,
+    BigcacheMaxMb,
+    BigcacheTtlSec,
 }
 
 /// The table (CONVENTIONS.md rule 13). Keep in the order of [`Opt`].
-pub(crate) static OPTIONS: [OptionDef; 7] = [
+pub(crate) static OPTIONS: [OptionDef; N] = [
     OptionDef {
         name: c"HAKMEM_SUPERSLAB_MAX_CACHED",
         default: 256,
@@ -65,11 +67,26 @@ pub(crate) static OPTIONS: [OptionDef; 7] = [
         max: 1,
         doc: "decommit with MADV_FREE instead of MADV_DONTNEED (0/1)",
     },
+    OptionDef {
+        name: c"HAKMEM_BIGCACHE_MAX_MB",
+        default: 512,
+        max: 1 << 30,
+        doc: "bytes of freed big blocks kept mapped for reuse (MiB)",
+    },
+    OptionDef {
+        name: c"HAKMEM_BIGCACHE_TTL_SEC",
+        default: 30,
+        max: 1 << 30,
+        doc: "age after which a cached big block is unmapped (seconds)",
+    },
 ];
 
+/// Number of options.
+pub(crate) const N: usize = 9;
+
 /// Reads every option; `values[i]` is option `i`'s value.
-pub(crate) fn read_all() -> [u64; 7] {
-    let mut out = [0u64; 7];
+pub(crate) fn read_all() -> [u64; N] {
+    let mut out = [0u64; N];
     for (i, o) in OPTIONS.iter().enumerate() {
         out[i] = read(o);
     }
@@ -133,5 +150,6 @@ mod tests {
         assert_eq!(OPTIONS[Opt::WarmPoolSize as usize].name, c"HAKMEM_WARM_POOL_SIZE");
         assert_eq!(OPTIONS[Opt::DecommitFree as usize].name, c"HAKMEM_DECOMMIT_FREE");
         assert_eq!(OPTIONS[Opt::SuperslabMaxCached as usize].default, 256);
+        assert_eq!(OPTIONS[Opt::BigcacheTtlSec as usize].name, c"HAKMEM_BIGCACHE_TTL_SEC");
     }
 }

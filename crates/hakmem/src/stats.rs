@@ -32,9 +32,9 @@ pub struct TinyStats {
     pub bytes_mapped: u64,
 }
 
-/// Counters of the tiers above tiny.
+/// Counters of the mid tier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LargeStats {
+pub struct MidStats {
     /// Blocks allocated.
     pub allocs: u64,
     /// Blocks freed.
@@ -42,7 +42,7 @@ pub struct LargeStats {
 }
 
 /// Allocator-wide counters (see DESIGN.md, "Stats").
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Stats {
     /// The OS box: mmap/munmap/madvise calls, bytes mapped.
     pub os: OsStats,
@@ -50,8 +50,10 @@ pub struct Stats {
     pub pool: PoolStats,
     /// The tiny tier's thread fronts.
     pub tiny: TinyStats,
-    /// The tiers above tiny.
-    pub large: LargeStats,
+    /// The mid tier.
+    pub mid: MidStats,
+    /// The big tier: cache hits, misses, evictions, table resizes, live and cached bytes.
+    pub big: hak_bigcache::BigStats,
     /// Registry leaves mapped (each covers 64 GiB of address space).
     pub registry_leaves: u64,
 }
@@ -84,7 +86,8 @@ pub fn stats() -> Stats {
         os: OS.stats(),
         pool,
         tiny: t,
-        large: LargeStats { allocs: large::ALLOCS.get(), frees: large::FREES.get() },
+        mid: MidStats { allocs: large::MID_ALLOCS.get(), frees: large::MID_FREES.get() },
+        big: large::BIG.stats(),
         registry_leaves: REGISTRY.leaf_count(),
     }
 }
@@ -122,6 +125,11 @@ pub(crate) extern "C" fn print_at_exit() {
     line(b"tiny drains", s.tiny.drains);
     line(b"tiny remote frees", s.tiny.remote_frees);
     line(b"tiny bytes held", s.tiny.bytes_held);
-    line(b"large allocs", s.large.allocs);
-    line(b"large frees", s.large.frees);
+    line(b"mid allocs", s.mid.allocs);
+    line(b"mid frees", s.mid.frees);
+    line(b"big cache hits", s.big.hits);
+    line(b"big cache misses", s.big.misses);
+    line(b"big cache evictions", s.big.evictions);
+    line(b"big bytes live", s.big.live_bytes.current);
+    line(b"big bytes cached", s.big.cached_bytes);
 }

@@ -41,9 +41,9 @@ impl Shadow {
     }
 }
 
-fn op(max_size: usize) -> impl Strategy<Value = Op> {
+fn op(max_size: usize, max_align_log: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1..=max_size, 0u32..=6, any::<bool>())
+        4 => (1..=max_size, 0u32..=max_align_log, any::<bool>())
             .prop_map(|(size, align_log, zeroed)| Op::Alloc { size, align_log, zeroed }),
         3 => any::<usize>().prop_map(Op::Free),
         2 => (any::<usize>(), 1..=max_size).prop_map(|(i, s)| Op::Realloc(i, s)),
@@ -123,13 +123,23 @@ proptest! {
 
     /// Tiny sizes (1..=1040 B, alignments 1..=64).
     #[test]
-    fn tiny_sequences_match_the_model(ops in proptest::collection::vec(op(1040), 1..600)) {
+    fn tiny_sequences_match_the_model(ops in proptest::collection::vec(op(1040, 6), 1..600)) {
         run(ops)?;
     }
 
     /// Sizes across the tiny bound and into the tiers above.
     #[test]
-    fn mixed_sequences_match_the_model(ops in proptest::collection::vec(op(64 << 10), 1..200)) {
+    fn mixed_sequences_match_the_model(ops in proptest::collection::vec(op(64 << 10, 12), 1..200)) {
+        run(ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Every tier: sizes up to 8 MiB, alignments up to 2 MiB.
+    #[test]
+    fn all_tier_sequences_match_the_model(ops in proptest::collection::vec(op(8 << 20, 21), 1..60)) {
         run(ops)?;
     }
 }
