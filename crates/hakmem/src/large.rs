@@ -1,7 +1,8 @@
 //! Requests above the tiny tier. Big ones (above 1 MiB, or aligned beyond a page) go to
-//! hak-bigcache; mid ones (2 KiB .. 1 MiB) are each their own hak-os mapping until hak-l25
-//! serves them. Frees dispatch on the registry's record of who owns the address, not on the
-//! layout, so a block always goes back to the tier that made it.
+//! hak-bigcache. Mid ones (2 KiB .. 1 MiB) go there too until hak-l25 serves them: its cache
+//! of freed mappings makes their steady state syscall-free, at the price of a header page per
+//! block. Frees dispatch on the registry's record of who owns the address, not on the layout,
+//! so a block always goes back to the tier that made it.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -10,7 +11,7 @@ use hak_bigcache::{BigCache, BigLimits};
 use hak_registry::OwnerKind;
 use hak_sync::stat::StatCounter;
 
-use crate::global::{ensure_init, OS, REGISTRY};
+use crate::global::{ensure_init, REGISTRY};
 
 /// Largest request the mid tier serves.
 pub(crate) const MID_MAX: usize = 1 << 20;
@@ -23,11 +24,6 @@ pub(crate) static MID_FREES: StatCounter = StatCounter::new();
 #[inline]
 fn is_big(size: usize, align: usize) -> bool {
     size > MID_MAX || align > hak_os::page_size()
-}
-
-fn span(size: usize) -> Option<usize> {
-    let p = hak_os::page_size();
-    size.max(1).checked_add(p - 1).map(|s| s & !(p - 1))
 }
 
 /// A block for `layout` above the tiny tier; zero-filled if `zeroed` (fresh mappings are
@@ -47,13 +43,16 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
             None => ptr::null_mut(),
         };
     }
-    let Some(len) = span(layout.size()) else { return ptr::null_mut() };
-    match OS.map(len, layout.align()) {
-        Ok(p) => {
-            MID_ALLOCS.add(1);
+    MID_ALLOCS.add(1);
+    match BIG.alloc(layout.size(), layout.align()) {
+        Some((p, known_zero)) => {
+            if zeroed && !known_zero {
+                // SAFETY: the block has at least `size` bytes.
+                unsafe { p.as_ptr().write_bytes(0, layout.size()) };
+            }
             p.as_ptr()
         }
-        Err(_) => ptr::null_mut(),
+        None => ptr::null_mut(),
     }
 }
 
@@ -64,6 +63,9 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 #[cold]
 pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     let Some(p) = NonNull::new(ptr) else { return };
+    if !is_big(layout.size(), layout.align()) {
+        MID_FREES.add(1);
+    }
     match REGISTRY.lookup(ptr as usize) {
         Some(o) if o.kind == OwnerKind::Big => {
             // SAFETY: forwarded; the big tier checks its header and refuses bad pointers.
@@ -71,16 +73,10 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
                 hak_os::write_stderr(b"hakmem: invalid or double free of a big block; ignored\n");
             }
         }
-        Some(_) => {
+        _ => {
             hak_os::write_stderr(
-                b"hakmem: dealloc with a layout that does not match the block; ignored\n",
+                b"hakmem: dealloc of a pointer that is not a live hakmem block; ignored\n",
             );
-        }
-        None => {
-            let Some(len) = span(layout.size()) else { return };
-            MID_FREES.add(1);
-            // SAFETY: forwarded: an unregistered large block is a whole mapping of `len` bytes.
-            let _ = unsafe { OS.unmap(p, len) };
         }
     }
 }
@@ -95,7 +91,7 @@ pub(crate) unsafe fn realloc_in_tier(
     layout: Layout,
     new_size: usize,
 ) -> Option<*mut u8> {
-    if !is_big(layout.size(), layout.align()) || !is_big(new_size, layout.align()) {
+    if is_big(layout.size(), layout.align()) != is_big(new_size, layout.align()) {
         return None;
     }
     let p = NonNull::new(ptr)?;
