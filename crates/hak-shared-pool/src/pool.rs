@@ -9,7 +9,7 @@ use hak_sync::stat::StatCounter;
 use hak_sync::Mutex;
 
 /// Size classes the pool keeps lists for (the front uses fewer).
-pub const MAX_CLASSES: usize = 32;
+pub const MAX_CLASSES: usize = 64;
 
 const UNUSED: u8 = 0;
 const ACTIVE: u8 = 1;

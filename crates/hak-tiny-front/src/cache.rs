@@ -14,21 +14,22 @@ pub const BIN_MAX: usize = 256;
 pub const WARM_MAX: usize = 16;
 
 /// Bytes a bin may hold at its ceiling: small classes cache more blocks than big ones.
-const BIN_BYTES: usize = 32 << 10;
+const BIN_BYTES: usize = 64 << 10;
 
-/// Capacity ceiling of class `c`'s bin: `clamp(BIN_BYTES / size, 16, BIN_MAX)`.
+/// Capacity ceiling of class `c`'s bin: `clamp(BIN_BYTES / size, 2, BIN_MAX)` (256 blocks for
+/// classes up to 256 B, 2 for 32 KiB).
 const fn ceiling(c: usize) -> u32 {
     let n = BIN_BYTES / CLASS_SIZES[c] as usize;
-    let n = if n < 16 { 16 } else { n };
+    let n = if n < 2 { 2 } else { n };
     (if n > BIN_MAX { BIN_MAX } else { n }) as u32
 }
 
 /// Capacity floor of class `c`'s bin (where a new or flushed cache starts): `ceiling / 8`,
-/// at least 4.
+/// at least 2.
 const fn floor(c: usize) -> u32 {
     let f = ceiling(c) / 8;
-    if f < 4 {
-        4
+    if f < 2 {
+        2
     } else {
         f
     }
