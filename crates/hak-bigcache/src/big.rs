@@ -71,6 +71,10 @@ pub struct BigStats {
 
 /// The big tier. See the crate docs for the layout, invariants and concurrency contract.
 ///
+/// Largest mapping `realloc` grows by copying into a cached block rather than by `mremap`
+/// (4 MiB): below it the copy costs less than faulting in fresh pages.
+pub const REALLOC_COPY_MAX: usize = 4 << 20;
+
 /// One `BigCache` per registry: it assumes every `Big` owner in the registry is its own.
 pub struct BigCache<'r> {
     /// The registry blocks are registered in; its `Os` maps them.
@@ -300,7 +304,9 @@ impl<'r> BigCache<'r> {
     /// untouched and still valid (invalid pointer, overflow, or OS refusal).
     ///
     /// Strategy: if the mapping already holds `new_size`, the block stays (a shrink to at most
-    /// half the mapping unmaps the tail); else, for alignments up to a page, `mremap` (which
+    /// half the mapping unmaps the tail); else, for blocks of at most [`REALLOC_COPY_MAX`], a
+    /// cached block of the new size if there is one (copy); else, for alignments up to a
+    /// page, `mremap` (which
     /// may move it; the block is unregistered before and registered again at its new base
     /// after); if the kernel places it off the 1 MiB grid the registry needs, or for larger
     /// alignments, or if `mremap` fails: map a new block, copy, and free the old one into the
@@ -345,6 +351,27 @@ impl<'r> BigCache<'r> {
             unsafe { (*h).size = new_size };
             self.realloc_in_place.add(1);
             return Some(ptr);
+        }
+        if map_len <= REALLOC_COPY_MAX {
+            // A cached block of the new size is resident memory: copying up to a few MiB into
+            // it costs less than the page faults of the fresh pages `mremap` would add.
+            drop(g);
+            let now = hak_os::monotonic_ns();
+            if let Some(nh) = self.cache_take((need, user_off), (user_off, new_size), now) {
+                self.hits.add(1);
+                // SAFETY: `nh` came out of the cache LIVE and is ours alone.
+                self.live_bytes.increase(unsafe { (*nh).map_len } as u64);
+                self.live_blocks.increase(1);
+                let np = nn(nh as usize + user_off);
+                // SAFETY: distinct blocks; the old one holds `map_len - user_off` usable bytes,
+                // the new one room for `new_size`, which is more.
+                unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), np.as_ptr(), map_len - user_off) };
+                self.realloc_copy.add(1);
+                // SAFETY: the old block is a live block of ours that nobody will use again.
+                let _ = unsafe { self.dealloc(ptr) };
+                return Some(np);
+            }
+            g = self.inner.lock();
         }
         if user_off == page {
             self.registry.unregister(nn(base), map_len);

@@ -66,7 +66,7 @@ mod tests;
 #[cfg(all(test, hak_loom))]
 mod loom_tests;
 
-pub use big::{BigCache, BigStats, FreeError};
+pub use big::{BigCache, BigStats, FreeError, REALLOC_COPY_MAX};
 pub use cache::BigLimits;
 
 /// log2 of [`KEY_GRANULE`].

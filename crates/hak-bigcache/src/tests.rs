@@ -549,3 +549,27 @@ mod model {
         }
     }
 }
+
+#[test]
+fn realloc_growth_copies_into_a_cached_block_instead_of_remapping() {
+    with_cache(BigLimits::DEFAULT, |os, _reg, c| {
+        const MIB: usize = 1 << 20;
+        // Leave a 2 MiB block in the cache.
+        let (cached, _) = c.alloc(2 * MIB, 8).unwrap();
+        free(c, cached);
+        let (p, _) = c.alloc(MIB, 8).unwrap();
+        // SAFETY: our block of MIB bytes.
+        unsafe { p.as_ptr().write_bytes(0x7E, MIB) };
+        let (maps, remaps) = (os.stats().mmap_calls, os.stats().mremap_calls);
+        // SAFETY: live block of ours.
+        let q = unsafe { c.realloc(p, 2 * MIB) }.unwrap();
+        assert_eq!(addr(q), addr(cached), "the cached block serves the growth");
+        // SAFETY: `q` holds at least MIB bytes of the old contents.
+        assert!(unsafe { std::slice::from_raw_parts(q.as_ptr(), MIB) }.iter().all(|&b| b == 0x7E));
+        assert_eq!(os.stats().mmap_calls, maps, "no new mapping");
+        assert_eq!(os.stats().mremap_calls, remaps, "no mremap");
+        assert_eq!(c.stats().realloc_copy, 1);
+        free(c, q);
+        c.check_invariants();
+    });
+}
