@@ -1,8 +1,8 @@
 //! hakmem's tiny-tier front (layer 4): per-thread caches in front of the shared pool.
 //!
 //! What it offers:
-//! - Size classes ([`class_of`], [`CLASS_SIZES`], [`NUM_CLASSES`], [`TINY_MAX`]): 40 classes
-//!   from 16 B to 32 KiB, four per power of two above 128 B, so the worst-case internal waste
+//! - Size classes ([`class_of`], [`CLASS_SIZES`], [`NUM_CLASSES`], [`TINY_MAX`]): 42 classes
+//!   from 16 B to 48 KiB, four per power of two above 128 B (two above 32 KiB), so the worst-case internal waste
 //!   for requests of 64 B and up is under 25%; the lookup is one table index.
 //! - [`ThreadCache`]: per class, an array stack of free blocks (the unified cache) whose
 //!   capacity grows from a floor to a ceiling as refills show demand, and a warm pool of slabs

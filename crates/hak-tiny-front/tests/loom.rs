@@ -14,7 +14,7 @@ use hak_superslab::LG_SUPERSLAB_DEFAULT;
 use hak_tiny_front::{ThreadCache, NUM_CLASSES};
 
 const LG: u32 = LG_SUPERSLAB_DEFAULT;
-const CLASS: usize = NUM_CLASSES - 1; // 32 KiB blocks: 15 per slab under loom's 512 KiB slabs
+const CLASS: usize = NUM_CLASSES - 1; // 48 KiB blocks: 10 per slab under loom's 512 KiB slabs
 
 fn pool() -> &'static SharedPool<'static> {
     let os: &'static Os = Box::leak(Box::new(Os::new()));

@@ -1,5 +1,5 @@
 //! Requests above the tiny tier. Big ones (above 1 MiB, or aligned beyond a page) go to
-//! hak-bigcache. Mid ones (32 KiB .. 1 MiB) go there too until hak-l25 serves them: its cache
+//! hak-bigcache. Mid ones (48 KiB .. 1 MiB) go there too until hak-l25 serves them: its cache
 //! of freed mappings makes their steady state syscall-free, at the price of a header page per
 //! block. Frees dispatch on the registry's record of who owns the address, not on the layout,
 //! so a block always goes back to the tier that made it.

@@ -10,7 +10,7 @@
 //! What it offers: [`Hakmem`]; [`stats()`] and [`Stats`]; [`trim()`]; [`flush_thread_cache()`].
 //!
 //! Routing: requests of at most `hak_tiny_front::TINY_MAX` bytes (after rounding up to their
-//! alignment, up to 4 KiB alignment; 32 KiB) go to the tiny tier: the calling thread's cache, then its
+//! alignment, up to 4 KiB alignment; 48 KiB) go to the tiny tier: the calling thread's cache, then its
 //! warm slabs, then the shared pool of 2 MiB SuperSlabs. Requests above 1 MiB, or aligned
 //! beyond a page, go to the big tier (hak-bigcache); the sizes between to the mid tier.
 //!
