@@ -1,23 +1,113 @@
-//! hakmem's developer tasks, in the cargo-xtask style (`cargo xtask ...`, aliased in
-//! `.cargo/config.toml`; cargo is invoked through `$CARGO`).
+//! xtask: hakmem's developer tasks, in the cargo-xtask style (`cargo xtask <TASK>` through the
+//! alias in `.cargo/config.toml`; cargo is invoked through `$CARGO`; std and libc only).
 //!
+//! Tasks:
 //! - `cargo xtask test`: every check CI runs (see `test.rs`).
 //! - `cargo xtask loom [CRATE...]`: the loom models alone.
+//! - `cargo xtask bench`: builds `benches/` (`hak-bench`) once per allocator and compares them
+//!   ([`bench`] runs it, [`workloads`] lists what runs, [`report`] renders Markdown, JSON and SVG,
+//!   [`child`] spawns and measures one run, [`machine`] describes the host).
+//!
+//! Exit codes: 0 success, 1 a task failed (a workload failed its check, crashed or timed out),
+//! 2 bad command line.
 // The clippy.toml ban on `std::env::var` protects the allocator from allocating while it reads
 // its options; xtask is an ordinary program run under the system allocator.
 #![allow(clippy::disallowed_methods)]
 
+mod bench;
+mod child;
+mod machine;
+mod report;
 mod test;
+mod workloads;
 
-fn main() {
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+usage: cargo xtask <TASK> [ARGS...]
+
+tasks:
+  test  Every check CI runs: fmt, clippy -D warnings, the workspace tests, the loom models.
+  loom [CRATE...]
+        The loom models alone (all crates with models by default).
+  bench [--quick | --smoke] [--runs N] [--alloc A,B,...] [--timeout SECS] [WORKLOAD...]
+        Build benches/ once per allocator (hakmem, system, mimalloc, jemalloc), run every
+        workload N times interleaved (A B C D, A B C D, ...), and report the median ops/s,
+        hakmem's ratio to each peer, peak RSS and hakmem's syscalls: a Markdown table on
+        stdout plus target/bench/report.{md,json,svg} (--smoke: target/bench/smoke/).
+        --quick   3 runs, smaller counts (a few minutes)
+        --smoke   1 run, tiny counts: proves the harness and workloads work (CI)
+        --runs N  runs per allocator (default 5; --quick 3; --smoke 1)
+        --alloc   comma-separated subset of hakmem,system,mimalloc,jemalloc
+        --timeout seconds before a run is killed and counted as failed
+                  (default 300; --quick 120; --smoke 60)
+        WORKLOAD  names or prefixes (e.g. random_mixed, random_mixed/400, big);
+                  default: all of them
+  help  Print this text.
+
+docs/bench.md explains the workloads and the report.
+";
+
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("test") => test::run(&args[1..]),
-        Some("loom") => test::run_loom(&args[1..]),
-        _ => {
-            eprintln!("usage: cargo xtask <test | loom [CRATE...]>");
-            2
-        }
+    let Some((task, rest)) = args.split_first() else {
+        eprint!("{HELP}");
+        return ExitCode::from(2);
     };
-    std::process::exit(code);
+    match task.as_str() {
+        "bench" => match bench::Options::parse(rest) {
+            Ok(opts) => bench::run(&opts),
+            Err(e) => {
+                eprintln!("xtask bench: {e}\n\n{HELP}");
+                ExitCode::from(2)
+            }
+        },
+        "test" => exit_code(test::run(rest)),
+        "loom" => exit_code(test::run_loom(rest)),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("xtask: unknown task `{other}`\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A task's integer exit status as an `ExitCode`.
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// An environment variable, for xtask's own configuration (`CARGO`, `CARGO_TARGET_DIR`).
+fn env_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The cargo that launched us (`$CARGO`, set by `cargo run`), else `cargo` from `PATH`.
+fn cargo() -> std::ffi::OsString {
+    env_var("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// `$CARGO_TARGET_DIR`, else `<root>/target`.
+fn target_dir() -> PathBuf {
+    match env_var("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                workspace_root().join(d)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
 }
