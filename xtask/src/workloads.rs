@@ -85,8 +85,8 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "mid_large_mt",
-        full: "mid_large_mt 2 400000 2048 42",
-        quick: "mid_large_mt 2 100000 2048 42",
+        full: "mid_large_mt 2 2000000 2048 42",
+        quick: "mid_large_mt 2 500000 2048 42",
         smoke: "mid_large_mt 2 500 256 42",
     },
     Workload {
@@ -97,14 +97,14 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "xthread",
-        full: "xthread 20000 100 11",
-        quick: "xthread 5000 100 11",
+        full: "xthread 40000 100 11",
+        quick: "xthread 10000 100 11",
         smoke: "xthread 50 20 11",
     },
     Workload {
         id: "mid_mixed",
-        full: "mid_mixed 800000 64 5",
-        quick: "mid_mixed 200000 64 5",
+        full: "mid_mixed 1200000 64 5",
+        quick: "mid_mixed 300000 64 5",
         smoke: "mid_mixed 200 16 5",
     },
     Workload { id: "big", full: "big 1000 8 3", quick: "big 250 8 3", smoke: "big 10 2 3" },
@@ -116,8 +116,8 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "thread_churn",
-        full: "thread_churn 2000 400 9",
-        quick: "thread_churn 500 400 9",
+        full: "thread_churn 3000 400 9",
+        quick: "thread_churn 750 400 9",
         smoke: "thread_churn 10 100 9",
     },
 ];
