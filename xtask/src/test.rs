@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
 //! formatting, clippy with `-D warnings`, the workspace's tests, the loom models of every crate
 //! that has shared state (release mode, `LOOM_MAX_PREEMPTIONS=2`, own target dir so the normal
-//! build cache survives the different RUSTFLAGS).
+//! build cache survives the different RUSTFLAGS), and one smoke run of every bench workload
+//! under every allocator (tiny counts, no timing asserted) so the harness cannot rot.
 
 use std::process::Command;
 use std::time::Instant;
@@ -63,6 +64,9 @@ fn steps() -> Vec<Step> {
     for krate in LOOM_CRATES {
         v.push(Step { name: format!("loom {krate}"), cmd: loom(krate) });
     }
+    let mut c = cargo();
+    c.args(["xtask", "bench", "--smoke"]);
+    v.push(Step { name: "bench smoke".into(), cmd: c });
     v
 }
 
