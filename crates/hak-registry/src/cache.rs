@@ -9,10 +9,13 @@
 //! `max_bytes` bytes, `ttl_ns` age; over-limit and expired regions leave from the tail (the
 //! oldest) and are unregistered and unmapped outside the lock. With `decommit` set, a pushed
 //! region's pages past its first are decommitted, so a cached SuperSlab costs address space,
-//! not RSS.
+//! not RSS, except for the first [`HOT_COMMITTED`] regions, which stay committed so that a heap
+//! breathing around a SuperSlab or two (threads coming and going) does not pay an madvise and
+//! refaults each time; `pop` prefers committed regions.
 //!
-//! Invariants (under the lock): `count == |list|`, `bytes == Σ node.len`, every node is a
-//! region registered in `registry` that nobody else references.
+//! Invariants (under the lock): `count == |list|`, `bytes == Σ node.len`,
+//! `committed == |{node : node.committed}| <= HOT_COMMITTED`, every node is a region registered
+//! in `registry` that nobody else references.
 //!
 //! Concurrency: every operation takes the mutex; unmapping happens after it is released.
 
@@ -23,6 +26,10 @@ use hak_sync::Mutex;
 
 use crate::map::{OwnerKind, Registry};
 
+/// Cached regions that stay committed even when decommit is on (at most 4 MiB of 2 MiB
+/// SuperSlabs).
+pub const HOT_COMMITTED: usize = 2;
+
 /// The bookkeeping a cached region carries in its own first bytes.
 struct Node {
     prev: *mut Node,
@@ -31,6 +38,8 @@ struct Node {
     len: usize,
     /// `hak_os::monotonic_ns()` when pushed.
     pushed_ns: u64,
+    /// Whether its pages are still committed.
+    committed: bool,
 }
 
 /// Limits of a [`SuperSlabCache`]. The facade fills them from `HAKMEM_SUPERSLAB_MAX_CACHED`,
@@ -85,6 +94,8 @@ struct Inner {
     tail: *mut Node,
     count: usize,
     bytes: usize,
+    /// Listed nodes whose pages are committed.
+    committed: usize,
     limits: CacheLimits,
 }
 
@@ -121,6 +132,7 @@ impl<'r> SuperSlabCache<'r> {
                     tail: ptr::null_mut(),
                     count: 0,
                     bytes: 0,
+                    committed: 0,
                     limits,
                 }),
                 pushes: StatCounter::new(),
@@ -170,9 +182,17 @@ impl<'r> SuperSlabCache<'r> {
     /// any more: the cache overwrites its first bytes and may unmap it at any time.
     pub unsafe fn push(&self, base: NonNull<u8>, len: usize) {
         self.pushes.add(1);
-        let decommit = self.inner.lock().limits.decommit;
         let page = hak_os::page_size();
-        if decommit && len > page {
+        let decommit = {
+            let mut g = self.inner.lock();
+            let d = g.limits.decommit && len > page && g.committed >= HOT_COMMITTED;
+            if !d {
+                // Reserve a hot slot now, so racing pushes cannot exceed the bound.
+                g.committed += 1;
+            }
+            d
+        };
+        if decommit {
             // SAFETY: the caller gives us the whole unused region; its tail is page-aligned.
             let _ = unsafe {
                 self.registry
@@ -186,7 +206,13 @@ impl<'r> SuperSlabCache<'r> {
             let mut g = self.inner.lock();
             // SAFETY: the region is ours and at least a page long, so the node fits.
             unsafe {
-                node.write(Node { prev: ptr::null_mut(), next: g.head, len, pushed_ns: now });
+                node.write(Node {
+                    prev: ptr::null_mut(),
+                    next: g.head,
+                    len,
+                    pushed_ns: now,
+                    committed: !decommit,
+                });
                 if let Some(h) = g.head.as_mut() {
                     h.prev = node;
                 } else {
@@ -209,13 +235,23 @@ impl<'r> SuperSlabCache<'r> {
         let (found, victims) = {
             let mut g = self.inner.lock();
             let victims = Self::evict_locked(&mut g, now);
+            // The most recent committed region of that size, else the most recent of that size.
             let mut n = g.head;
+            let mut any: *mut Node = ptr::null_mut();
             // SAFETY: listed nodes are valid while the lock is held.
             while let Some(node) = unsafe { n.as_ref() } {
                 if node.len == len {
-                    break;
+                    if node.committed {
+                        break;
+                    }
+                    if any.is_null() {
+                        any = n;
+                    }
                 }
                 n = node.next;
+            }
+            if n.is_null() {
+                n = any;
             }
             if !n.is_null() {
                 // SAFETY: `n` is a listed node.
@@ -250,6 +286,7 @@ impl<'r> SuperSlabCache<'r> {
             g.tail = ptr::null_mut();
             g.count = 0;
             g.bytes = 0;
+            g.committed = 0;
             h
         };
         let mut n = 0;
@@ -293,6 +330,9 @@ impl<'r> SuperSlabCache<'r> {
         // SAFETY: listed nodes and their neighbours are valid under the lock.
         unsafe {
             let (prev, next, len) = ((*n).prev, (*n).next, (*n).len);
+            if (*n).committed {
+                g.committed -= 1;
+            }
             match prev.as_mut() {
                 Some(p) => p.next = next,
                 None => g.head = next,
@@ -444,17 +484,30 @@ mod tests {
     }
 
     #[test]
-    fn push_decommits_all_but_the_first_page() {
+    fn push_past_the_hot_regions_decommits_all_but_the_first_page() {
         let os = Os::new();
         let reg = Registry::new(&os);
         let cache = SuperSlabCache::new(&reg, CacheLimits::DEFAULT);
+        let hot: [_; HOT_COMMITTED] = core::array::from_fn(|_| cached_ss(&os, &reg));
         let a = cached_ss(&os, &reg);
-        // SAFETY: the region is ours until pushed; read back after pop.
+        // SAFETY: the regions are ours until pushed; read back after pop.
         unsafe {
+            for &h in &hot {
+                h.as_ptr().add(SS - 1).write(7);
+                cache.push(h, SS);
+            }
+            assert_eq!(os.stats().madvise_calls, 0, "the first regions stay committed");
             a.as_ptr().add(SS - 1).write(9);
             cache.push(a, SS);
             assert_eq!(os.stats().decommitted_dontneed, (SS - hak_os::page_size()) as u64);
+            // Pop prefers committed regions: the hot ones come back first, intact.
+            for _ in 0..HOT_COMMITTED {
+                let p = cache.pop(SS).unwrap();
+                assert_ne!(p, a);
+                assert_eq!(*p.as_ptr().add(SS - 1), 7, "a hot region keeps its pages");
+            }
             let p = cache.pop(SS).unwrap();
+            assert_eq!(p, a);
             assert_eq!(*p.as_ptr().add(SS - 1), 0, "decommitted with DONTNEED reads zero");
             cache.push(p, SS);
         }
