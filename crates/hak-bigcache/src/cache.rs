@@ -151,16 +151,30 @@ impl Inner {
         (user_off, size): (usize, usize),
         now: u64,
     ) -> (Option<*mut Header>, *mut Header) {
-        let victims = self.evict(reg, now);
+        let mut victims = self.evict(reg, now);
         let most = need.saturating_add(need / 4);
-        let found = self.table.take(reg.os(), key_of(need), key_of(most), |h| {
-            h.map_len >= need
-                && h.map_len <= most
-                && (h as *const Header as usize).is_multiple_of(align)
+        let aligned = |h: &Header| (h as *const Header as usize).is_multiple_of(align);
+        let mut found = self.table.take(reg.os(), key_of(need), key_of(most), |h| {
+            h.map_len >= need && h.map_len <= most && aligned(h)
         });
+        let mut trimmed = false;
+        if found.is_none() && need >= TRIM_MIN {
+            // A larger cached block (up to TRIM_FIT times the request), cut down to the
+            // request: the block handed out still obeys the 1.25x rule, the cache spares a
+            // fresh mapping and its page faults, and the tail goes back to the OS.
+            let widest = need.saturating_mul(TRIM_FIT);
+            found = self.table.take(reg.os(), key_of(most), key_of(widest), |h| {
+                h.map_len > most && h.map_len <= widest && aligned(h)
+            });
+            trimmed = found.is_some();
+        }
         if let Some(h) = found {
             // SAFETY: `h` was in the table, so it is a cached header listed in the LRU.
             unsafe { self.lru_unlink(h) };
+            if trimmed {
+                // SAFETY: `h` is ours now (unlisted); we hold the lock.
+                victims = unsafe { trim(reg, h, need, victims) };
+            }
             // SAFETY: as above; it is ours now.
             unsafe {
                 (*h).state = LIVE;
@@ -251,6 +265,48 @@ impl Inner {
 }
 
 /// Unregisters the block of `h` and pushes it on the `victims` list; returns the new list.
+/// How much larger than the request a cached block may be and still be cut down to it.
+const TRIM_FIT: usize = 4;
+/// Smallest request that may cut down a larger cached block (1 MiB): smaller ones (mid sizes
+/// served here, or the steps of a growing `realloc`) would whittle away the big blocks that
+/// later big requests reuse, each cut costing an munmap.
+const TRIM_MIN: usize = 1 << 20;
+
+/// Cuts the unlisted block `h` down to `need` bytes: the block is registered again at its new
+/// length, and its tail becomes a victim (a header at the tail's base, unregistered, unmapped
+/// by the caller after the lock is released). Returns the new victim list.
+///
+/// # Safety
+/// `h` heads a block taken out of the cache (ours alone), `need` is a page multiple smaller
+/// than its `map_len`, and the lock is held.
+unsafe fn trim(
+    reg: &Registry<'_>,
+    h: *mut Header,
+    need: usize,
+    victims: *mut Header,
+) -> *mut Header {
+    let base = h as usize;
+    // SAFETY: forwarded: our block.
+    let old = unsafe { (*h).map_len };
+    // SAFETY: a header lives at the (non-null) base of its mapping.
+    let b = unsafe { ptr::NonNull::new_unchecked(h.cast::<u8>()) };
+    reg.unregister(b, old);
+    if reg.register(b, need, hak_registry::OwnerKind::Big).is_err() {
+        // The leaves exist, so this cannot fail; if it did, keep the block whole.
+        let _ = reg.register(b, old, hak_registry::OwnerKind::Big);
+        return victims;
+    }
+    // SAFETY: our block; the tail is page-aligned, at least a page, and nobody else's.
+    unsafe {
+        (*h).map_len = need;
+        let tail = (base + need) as *mut u8;
+        Header::init(tail, old - need, 0, 0);
+        let t = tail.cast::<Header>();
+        (*t).lru_next = victims;
+        t
+    }
+}
+
 fn victim(reg: &Registry<'_>, h: *mut Header, victims: *mut Header) -> *mut Header {
     // SAFETY: `h` is a valid header no longer listed anywhere; we hold the lock.
     let len = unsafe { (*h).map_len };

@@ -30,7 +30,11 @@
 //!   `entries <= max_entries`, `bytes <= max_bytes`, and no entry older than `ttl_ns` survives
 //!   an operation that looked at the LRU tail;
 //! - a request for `need` mapping bytes may take a cached block with
-//!   `need <= map_len <= need * 5 / 4` (the 1.25x rule) whose base satisfies the alignment.
+//!   `need <= map_len <= need * 5 / 4` (the 1.25x rule) whose base satisfies the alignment;
+//!   failing that, a request of at least 1 MiB may take a cached block of up to 4x its size,
+//!   cut down to `need` (the tail is unregistered and unmapped), so the block handed out still
+//!   obeys the 1.25x rule and the cache spares a fresh mapping and its page faults;
+//! - blocks of 2 MiB and more are mapped 2 MiB-aligned and advised for transparent huge pages.
 //!
 //! The cache: a chained hash table keyed by `map_len / KEY_GRANULE`, starting at 256 buckets
 //! and doubling at load factor 0.75 *incrementally*: the old array stays readable and every

@@ -107,13 +107,44 @@ fn reuse_takes_blocks_up_to_one_and_a_quarter_times_the_request_only() {
         let (q, _) = c.alloc(fits + 1, 8).unwrap();
         assert_eq!(q, p, "within 1.25x: reused");
         free(c, q);
-        let (r, z) = c.alloc(fits - 64 * 1024, 8).unwrap();
-        assert!(z && r != p, "more than 1.25x the request: a fresh mapping");
         let (s, z) = c.alloc(4 * MIB + 1, 8).unwrap();
         assert!(z && s != p, "bigger than the cached block: a fresh mapping");
-        free(c, r);
         free(c, s);
         assert_eq!(c.stats().hits, 1);
+    });
+}
+
+#[test]
+fn a_much_larger_cached_block_is_trimmed_to_the_request() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let page = page_size();
+        let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        free(c, p);
+        let unmaps = os.stats().munmap_calls;
+        let mapped = os.stats().mapped.current;
+        // More than 1.25x smaller: the cached block is cut down instead of a fresh mapping.
+        let (q, z) = c.alloc(MIB, 8).unwrap();
+        assert_eq!(q, p, "the cached block is reused");
+        assert!(!z, "a reused block is not promised zero");
+        // SAFETY: a live block of ours.
+        let usable = unsafe { c.usable_size(q) };
+        assert!(usable >= MIB && usable + page <= (MIB + page) * 5 / 4, "handed out within 1.25x");
+        assert_eq!(os.stats().munmap_calls, unmaps + 1, "the tail went back to the OS");
+        assert_eq!(os.stats().mapped.current, mapped - (4 * MIB - MIB) as u64);
+        let base = addr(q) - page;
+        assert!(reg.lookup(base + MIB + page - 1).is_some(), "the block stays registered");
+        assert!(reg.lookup(base + 3 * MIB).is_none(), "the tail's granules are not");
+        // SAFETY: the block holds MIB bytes.
+        unsafe { q.as_ptr().write_bytes(1, MIB) };
+        free(c, q);
+        // More than TRIM_FIT (4x) larger: a fresh mapping.
+        let (big, _) = c.alloc(8 * MIB, 8).unwrap();
+        free(c, big);
+        let (r, z) = c.alloc(MIB, 8).unwrap();
+        assert!(r != big, "8 MiB + 1 page is more than 4x a 1 MiB request");
+        let _ = z;
+        free(c, r);
+        c.check_invariants();
     });
 }
 
@@ -554,10 +585,10 @@ mod model {
 fn realloc_growth_copies_into_a_cached_block_instead_of_remapping() {
     with_cache(BigLimits::DEFAULT, |os, _reg, c| {
         const MIB: usize = 1 << 20;
+        let (p, _) = c.alloc(MIB, 8).unwrap();
         // Leave a 2 MiB block in the cache.
         let (cached, _) = c.alloc(2 * MIB, 8).unwrap();
         free(c, cached);
-        let (p, _) = c.alloc(MIB, 8).unwrap();
         // SAFETY: our block of MIB bytes.
         unsafe { p.as_ptr().write_bytes(0x7E, MIB) };
         let (maps, remaps) = (os.stats().mmap_calls, os.stats().mremap_calls);
