@@ -79,7 +79,9 @@ fn put_and_take_race_with_a_table_doubling() {
 fn two_takers_never_get_the_same_block() {
     loom::model(|| {
         let c = Arc::new(BigCache::new(&REG, KEEP_ALL));
-        let (h1, h2) = (block(1), block(2));
+        // The second block is more than 4x the request, so no taker may cut it down: the race
+        // is over h1 alone.
+        let (h1, h2) = (block(1), block(5));
         put(&c, h1);
         put(&c, h2); // the doubling: both takes run mid-migration
         let c2 = c.clone();
