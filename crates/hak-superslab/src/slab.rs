@@ -1,8 +1,12 @@
 //! [`Slab`]: metadata of one 64 KiB slab, carving, the local free list and the remote stack.
 //!
-//! The remote stack's head word is `first_block | NOTIFY`. Blocks are at least 16-byte aligned,
-//! so the low bits are free. `NOTIFY` is set only by the owner, in [`Slab::try_detach`], and only
-//! on an empty stack; the remote freer whose push clears it is told [`RemoteFree::Publish`].
+//! The remote stack's head word is `count << 48 | first_block | NOTIFY`. Blocks are at least
+//! 16-byte aligned, so the low bits are free, and user-space addresses are below 2^48 (as the
+//! registry assumes too), so the top 16 bits hold the number of blocks on the stack (a slab has
+//! at most 32768). Count and list change in the same compare-exchange, so they always agree,
+//! and the owner can take the list over without walking it. `NOTIFY` is set only by the owner,
+//! in [`Slab::try_detach`], and only on an empty stack; the remote freer whose push clears it
+//! is told [`RemoteFree::Publish`].
 
 use core::ptr::{self, NonNull};
 
@@ -13,6 +17,13 @@ use hak_sync::cell::UnsafeCell;
 /// must publish it.
 const NOTIFY: usize = 1;
 const FLAGS: usize = 0b1111;
+/// The block count lives in the head's top 16 bits.
+const COUNT_SHIFT: u32 = 48;
+const COUNT_ONE: usize = 1 << COUNT_SHIFT;
+/// The first block's address.
+const PTR_MASK: usize = (COUNT_ONE - 1) & !FLAGS;
+// Every block of a slab fits in the 16-bit count (blocks are at least 16 bytes).
+const _: () = assert!(crate::SLAB_SIZE / 16 < 1 << 16);
 
 /// Owner-only state of a slab.
 #[derive(Debug)]
@@ -194,17 +205,14 @@ impl Slab {
     #[inline]
     pub unsafe fn free_remote(&self, block: NonNull<u8>) -> RemoteFree {
         let b = block.as_ptr();
-        debug_assert_eq!(b as usize & FLAGS, 0);
+        debug_assert_eq!(b as usize & !PTR_MASK, 0, "block address outside 48 bits or unaligned");
         let mut head = self.remote.load(Ordering::Relaxed);
         loop {
             // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { b.cast::<usize>().write(head & !FLAGS) };
-            match self.remote.compare_exchange_weak(
-                head,
-                b as usize,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            unsafe { b.cast::<usize>().write(head & PTR_MASK) };
+            let new = ((head & !(COUNT_ONE - 1)) + COUNT_ONE) | b as usize;
+            match self.remote.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) if head & NOTIFY != 0 => {
                     // Pair with the owner's release in `try_detach` so the publisher (and the
                     // adopter after it) sees the detached slab's state.
@@ -220,7 +228,7 @@ impl Slab {
     /// Whether remote frees are waiting (a hint: one may arrive right after).
     #[inline]
     pub fn has_remote(&self) -> bool {
-        self.remote.load(Ordering::Relaxed) & !FLAGS != 0
+        self.remote.load(Ordering::Relaxed) & PTR_MASK != 0
     }
 
     /// Takes every remotely freed block onto the local free list with one swap; returns how
@@ -229,23 +237,26 @@ impl Slab {
     /// # Safety
     /// The caller owns the slab.
     pub unsafe fn collect_remote(&self) -> u32 {
-        if self.remote.load(Ordering::Relaxed) & !FLAGS == 0 {
+        if self.remote.load(Ordering::Relaxed) & PTR_MASK == 0 {
             return 0;
         }
-        let head = self.remote.swap(0, Ordering::Acquire) & !FLAGS;
+        let word = self.remote.swap(0, Ordering::Acquire);
+        let head = word & PTR_MASK;
         if head == 0 {
             return 0;
         }
+        let n = (word >> COUNT_SHIFT) as u32;
         // SAFETY: the swapped-out list is ours alone; owner-only state.
         self.local.with_mut(|l| unsafe {
             let l = &mut *l;
-            let mut n = 1u32;
-            let mut tail = head as *mut usize;
-            while *tail != 0 {
-                tail = *tail as *mut usize;
-                n += 1;
+            if !l.free.is_null() {
+                // Splice in front of the local list: only now is the tail needed.
+                let mut tail = head as *mut usize;
+                while *tail != 0 {
+                    tail = *tail as *mut usize;
+                }
+                *tail = l.free as usize;
             }
-            *tail = l.free as usize;
             l.free = head as *mut u8;
             l.used -= n;
             n
