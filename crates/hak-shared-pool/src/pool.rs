@@ -33,12 +33,39 @@ struct PoolExt {
     class_mask: u64,
     /// ACTIVE slots.
     active: u32,
-    /// Links of the list of SuperSlabs with UNUSED slots.
-    ss_next: *const SuperSlab,
-    ss_prev: *const SuperSlab,
-    /// Links of the list of every SuperSlab the pool holds (for `Drop`).
-    all_next: *const SuperSlab,
-    all_prev: *const SuperSlab,
+    /// Links in the list of SuperSlabs with UNUSED slots.
+    unused: SsLinks,
+    /// Links in the list of every SuperSlab the pool holds (for `Drop`).
+    all: SsLinks,
+}
+
+/// Links of a SuperSlab in one of the pool's SuperSlab lists.
+#[repr(C)]
+struct SsLinks {
+    next: *const SuperSlab,
+    prev: *const SuperSlab,
+}
+
+/// Which SuperSlab list an operation is about: the links it uses and the head it updates.
+#[derive(Clone, Copy)]
+enum SsList {
+    Unused,
+    All,
+}
+
+impl SsList {
+    fn links(self, e: &mut PoolExt) -> &mut SsLinks {
+        match self {
+            SsList::Unused => &mut e.unused,
+            SsList::All => &mut e.all,
+        }
+    }
+    fn head(self, st: &mut State) -> &mut *const SuperSlab {
+        match self {
+            SsList::Unused => &mut st.unused_head,
+            SsList::All => &mut st.all_head,
+        }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<PoolExt>() <= EXT_BYTES);
@@ -341,7 +368,7 @@ impl<'r> SharedPool<'r> {
                 let i = e.unused_mask.trailing_zeros() as usize;
                 e.unused_mask &= !(1u64 << i);
                 if e.unused_mask == 0 {
-                    Self::unlink_ss(st, ss);
+                    Self::unlink_ss(st, ss, SsList::Unused);
                 }
                 let s = slot(ss, i);
                 Self::activate(s, class);
@@ -373,7 +400,7 @@ impl<'r> SharedPool<'r> {
             if e.class_mask & (1u64 << class) != 0 {
                 return Some(ss);
             }
-            ss = e.ss_next;
+            ss = e.unused.next;
             k += 1;
         }
         (!first.is_null()).then_some(first)
@@ -392,23 +419,39 @@ impl<'r> SharedPool<'r> {
     }
 
     /// # Safety
-    /// Lock held; `ss` is on the UNUSED list.
-    unsafe fn unlink_ss(st: &mut State, ss: *const SuperSlab) {
+    /// Lock held; `ss` is on list `which`.
+    unsafe fn unlink_ss(st: &mut State, ss: *const SuperSlab, which: SsList) {
         // SAFETY: forwarded; neighbours are listed SuperSlabs.
         unsafe {
-            let e = ext(ss);
-            let (n, p) = (e.ss_next, e.ss_prev);
+            let l = which.links(ext(ss));
+            let (n, p) = (l.next, l.prev);
+            l.next = ptr::null();
+            l.prev = ptr::null();
             if p.is_null() {
-                st.unused_head = n;
+                *which.head(st) = n;
             } else {
-                ext(p).ss_next = n;
+                which.links(ext(p)).next = n;
             }
             if !n.is_null() {
-                ext(n).ss_prev = p;
+                which.links(ext(n)).prev = p;
             }
-            e.ss_next = ptr::null();
-            e.ss_prev = ptr::null();
         }
+    }
+
+    /// # Safety
+    /// Lock held; `ss` is a live pool SuperSlab on no list `which`.
+    unsafe fn push_ss(st: &mut State, ss: *const SuperSlab, which: SsList) {
+        let head = *which.head(st);
+        // SAFETY: forwarded; the head is a listed SuperSlab.
+        unsafe {
+            let l = which.links(ext(ss));
+            l.prev = ptr::null();
+            l.next = head;
+            if !head.is_null() {
+                which.links(ext(head)).prev = ss;
+            }
+        }
+        *which.head(st) = ss;
     }
 
     /// Stage 3: a SuperSlab from the cache or the OS; returns its slot 0, ACTIVE for `class`,
@@ -440,23 +483,14 @@ impl<'r> SharedPool<'r> {
         let mut st = self.state.lock();
         // SAFETY: lock held; the header was just formatted (ext zeroed = all UNUSED).
         unsafe {
-            let e = ext(ss);
-            e.unused_mask = (if n == 64 { u64::MAX } else { (1u64 << n) - 1 }) & !1;
+            // Each helper below borrows the extension area afresh; keep no borrow across them.
+            let unused = (if n == 64 { u64::MAX } else { (1u64 << n) - 1 }) & !1;
+            ext(ss).unused_mask = unused;
             Self::activate(slot(ss, 0), class);
-            if e.unused_mask != 0 {
-                e.ss_prev = ptr::null();
-                e.ss_next = st.unused_head;
-                if !st.unused_head.is_null() {
-                    ext(st.unused_head).ss_prev = ss;
-                }
-                st.unused_head = ss;
+            if unused != 0 {
+                Self::push_ss(&mut st, ss, SsList::Unused);
             }
-            e.all_prev = ptr::null();
-            e.all_next = st.all_head;
-            if !st.all_head.is_null() {
-                ext(st.all_head).all_prev = ss;
-            }
-            st.all_head = ss;
+            Self::push_ss(&mut st, ss, SsList::All);
         }
         st.live += 1;
         Some(slot(ss, 0))
@@ -476,37 +510,37 @@ impl<'r> SharedPool<'r> {
         let ssp: *const SuperSlab = ss;
         let to_cache = {
             let mut st = self.state.lock();
-            // SAFETY: lock held; the slot is ACTIVE and on no list.
+            // SAFETY: lock held; the slot is ACTIVE and on no list. Every access borrows the
+            // extension area afresh (the list helpers borrow it too), so no borrow outlives one.
             unsafe {
-                let e = ext(ssp);
-                debug_assert_eq!(e.state[index], ACTIVE);
-                e.state[index] = EMPTY;
-                e.active -= 1;
-                let class = e.class[index] as usize;
+                let class = {
+                    let e = ext(ssp);
+                    debug_assert_eq!(e.state[index], ACTIVE);
+                    e.state[index] = EMPTY;
+                    e.active -= 1;
+                    e.class[index] as usize
+                };
                 st.empty[class].push(slot(ssp, index));
-                if e.active == 0 && st.live > 1 {
+                let active = ext(ssp).active;
+                if active == 0 && st.live > 1 {
                     for i in 0..ss.nslabs() {
-                        if e.state[i] == EMPTY {
-                            st.empty[e.class[i] as usize].remove(slot(ssp, i));
+                        let (state, c) = {
+                            let e = ext(ssp);
+                            (e.state[i], e.class[i] as usize)
+                        };
+                        if state == EMPTY {
+                            st.empty[c].remove(slot(ssp, i));
                         }
                     }
-                    if e.unused_mask != 0 {
-                        Self::unlink_ss(&mut st, ssp);
+                    if ext(ssp).unused_mask != 0 {
+                        Self::unlink_ss(&mut st, ssp, SsList::Unused);
                     }
-                    let (n, p) = (e.all_next, e.all_prev);
-                    if p.is_null() {
-                        st.all_head = n;
-                    } else {
-                        ext(p).all_next = n;
-                    }
-                    if !n.is_null() {
-                        ext(n).all_prev = p;
-                    }
+                    Self::unlink_ss(&mut st, ssp, SsList::All);
                     st.live -= 1;
                     true
                 } else {
-                    if e.active == 0 {
-                        e.class_mask = 0;
+                    if active == 0 {
+                        ext(ssp).class_mask = 0;
                     }
                     false
                 }
@@ -609,7 +643,7 @@ impl<'r> SharedPool<'r> {
             if counted[ACTIVE as usize] != e.active {
                 return Err("active count disagrees with slot states");
             }
-            ss = e.ss_next;
+            ss = e.unused.next;
         }
         for list in st.empty.iter() {
             let mut s = list.head;
@@ -637,7 +671,7 @@ impl Drop for SharedPool<'_> {
         while let Some(p) = core::ptr::NonNull::new(ss as *mut SuperSlab) {
             // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs.
             unsafe {
-                ss = ext(ss).all_next;
+                ss = ext(ss).all.next;
                 let base = p.cast::<u8>();
                 self.registry.unregister(base, size);
                 let _ = os.unmap(base, size);
