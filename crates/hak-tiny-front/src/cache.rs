@@ -362,18 +362,19 @@ impl<'p> ThreadCache<'p> {
         for j in 0..k {
             let b = self.slots[class][j];
             // SAFETY: blocks in a bin are live blocks of this class.
-            unsafe { self.return_block(class, NonNull::new_unchecked(b)) };
+            unsafe { self.return_block(class, NonNull::new_unchecked(b), true) };
         }
         self.slots[class].copy_within(k..top, 0);
         self.tops[class] = (top - k) as u32;
     }
 
     /// Gives a cached block back to its slab: the local free list if this cache owns the slab
-    /// (releasing the slab if that empties it), else the remote stack.
+    /// (releasing the slab if that empties it and `release_empty`; flush decides about its
+    /// slabs afterwards instead), else the remote stack.
     ///
     /// # Safety
     /// `block` is a live block of `class` that the cache gives up.
-    unsafe fn return_block(&mut self, class: usize, block: NonNull<u8>) {
+    unsafe fn return_block(&mut self, class: usize, block: NonNull<u8>, release_empty: bool) {
         let lg = self.pool.lg_size();
         // SAFETY: a live block's SuperSlab is mapped.
         let ss = unsafe { SuperSlab::from_block(block.as_ptr(), lg) };
@@ -386,7 +387,7 @@ impl<'p> ThreadCache<'p> {
         }
         self.stats.bytes_back.add(CLASS_SIZES[class] as u64);
         // SAFETY: we own the slab and the block is one of its live blocks.
-        if unsafe { slab.free_local(block) } == 0 && self.warm[class].len > 1 {
+        if unsafe { slab.free_local(block) } == 0 && release_empty && self.warm[class].len > 1 {
             if let Some(pos) = self.warm_position(class, ss, index) {
                 self.remove_warm(class, pos);
                 self.stats.slabs_released.add(1);
@@ -415,7 +416,7 @@ impl<'p> ThreadCache<'p> {
             for j in 0..top {
                 let b = self.slots[class][j];
                 // SAFETY: cached blocks are live blocks of this class.
-                unsafe { self.return_block_keep(class, NonNull::new_unchecked(b)) };
+                unsafe { self.return_block(class, NonNull::new_unchecked(b), false) };
             }
             self.tops[class] = 0;
             self.caps[class] = floor(class);
@@ -425,26 +426,6 @@ impl<'p> ThreadCache<'p> {
                 // SAFETY: warm slabs are owned and their SuperSlabs mapped.
                 unsafe { self.give_up(&*w.ss, w.index) };
             }
-        }
-    }
-
-    /// `return_block` without releasing emptied slabs (flush decides about them afterwards).
-    ///
-    /// # Safety
-    /// As for `return_block`.
-    unsafe fn return_block_keep(&mut self, class: usize, block: NonNull<u8>) {
-        let lg = self.pool.lg_size();
-        // SAFETY: a live block's SuperSlab is mapped.
-        let ss = unsafe { SuperSlab::from_block(block.as_ptr(), lg) };
-        let index = ss.slab_index_of(block.as_ptr());
-        let slab = ss.slab(index);
-        if slab.owner() == self.id {
-            self.stats.bytes_back.add(CLASS_SIZES[class] as u64);
-            // SAFETY: owned slab, live block.
-            unsafe { slab.free_local(block) };
-        } else {
-            // SAFETY: forwarded.
-            unsafe { self.free_remote(ss, index, block) };
         }
     }
 
