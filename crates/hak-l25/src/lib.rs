@@ -1,1 +1,66 @@
-//! (filled by a later issue)
+//! hakmem's mid tier ("L2.5", layer 4): requests above the tiny bound, 2049 B ..= 1 MiB.
+//!
+//! What it owns: size classes over chunks mapped from hak-os and registered in hak-registry,
+//! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
+//! under contention. What it offers:
+//! - [`Mid`]: the shared state. [`Mid::alloc`], [`Mid::dealloc`], [`Mid::usable_size`],
+//!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::stats`] (a [`MidStats`]); settings
+//!   [`Mid::set_decommit_budget`] and [`Mid::set_max_empty_chunks`].
+//! - [`MidThreadCache`]: one per thread, plain data (`const fn new`, all-zero is valid, no
+//!   `Drop`), passed as `&mut` to every operation.
+//! - Routing helpers: [`MID_MIN`], [`MID_MAX`], [`MID_MAX_ALIGN`], [`can_serve`],
+//!   [`block_size`]; memory-return constants [`DECOMMIT_MIN`], [`DEFAULT_DECOMMIT_BUDGET`].
+//!
+//! Size classes (`class.rs`): 4 per power of two, 2560 B ..= 1 MiB (36 classes), looked up by
+//! arithmetic; waste `(class - size) / size < 25%`. Alignment: any power of two up to 4096 is
+//! served by the class of `round_up(max(size, MID_MIN), align)` when that is `<= MID_MAX`;
+//! the facade sends larger alignments to the big tier.
+//!
+//! Invariants:
+//! - Every block is in exactly one place: with a user, in one thread cache bin, in one shard
+//!   batch, on its chunk's free list, or not yet carved. Per chunk
+//!   `used + free_count == carved <= capacity` (`chunk.rs`); per bin
+//!   `count == |list| <= TC_CAP[class]` (`cache.rs`).
+//! - Chunks are `CHUNK_BYTES[class]` (whole MiB) mapped 1 MiB-aligned, registered as
+//!   `OwnerKind::Mid` after their header is written and unregistered before unmapping; so for a
+//!   live block `p`, `registry.lookup(p).base` is its chunk and the header there gives its class.
+//!   Block `i` of a chunk is at `base + 4096 + i · class_size`, so it is
+//!   `min(class_size & -class_size, 4096)`-aligned.
+//! - Shard tables are never unmapped while the `Mid` lives; a batch pushed into a table that
+//!   was replaced is migrated by the pusher or the grower (`shard.rs` has the argument, the
+//!   loom model checks it).
+//! - Memory return: chunks that empty wait in a cache of at most 4 chunks / 16 MiB, then are
+//!   unregistered and unmapped; free blocks of at least 64 KiB returning to their chunk are
+//!   decommitted past their first page while the committed free bytes on chunk lists exceed the
+//!   budget (8 MiB by default); [`Mid::trim`] does all of it at once.
+//!
+//! Concurrency contract: a `Mid` is `Sync`; any thread may call anything at any time, each with
+//! its own `MidThreadCache` (a cache is used by one thread at a time; a block may be freed into
+//! any thread's cache). The thread-cache hit path takes no lock, makes no atomic
+//! read-modify-write and no syscall. Slow paths take one shard mutex (a `try_lock` first, whose
+//! failures measure contention), or one class's central mutex (then possibly the empty-cache
+//! and all-chunks mutexes, in that order). Shard tables are published by an `AtomicPtr` with
+//! release/acquire. OS refusal makes `alloc` return `None`, never panic; allocation works again
+//! once mapping does. Nothing here allocates through the global allocator; metadata lives in
+//! chunk headers and hak-os pages.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod block;
+mod cache;
+mod chunk;
+mod class;
+mod mid;
+mod shard;
+
+#[cfg(all(test, hak_loom))]
+mod loom_tests;
+#[cfg(all(test, not(hak_loom)))]
+mod tests;
+
+pub use cache::MidThreadCache;
+pub use class::{block_size, can_serve, MID_MAX, MID_MAX_ALIGN, MID_MIN};
+pub use mid::{Mid, MidStats, DECOMMIT_MIN, DEFAULT_DECOMMIT_BUDGET};

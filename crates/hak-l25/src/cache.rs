@@ -1,0 +1,102 @@
+//! [`MidThreadCache`]: one thread's stack of free blocks per class, kept by the facade in its
+//! per-thread state.
+//!
+//! Per class `c` a bin holds a null-terminated list of free blocks (word 0 links) and its
+//! length: `bins[c].count == |bins[c].head| <= TC_CAP[c]`. A full bin is exactly one shard
+//! batch, so overflow hands the whole list to a shard in O(1), and an empty bin takes one batch
+//! back in O(1).
+//!
+//! Everything here belongs to the owning thread: plain fields, no atomics, no `Drop`. All-zero
+//! bytes are a valid cache equal to [`MidThreadCache::new`], so the facade may place one in
+//! zeroed OS pages. Before the thread goes away (or the cache is abandoned) the facade calls
+//! [`Mid::flush_thread`](crate::Mid::flush_thread), or the cached blocks stay unreachable.
+//! Counters (allocs, frees, bytes) are plain and folded into the `Mid`'s statistics on every
+//! slow path and on flush.
+
+use core::fmt;
+use core::ptr;
+
+use crate::class::NUM_CLASSES;
+use crate::shard::ShardCursor;
+
+/// One class's free blocks in a thread cache.
+#[derive(Clone, Copy)]
+pub(crate) struct Bin {
+    /// First free block (null: empty); word 0 links the rest.
+    pub(crate) head: *mut u8,
+    /// Blocks on the list.
+    pub(crate) count: u32,
+}
+
+impl Bin {
+    /// No blocks.
+    pub(crate) const EMPTY: Bin = Bin { head: ptr::null_mut(), count: 0 };
+}
+
+/// A thread's cache of mid blocks. Create it with [`MidThreadCache::new`] (or zeroed memory);
+/// pass it as `&mut` to every [`Mid`](crate::Mid) operation of its thread; call
+/// [`Mid::flush_thread`](crate::Mid::flush_thread) before dropping it. A cache must be used
+/// with one `Mid` only.
+pub struct MidThreadCache {
+    /// Free blocks per class.
+    pub(crate) bins: [Bin; NUM_CLASSES],
+    /// Which shard this thread uses, and its contention window.
+    pub(crate) cursor: ShardCursor,
+    /// Allocations served since the last fold.
+    pub(crate) allocs: u64,
+    /// Frees taken since the last fold.
+    pub(crate) frees: u64,
+    /// Block bytes handed out since the last fold.
+    pub(crate) alloc_bytes: u64,
+    /// Block bytes taken back since the last fold.
+    pub(crate) free_bytes: u64,
+}
+
+// SAFETY: the cache owns its blocks exclusively; nothing in it is tied to a thread, so it may
+// move to another thread (it is then that thread's cache).
+unsafe impl Send for MidThreadCache {}
+
+impl Default for MidThreadCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MidThreadCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MidThreadCache")
+            .field("cached_blocks", &self.cached_blocks())
+            .field("seed", &self.cursor.seed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MidThreadCache {
+    /// An empty cache; the `Mid` gives it a shard seed on its first slow path. Equal to
+    /// all-zero bytes.
+    pub const fn new() -> MidThreadCache {
+        Self::with_cursor(ShardCursor::UNSEEDED)
+    }
+
+    /// An empty cache that uses shard `seed & (shard_count - 1)`: threads with equal seeds
+    /// share a shard (the facade may seed by CPU, tests use it to force contention).
+    pub const fn with_seed(seed: usize) -> MidThreadCache {
+        Self::with_cursor(ShardCursor::with_seed(seed))
+    }
+
+    const fn with_cursor(cursor: ShardCursor) -> MidThreadCache {
+        MidThreadCache {
+            bins: [Bin::EMPTY; NUM_CLASSES],
+            cursor,
+            allocs: 0,
+            frees: 0,
+            alloc_bytes: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// Blocks held, all classes together.
+    pub fn cached_blocks(&self) -> usize {
+        self.bins.iter().map(|b| b.count as usize).sum()
+    }
+}

@@ -1,0 +1,531 @@
+//! Chunks: the hak-os mappings blocks are carved from, their header, and the per-class central
+//! lists behind the shards.
+//!
+//! A chunk of class `c` is `CHUNK_BYTES[c]` bytes mapped 1 MiB-aligned and registered in
+//! hak-registry as `OwnerKind::Mid`. Its first `CHUNK_HEADER` (4096) bytes hold its
+//! [`ChunkHeader`] and are never handed out; block `i` is at
+//! `base + CHUNK_HEADER + i · block_size`, `i < capacity`. Blocks are carved lazily (a bump
+//! index), so untouched blocks cost address space, not RSS.
+//!
+//! Per chunk, under the central lock of its class:
+//! `used + free_count == carved <= capacity`, where `used` counts blocks outside the chunk
+//! (with users, in thread caches or in shards) and `free_count = |free|`;
+//! `free_committed + free_decommitted == free_count · block_size`.
+//! A chunk is on its class's *partial* list iff `free_count > 0 || carved < capacity`.
+//! When `used` reaches 0 the chunk leaves its class for the empty cache ([`EmptyCache`]), which
+//! keeps at most `max_empty_chunks` chunks and [`MAX_EMPTY_BYTES`]; the rest are unregistered
+//! and unmapped. A cached chunk is reused by any class of the same chunk size.
+//!
+//! Every chunk, whatever its state, is on the all-chunks list ([`ChunkList`]) so the owning
+//! `Mid` can unmap it when dropped.
+//!
+//! `class` and `block_size` are written before any block of the chunk is handed out (under the
+//! central lock) and stay fixed while any block is out, so [`ChunkHeader::block_size`] may be
+//! read without a lock through a live block (usable size, free without size).
+//!
+//! Lock order: central (one class) → empty cache → all-chunks list.
+
+use core::ptr::{self, NonNull};
+
+use crate::block::{next, set_next, set_word, word, DECOMMITTED};
+use crate::class::{CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE};
+
+/// Tag in every chunk header ("MIDCHUNK").
+pub(crate) const MAGIC: usize = 0x4D49_4443_4855_4E4B;
+/// `class` of a chunk in the empty cache.
+pub(crate) const NO_CLASS: usize = usize::MAX;
+/// Most bytes the empty cache keeps (16 MiB).
+pub(crate) const MAX_EMPTY_BYTES: usize = 16 << 20;
+/// Default most chunks the empty cache keeps (4).
+pub(crate) const DEFAULT_MAX_EMPTY_CHUNKS: usize = 4;
+
+/// The header at the base of every chunk.
+#[repr(C)]
+pub(crate) struct ChunkHeader {
+    /// [`MAGIC`].
+    magic: usize,
+    /// Size class (index), or [`NO_CLASS`] while cached empty.
+    pub(crate) class: usize,
+    /// Bytes per block (`CLASS_SIZE[class]`).
+    pub(crate) block_size: usize,
+    /// Bytes mapped (`CHUNK_BYTES[class]`), the length registered.
+    pub(crate) bytes: usize,
+    /// Blocks the chunk holds.
+    capacity: usize,
+    /// Blocks carved so far (the bump index).
+    carved: usize,
+    /// Blocks on `free`.
+    free_count: usize,
+    /// The chunk's own free list (word 0 links; word 1/2 mark decommitted blocks).
+    free: *mut u8,
+    /// Partial-list or empty-cache neighbours.
+    prev: *mut ChunkHeader,
+    next: *mut ChunkHeader,
+    /// Whether the chunk is on its class's partial list.
+    pub(crate) in_partial: bool,
+    /// All-chunks list neighbours.
+    all_prev: *mut ChunkHeader,
+    all_next: *mut ChunkHeader,
+    /// Bytes of blocks on `free` whose pages are committed.
+    pub(crate) free_committed: usize,
+    /// Bytes of blocks on `free` that were decommitted.
+    pub(crate) free_decommitted: usize,
+}
+
+impl ChunkHeader {
+    /// Writes a fresh header for a chunk of `bytes` at `base` (class unset).
+    ///
+    /// # Safety
+    /// `base` is the start of a writable mapping of at least `CHUNK_HEADER` bytes nobody else
+    /// references.
+    pub(crate) unsafe fn init(base: NonNull<u8>, bytes: usize) -> *mut ChunkHeader {
+        let h = base.as_ptr().cast::<ChunkHeader>();
+        // SAFETY: per the contract; the mapping is page-aligned, so aligned for the header.
+        unsafe {
+            ptr::write(
+                h,
+                ChunkHeader {
+                    magic: MAGIC,
+                    class: NO_CLASS,
+                    block_size: 0,
+                    bytes,
+                    capacity: 0,
+                    carved: 0,
+                    free_count: 0,
+                    free: ptr::null_mut(),
+                    prev: ptr::null_mut(),
+                    next: ptr::null_mut(),
+                    in_partial: false,
+                    all_prev: ptr::null_mut(),
+                    all_next: ptr::null_mut(),
+                    free_committed: 0,
+                    free_decommitted: 0,
+                },
+            )
+        };
+        h
+    }
+
+    /// The header of the chunk at `base`, if it carries the magic tag.
+    ///
+    /// # Safety
+    /// `base` is the base of a live region registered as `OwnerKind::Mid`.
+    pub(crate) unsafe fn at(base: NonNull<u8>) -> Option<*mut ChunkHeader> {
+        let h = base.as_ptr().cast::<ChunkHeader>();
+        // SAFETY: a registered mid region starts with an initialised header (contract).
+        (unsafe { (*h).magic } == MAGIC).then_some(h)
+    }
+
+    /// Assigns an empty chunk to class `c`.
+    ///
+    /// # Safety
+    /// The chunk is empty (`used == 0`), on no list but the all-chunks list, and owned by the
+    /// caller (who holds class `c`'s central lock).
+    pub(crate) unsafe fn assign(h: *mut ChunkHeader, c: usize) {
+        // SAFETY: the caller owns the header (contract).
+        unsafe {
+            debug_assert_eq!((*h).bytes, CHUNK_BYTES[c]);
+            (*h).class = c;
+            (*h).block_size = CLASS_SIZE[c];
+            (*h).capacity = CHUNK_CAPACITY[c];
+            (*h).carved = 0;
+            (*h).free_count = 0;
+            (*h).free = ptr::null_mut();
+            (*h).free_committed = 0;
+            (*h).free_decommitted = 0;
+            (*h).in_partial = false;
+        }
+    }
+
+    /// Takes up to `want` blocks out of the chunk (free list first, then carving), appending
+    /// them to the list `*head` (word 0 links). Returns `(taken, bytes_committed_freed,
+    /// bytes_decommitted_freed)`: how the chunk's free-byte tallies changed.
+    ///
+    /// # Safety
+    /// The caller holds the central lock of the chunk's class.
+    pub(crate) unsafe fn take(
+        h: *mut ChunkHeader,
+        want: usize,
+        head: &mut *mut u8,
+    ) -> (usize, usize, usize) {
+        let mut n = 0;
+        let mut committed = 0;
+        let mut decommitted = 0;
+        // SAFETY: the caller holds the lock owning the header and the chunk's free blocks;
+        // carved blocks lie inside the mapping (`carved < capacity`).
+        unsafe {
+            let s = (*h).block_size;
+            while n < want && !(*h).free.is_null() {
+                let b = (*h).free;
+                (*h).free = next(b);
+                (*h).free_count -= 1;
+                if word(b, 1) == DECOMMITTED {
+                    let d = word(b, 2);
+                    decommitted += d;
+                    committed += s - d;
+                    set_word(b, 1, 0);
+                } else {
+                    committed += s;
+                }
+                set_next(b, *head);
+                *head = b;
+                n += 1;
+            }
+            while n < want && (*h).carved < (*h).capacity {
+                let b = h.cast::<u8>().add(CHUNK_HEADER + (*h).carved * s);
+                (*h).carved += 1;
+                set_next(b, *head);
+                *head = b;
+                n += 1;
+            }
+            (*h).free_committed -= committed;
+            (*h).free_decommitted -= decommitted;
+        }
+        (n, committed, decommitted)
+    }
+
+    /// Returns block `b` to the chunk's free list; `decommitted` bytes of it were dropped
+    /// (marked in word 1/2 when non-zero). Returns whether the chunk is now empty.
+    ///
+    /// # Safety
+    /// The caller holds the central lock of the chunk's class, and `b` is a block of this
+    /// chunk that was out (`used > 0`) and is now the caller's.
+    pub(crate) unsafe fn put(h: *mut ChunkHeader, b: *mut u8, decommitted: usize) -> bool {
+        // SAFETY: per the contract.
+        unsafe {
+            debug_assert!((*h).free_count < (*h).carved);
+            set_next(b, (*h).free);
+            if decommitted > 0 {
+                set_word(b, 1, DECOMMITTED);
+                set_word(b, 2, decommitted);
+            } else {
+                set_word(b, 1, 0);
+            }
+            (*h).free = b;
+            (*h).free_count += 1;
+            (*h).free_committed += (*h).block_size - decommitted;
+            (*h).free_decommitted += decommitted;
+            (*h).free_count == (*h).carved
+        }
+    }
+
+    /// Whether `addr` lies in the block area of this chunk.
+    ///
+    /// # Safety
+    /// `h` is a live header.
+    #[inline]
+    pub(crate) unsafe fn contains(h: *mut ChunkHeader, addr: usize) -> bool {
+        let base = h as usize;
+        // SAFETY: per the contract.
+        addr >= base + CHUNK_HEADER && addr < base + unsafe { (*h).bytes }
+    }
+
+    /// Whether block carving or the free list can still give blocks.
+    ///
+    /// # Safety
+    /// The caller holds the chunk's central lock.
+    pub(crate) unsafe fn has_room(h: *mut ChunkHeader) -> bool {
+        // SAFETY: per the contract.
+        unsafe { (*h).free_count > 0 || (*h).carved < (*h).capacity }
+    }
+
+    /// Decommits the tail of every free block of at least `min` bytes not yet decommitted.
+    /// Returns the bytes decommitted.
+    ///
+    /// # Safety
+    /// The caller holds the chunk's central lock.
+    pub(crate) unsafe fn decommit_free(h: *mut ChunkHeader, os: &hak_os::Os, min: usize) -> usize {
+        let mut total = 0;
+        // SAFETY: per the contract the free blocks are ours while we hold the lock.
+        unsafe {
+            let s = (*h).block_size;
+            if s < min {
+                return 0;
+            }
+            let mut b = (*h).free;
+            while !b.is_null() {
+                if word(b, 1) != DECOMMITTED {
+                    let d = decommit_tail(os, b, s);
+                    if d > 0 {
+                        set_word(b, 1, DECOMMITTED);
+                        set_word(b, 2, d);
+                        (*h).free_committed -= d;
+                        (*h).free_decommitted += d;
+                        total += d;
+                    }
+                }
+                b = next(b);
+            }
+        }
+        total
+    }
+
+    /// Checks the chunk's invariants (tests).
+    ///
+    /// # Safety
+    /// The caller holds the chunk's central lock.
+    #[cfg(test)]
+    pub(crate) unsafe fn check(h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            assert_eq!((*h).magic, MAGIC);
+            assert!((*h).carved <= (*h).capacity);
+            assert!((*h).free_count <= (*h).carved);
+            let mut n = 0;
+            let mut b = (*h).free;
+            while !b.is_null() {
+                assert!(ChunkHeader::contains(h, b as usize));
+                n += 1;
+                b = next(b);
+            }
+            assert_eq!(n, (*h).free_count);
+            assert_eq!(
+                (*h).free_committed + (*h).free_decommitted,
+                (*h).free_count * (*h).block_size
+            );
+            assert_eq!((*h).in_partial, ChunkHeader::has_room(h));
+        }
+    }
+}
+
+/// Decommits the pages of block `b` (of `s` bytes) past the page holding its links. Returns
+/// the bytes decommitted (0 if none or if madvise failed).
+///
+/// # Safety
+/// `b` is a free block the caller owns.
+pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usize {
+    let page = hak_os::page_size();
+    let start = (b as usize + 1).next_multiple_of(page);
+    let end = (b as usize + s) & !(page - 1);
+    if end <= start {
+        return 0;
+    }
+    // SAFETY: `[start, end)` is page-aligned, inside the block (so inside a mapping of `os`),
+    // past the words holding the block's links, and holds nothing anyone needs (contract).
+    match unsafe { os.decommit(NonNull::new_unchecked(start as *mut u8), end - start) } {
+        Ok(()) => end - start,
+        Err(_) => 0,
+    }
+}
+
+/// The per-class central state: its partial chunks. Owned by the class's central lock.
+pub(crate) struct Central {
+    /// Chunks of this class with blocks to give (free or uncarved), doubly linked.
+    partial: *mut ChunkHeader,
+}
+
+// SAFETY: the chunk pointers are owned by whoever holds the mutex around `Central`.
+unsafe impl Send for Central {}
+
+impl Central {
+    /// No chunks.
+    pub(crate) const EMPTY: Central = Central { partial: ptr::null_mut() };
+
+    /// The first partial chunk.
+    pub(crate) fn first(&self) -> *mut ChunkHeader {
+        self.partial
+    }
+
+    /// Puts `h` at the head of the partial list.
+    ///
+    /// # Safety
+    /// `h` is a chunk of this class, not on the list; the caller holds this lock.
+    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            debug_assert!(!(*h).in_partial);
+            (*h).prev = ptr::null_mut();
+            (*h).next = self.partial;
+            if !self.partial.is_null() {
+                (*self.partial).prev = h;
+            }
+            (*h).in_partial = true;
+        }
+        self.partial = h;
+    }
+
+    /// Takes `h` off the partial list.
+    ///
+    /// # Safety
+    /// `h` is on this list; the caller holds this lock.
+    pub(crate) unsafe fn remove(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            debug_assert!((*h).in_partial);
+            let (p, n) = ((*h).prev, (*h).next);
+            if p.is_null() {
+                self.partial = n;
+            } else {
+                (*p).next = n;
+            }
+            if !n.is_null() {
+                (*n).prev = p;
+            }
+            (*h).prev = ptr::null_mut();
+            (*h).next = ptr::null_mut();
+            (*h).in_partial = false;
+        }
+    }
+
+    /// The chunk after `h` on the partial list.
+    ///
+    /// # Safety
+    /// `h` is on this list; the caller holds this lock.
+    pub(crate) unsafe fn after(h: *mut ChunkHeader) -> *mut ChunkHeader {
+        // SAFETY: per the contract.
+        unsafe { (*h).next }
+    }
+}
+
+/// Empty chunks waiting for reuse, most recent first (linked through `next`).
+pub(crate) struct EmptyCache {
+    head: *mut ChunkHeader,
+    /// Chunks cached.
+    pub(crate) count: usize,
+    /// Bytes cached.
+    pub(crate) bytes: usize,
+}
+
+// SAFETY: as for `Central`.
+unsafe impl Send for EmptyCache {}
+
+impl EmptyCache {
+    /// Nothing cached.
+    pub(crate) const EMPTY: EmptyCache = EmptyCache { head: ptr::null_mut(), count: 0, bytes: 0 };
+
+    /// Caches `h`.
+    ///
+    /// # Safety
+    /// `h` is an empty chunk on no list but the all-chunks list; the caller holds this lock.
+    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            (*h).class = NO_CLASS;
+            (*h).next = self.head;
+            self.bytes += (*h).bytes;
+        }
+        self.head = h;
+        self.count += 1;
+    }
+
+    /// Takes the most recent chunk of `bytes` bytes, if any.
+    ///
+    /// # Safety
+    /// The caller holds this lock.
+    pub(crate) unsafe fn take(&mut self, bytes: usize) -> Option<*mut ChunkHeader> {
+        let mut prev: *mut ChunkHeader = ptr::null_mut();
+        let mut h = self.head;
+        // SAFETY: cached chunks are owned by this list, under the caller's lock.
+        unsafe {
+            while !h.is_null() {
+                if (*h).bytes == bytes {
+                    if prev.is_null() {
+                        self.head = (*h).next;
+                    } else {
+                        (*prev).next = (*h).next;
+                    }
+                    (*h).next = ptr::null_mut();
+                    self.count -= 1;
+                    self.bytes -= bytes;
+                    return Some(h);
+                }
+                prev = h;
+                h = (*h).next;
+            }
+        }
+        None
+    }
+
+    /// Takes the oldest chunk, if any.
+    ///
+    /// # Safety
+    /// The caller holds this lock.
+    pub(crate) unsafe fn take_oldest(&mut self) -> Option<*mut ChunkHeader> {
+        let mut prev: *mut ChunkHeader = ptr::null_mut();
+        let mut h = self.head;
+        if h.is_null() {
+            return None;
+        }
+        // SAFETY: as in `take`.
+        unsafe {
+            while !(*h).next.is_null() {
+                prev = h;
+                h = (*h).next;
+            }
+            if prev.is_null() {
+                self.head = ptr::null_mut();
+            } else {
+                (*prev).next = ptr::null_mut();
+            }
+            self.count -= 1;
+            self.bytes -= (*h).bytes;
+        }
+        Some(h)
+    }
+}
+
+/// Every chunk mapped by a `Mid` (linked through `all_prev`/`all_next`).
+pub(crate) struct ChunkList {
+    head: *mut ChunkHeader,
+    /// Chunks on the list.
+    pub(crate) count: usize,
+}
+
+// SAFETY: as for `Central`.
+unsafe impl Send for ChunkList {}
+
+impl ChunkList {
+    /// No chunks.
+    pub(crate) const EMPTY: ChunkList = ChunkList { head: ptr::null_mut(), count: 0 };
+
+    /// Adds `h`.
+    ///
+    /// # Safety
+    /// `h` is a live chunk not on the list; the caller holds this lock.
+    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            (*h).all_prev = ptr::null_mut();
+            (*h).all_next = self.head;
+            if !self.head.is_null() {
+                (*self.head).all_prev = h;
+            }
+        }
+        self.head = h;
+        self.count += 1;
+    }
+
+    /// Removes `h`.
+    ///
+    /// # Safety
+    /// `h` is on the list; the caller holds this lock.
+    pub(crate) unsafe fn remove(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            let (p, n) = ((*h).all_prev, (*h).all_next);
+            if p.is_null() {
+                self.head = n;
+            } else {
+                (*p).all_next = n;
+            }
+            if !n.is_null() {
+                (*n).all_prev = p;
+            }
+        }
+        self.count -= 1;
+    }
+
+    /// Takes any chunk off the list.
+    ///
+    /// # Safety
+    /// The caller holds this lock.
+    pub(crate) unsafe fn pop(&mut self) -> Option<*mut ChunkHeader> {
+        let h = self.head;
+        if h.is_null() {
+            return None;
+        }
+        // SAFETY: `h` is on the list.
+        unsafe { self.remove(h) };
+        Some(h)
+    }
+}
