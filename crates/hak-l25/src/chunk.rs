@@ -264,7 +264,7 @@ impl ChunkHeader {
     ///
     /// # Safety
     /// The caller holds the chunk's central lock.
-    #[cfg(test)]
+    #[cfg(all(test, not(hak_loom)))]
     pub(crate) unsafe fn check(h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {

@@ -95,7 +95,15 @@ fn contention_triggers_growth_without_losing_batches() {
         let mine = usize::from(shards.pop(os, &mut cur, 0).is_some());
         let theirs = t.join().unwrap();
         assert!(shards.len() <= MAX_SHARDS);
+        if shards.len() > crate::shard::INITIAL_SHARDS {
+            GREW.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         finish(shards, os, 2 - mine - theirs);
         drop(blocks);
     });
+    assert!(GREW.load(core::sync::atomic::Ordering::Relaxed), "no execution grew the table");
 }
+
+/// Set when some execution of the contention model grew the table (std's atomic: outside the
+/// model, it only reports that the growth path was explored).
+static GREW: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);

@@ -592,7 +592,7 @@ impl<'r> Mid<'r> {
     }
 
     /// Checks every partial chunk's invariants (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(hak_loom)))]
     pub(crate) fn check_invariants(&self) {
         for c in 0..NUM_CLASSES {
             let g = self.central[c].lock();
@@ -609,7 +609,7 @@ impl<'r> Mid<'r> {
     }
 
     /// The shard layer (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(hak_loom)))]
     pub(crate) fn shards(&self) -> &Shards {
         &self.shards
     }

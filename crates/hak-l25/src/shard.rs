@@ -292,16 +292,30 @@ impl Shards {
     }
 
     /// Locks shard `idx` of `t`, counting the attempt (and a failed `try_lock`) in `cur`.
-    fn lock<'t>(cur: &mut ShardCursor, t: &'t Table, idx: usize) -> MutexGuard<'t, ShardLists> {
+    fn lock<'t>(
+        &self,
+        cur: &mut ShardCursor,
+        t: &'t Table,
+        idx: usize,
+    ) -> MutexGuard<'t, ShardLists> {
         let shard = t.shard(idx);
         cur.ops += 1;
-        match shard.lists.try_lock() {
+        let g = match shard.lists.try_lock() {
             Some(g) => g,
             None => {
                 cur.fails += 1;
                 shard.lists.lock()
             }
-        }
+        };
+        // loom switches threads only at its own operations, and the critical sections touch
+        // only block memory; this read-modify-write (conflicting with the other threads' own)
+        // lets the model preempt a lock holder, so failed `try_lock`s and the growth they
+        // trigger are explored.
+        #[cfg(hak_loom)]
+        self.next_seed.fetch_add(0, Ordering::Relaxed);
+        #[cfg(not(hak_loom))]
+        let _ = self;
+        g
     }
 
     /// Ends a shard operation (no lock held): closes the window if it is full, growing the
@@ -349,7 +363,7 @@ impl Shards {
         let Some(t) = self.current(os) else { return false };
         let idx = cur.seed & (t.len - 1);
         let pushed = {
-            let mut g = Self::lock(cur, t, idx);
+            let mut g = self.lock(cur, t, idx);
             if g.batches[c] >= max_batches {
                 false
             } else {
@@ -371,7 +385,7 @@ impl Shards {
         let t = self.current(os)?;
         let idx = cur.seed & (t.len - 1);
         let got = {
-            let mut g = Self::lock(cur, t, idx);
+            let mut g = self.lock(cur, t, idx);
             // SAFETY: we hold the lock.
             unsafe { g.pop(c) }
         };
