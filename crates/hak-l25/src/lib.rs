@@ -32,7 +32,7 @@
 //! - Memory return: chunks that empty wait in a cache of at most 4 chunks / 16 MiB, then are
 //!   unregistered and unmapped; free blocks of at least 64 KiB returning to their chunk are
 //!   decommitted past their first page while the committed free bytes on chunk lists exceed the
-//!   budget (8 MiB by default); [`Mid::trim`] does all of it at once.
+//!   budget (32 MiB by default); [`Mid::trim`] does all of it at once.
 //!
 //! Concurrency contract: a `Mid` is `Sync`; any thread may call anything at any time, each with
 //! its own `MidThreadCache` (a cache is used by one thread at a time; a block may be freed into

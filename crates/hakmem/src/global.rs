@@ -70,6 +70,10 @@ fn init_slow() {
         ttl_ns: v[Opt::BigcacheTtlSec as usize].saturating_mul(1_000_000_000),
         ..hak_bigcache::BigLimits::DEFAULT
     });
+    crate::large::MID.set_decommit_budget(
+        (v[Opt::MidDecommitBudgetMb as usize] as usize).saturating_mul(1 << 20),
+    );
+    crate::large::MID.set_max_empty_chunks(v[Opt::MidMaxEmptyChunks as usize] as usize);
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
     unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit)) };

@@ -1,29 +1,42 @@
-//! Requests above the tiny tier. Big ones (above 1 MiB, or aligned beyond a page) go to
-//! hak-bigcache. Mid ones (48 KiB .. 1 MiB) go there too until hak-l25 serves them: its cache
-//! of freed mappings makes their steady state syscall-free, at the price of a header page per
-//! block. Frees dispatch on the registry's record of who owns the address, not on the layout,
-//! so a block always goes back to the tier that made it.
+//! Requests above the tiny tier. Mid ones (up to 1 MiB, aligned at most 4 KiB) go to hak-l25
+//! through the calling thread's mid cache; big ones (above 1 MiB, or aligned beyond what the
+//! mid tier serves) go to hak-bigcache, one mapping each. Zeroed requests of
+//! [`ZEROED_BIG_MIN`] and more also go to the big tier, because a fresh mapping is known to be
+//! zero: `calloc`-style buffers then cost no memset and commit only the pages the program
+//! touches. Frees dispatch on the registry's record of who owns the address, not on the
+//! layout, so a block always goes back to the tier that made it.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use hak_bigcache::{BigCache, BigLimits};
+use hak_l25::{Mid, MidThreadCache};
 use hak_registry::OwnerKind;
-use hak_sync::stat::StatCounter;
 
 use crate::global::{ensure_init, REGISTRY};
-
-/// Largest request the mid tier serves.
-pub(crate) const MID_MAX: usize = 1 << 20;
+use crate::thread::{self, ThreadState};
 
 pub(crate) static BIG: BigCache<'static> = BigCache::new(&REGISTRY, BigLimits::DEFAULT);
+pub(crate) static MID: Mid<'static> = Mid::new(&REGISTRY);
 
-pub(crate) static MID_ALLOCS: StatCounter = StatCounter::new();
-pub(crate) static MID_FREES: StatCounter = StatCounter::new();
+/// Zeroed requests at least this large go to the big tier (see the module docs).
+pub(crate) const ZEROED_BIG_MIN: usize = 256 << 10;
 
 #[inline]
-fn is_big(size: usize, align: usize) -> bool {
-    size > MID_MAX || align > hak_os::page_size()
+fn is_mid(size: usize, align: usize) -> bool {
+    hak_l25::can_serve(size, align)
+}
+
+/// The calling thread's real state, built on first use; null if the OS refused memory.
+#[inline]
+fn active_state() -> *mut ThreadState {
+    let ts = thread::current();
+    // SAFETY: the calling thread's state or the sentinel; `is_active` only reads.
+    if unsafe { (*ts).tc.is_active() } {
+        ts
+    } else {
+        thread::current_or_init()
+    }
 }
 
 /// A block for `layout` above the tiny tier; zero-filled if `zeroed` (fresh mappings are
@@ -31,24 +44,27 @@ fn is_big(size: usize, align: usize) -> bool {
 #[cold]
 pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     ensure_init();
-    if is_big(layout.size(), layout.align()) {
-        return match BIG.alloc(layout.size(), layout.align()) {
-            Some((p, known_zero)) => {
-                if zeroed && !known_zero {
-                    // SAFETY: the block has at least `size` bytes.
-                    unsafe { p.as_ptr().write_bytes(0, layout.size()) };
-                }
-                p.as_ptr()
+    let (size, align) = (layout.size(), layout.align());
+    if is_mid(size, align) && !(zeroed && size >= ZEROED_BIG_MIN) {
+        let ts = active_state();
+        if !ts.is_null() {
+            // SAFETY: the calling thread's own, active state.
+            let Some(p) = MID.alloc(unsafe { &mut (*ts).mid }, size, align) else {
+                return ptr::null_mut();
+            };
+            if zeroed {
+                // SAFETY: the block has at least `size` bytes.
+                unsafe { p.as_ptr().write_bytes(0, size) };
             }
-            None => ptr::null_mut(),
-        };
+            return p.as_ptr();
+        }
+        // No thread state (the OS refused a few pages): the big tier needs none.
     }
-    MID_ALLOCS.add(1);
-    match BIG.alloc(layout.size(), layout.align()) {
+    match BIG.alloc(size, align) {
         Some((p, known_zero)) => {
             if zeroed && !known_zero {
                 // SAFETY: the block has at least `size` bytes.
-                unsafe { p.as_ptr().write_bytes(0, layout.size()) };
+                unsafe { p.as_ptr().write_bytes(0, size) };
             }
             p.as_ptr()
         }
@@ -59,15 +75,14 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 /// Frees a block above the tiny tier.
 ///
 /// # Safety
-/// `ptr` came from [`alloc`] (or [`realloc`]) with `layout` and is live.
+/// `ptr` came from [`alloc`] (or [`realloc_in_tier`]) with `layout` and is live.
 #[cold]
 pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     let Some(p) = NonNull::new(ptr) else { return };
-    if !is_big(layout.size(), layout.align()) {
-        MID_FREES.add(1);
-    }
-    match REGISTRY.lookup(ptr as usize) {
-        Some(o) if o.kind == OwnerKind::Big => {
+    match REGISTRY.lookup(ptr as usize).map(|o| o.kind) {
+        // SAFETY: forwarded.
+        Some(OwnerKind::Mid) => unsafe { mid_dealloc(p, layout) },
+        Some(OwnerKind::Big) => {
             // SAFETY: forwarded; the big tier checks its header and refuses bad pointers.
             if unsafe { BIG.dealloc(p) }.is_err() {
                 hak_os::write_stderr(b"hakmem: invalid or double free of a big block; ignored\n");
@@ -81,8 +96,39 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     }
 }
 
-/// Resizes in place when the block stays in the big tier (`mremap` or the mapping's slack);
-/// `None` when the caller must move it (different tier, or the big tier could not).
+/// # Safety
+/// `p` lies in a registered mid chunk and, by the caller's contract, is a live block allocated
+/// with `layout`.
+unsafe fn mid_dealloc(p: NonNull<u8>, layout: Layout) {
+    let (size, align) = (layout.size(), layout.align());
+    // A layout of another class would put the block on the wrong free list, which later hands
+    // out too few bytes: refuse it (this also catches pointers into a block's middle).
+    // SAFETY: `p` is in a mid chunk and live (contract).
+    let usable = unsafe { MID.usable_size(p) };
+    if usable.is_none() || usable != hak_l25::block_size(size, align) {
+        hak_os::write_stderr(
+            b"hakmem: dealloc of a mid block with a layout it was not allocated with; ignored\n",
+        );
+        return;
+    }
+    let ts = thread::current();
+    // SAFETY: the calling thread's own state (or the inactive sentinel, whose mid cache is
+    // never touched); `p` is a live mid block of this class.
+    unsafe {
+        if (*ts).tc.is_active() {
+            MID.dealloc(&mut (*ts).mid, p, size, align);
+        } else {
+            // A thread being torn down: go through a cache that lives for this call only.
+            let mut tc = MidThreadCache::new();
+            MID.dealloc(&mut tc, p, size, align);
+            MID.flush_thread(&mut tc);
+        }
+    }
+}
+
+/// Resizes within the block's tier when it can: a big block through `mremap` or its mapping's
+/// slack, a mid block when the new size has the same class. `None` when the caller must move
+/// it (the old block is then untouched).
 ///
 /// # Safety
 /// `ptr` is a live block above the tiny tier allocated with `layout`.
@@ -91,13 +137,20 @@ pub(crate) unsafe fn realloc_in_tier(
     layout: Layout,
     new_size: usize,
 ) -> Option<*mut u8> {
-    if is_big(layout.size(), layout.align()) != is_big(new_size, layout.align()) {
-        return None;
-    }
     let p = NonNull::new(ptr)?;
-    if REGISTRY.lookup(ptr as usize)?.kind != OwnerKind::Big {
-        return None;
+    let align = layout.align();
+    match REGISTRY.lookup(ptr as usize)?.kind {
+        OwnerKind::Big => {
+            if layout.size() > hak_l25::MID_MAX && is_mid(new_size, align) {
+                return None; // a big block shrinking to a mid size moves to the mid tier
+            }
+            // SAFETY: forwarded: a live big block.
+            unsafe { BIG.realloc(p, new_size) }.map(NonNull::as_ptr)
+        }
+        OwnerKind::Mid => {
+            let old = hak_l25::block_size(layout.size(), align);
+            (is_mid(new_size, align) && hak_l25::block_size(new_size, align) == old).then_some(ptr)
+        }
+        _ => None,
     }
-    // SAFETY: forwarded: a live big block.
-    unsafe { BIG.realloc(p, new_size) }.map(NonNull::as_ptr)
 }

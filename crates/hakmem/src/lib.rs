@@ -10,9 +10,11 @@
 //! What it offers: [`Hakmem`]; [`stats()`] and [`Stats`]; [`trim()`]; [`flush_thread_cache()`].
 //!
 //! Routing: requests of at most `hak_tiny_front::TINY_MAX` bytes (after rounding up to their
-//! alignment, up to 4 KiB alignment; 48 KiB) go to the tiny tier: the calling thread's cache, then its
-//! warm slabs, then the shared pool of 2 MiB SuperSlabs. Requests above 1 MiB, or aligned
-//! beyond a page, go to the big tier (hak-bigcache); the sizes between to the mid tier.
+//! alignment, up to 4 KiB alignment; 48 KiB) go to the tiny tier: the calling thread's cache,
+//! then its warm slabs, then the shared pool of 2 MiB SuperSlabs. Sizes above that up to 1 MiB
+//! (alignment up to 4 KiB) go to the mid tier (hak-l25): the thread's mid cache, then sharded
+//! free lists, then chunks. Requests above 1 MiB, aligned beyond 4 KiB, or zeroed and at least
+//! 256 KiB, go to the big tier (hak-bigcache), one mapping each.
 //!
 //! Invariants: the allocator never allocates through the global allocator (metadata comes
 //! from OS pages), never panics or aborts on a path reachable from `alloc` (failure is null),
@@ -50,6 +52,7 @@ pub struct Hakmem;
 pub fn trim() {
     thread::flush_current();
     POOL.trim();
+    large::MID.trim();
     large::BIG.trim();
 }
 

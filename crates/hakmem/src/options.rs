@@ -26,6 +26,8 @@ pub(crate) enum Opt {
     DecommitFree,
     BigcacheMaxMb,
     BigcacheTtlSec,
+    MidDecommitBudgetMb,
+    MidMaxEmptyChunks,
 }
 
 /// The table (CONVENTIONS.md rule 13). Keep in the order of [`Opt`].
@@ -79,10 +81,23 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
         max: 1 << 30,
         doc: "age after which a cached big block is unmapped (seconds)",
     },
+    OptionDef {
+        name: c"HAKMEM_MID_DECOMMIT_BUDGET_MB",
+        default: (hak_l25::DEFAULT_DECOMMIT_BUDGET >> 20) as u64,
+        max: 1 << 30,
+        doc: "committed bytes of free mid blocks above which freed blocks of 64 KiB and more \
+              are decommitted (MiB)",
+    },
+    OptionDef {
+        name: c"HAKMEM_MID_MAX_EMPTY_CHUNKS",
+        default: 4,
+        max: 1 << 20,
+        doc: "empty mid-tier chunks kept mapped for reuse (count)",
+    },
 ];
 
 /// Number of options.
-pub(crate) const N: usize = 9;
+pub(crate) const N: usize = 11;
 
 /// Reads every option; `values[i]` is option `i`'s value.
 pub(crate) fn read_all() -> [u64; N] {
@@ -151,5 +166,6 @@ mod tests {
         assert_eq!(OPTIONS[Opt::DecommitFree as usize].name, c"HAKMEM_DECOMMIT_FREE");
         assert_eq!(OPTIONS[Opt::SuperslabMaxCached as usize].default, 256);
         assert_eq!(OPTIONS[Opt::BigcacheTtlSec as usize].name, c"HAKMEM_BIGCACHE_TTL_SEC");
+        assert_eq!(OPTIONS[Opt::MidMaxEmptyChunks as usize].name, c"HAKMEM_MID_MAX_EMPTY_CHUNKS");
     }
 }

@@ -1,6 +1,7 @@
 //! `hakmem::stats()`: counters of every layer, summed on read; and the `HAKMEM_STATS=1`
 //! printout at exit (written with `write(2)`, no allocation).
 
+pub use hak_l25::MidStats;
 use hak_os::{write_stderr, write_stderr_u64, OsStats};
 use hak_shared_pool::PoolStats;
 
@@ -32,15 +33,6 @@ pub struct TinyStats {
     pub bytes_mapped: u64,
 }
 
-/// Counters of the mid tier.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MidStats {
-    /// Blocks allocated.
-    pub allocs: u64,
-    /// Blocks freed.
-    pub frees: u64,
-}
-
 /// Allocator-wide counters (see DESIGN.md, "Stats").
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {
@@ -50,7 +42,9 @@ pub struct Stats {
     pub pool: PoolStats,
     /// The tiny tier's thread fronts.
     pub tiny: TinyStats,
-    /// The mid tier.
+    /// The mid tier: blocks, chunks mapped and cached, shard count and growths, failed shard
+    /// `try_lock`s, bytes in use, free and decommitted. Block counts include each thread's
+    /// cache as of its last slow path or flush.
     pub mid: MidStats,
     /// The big tier: cache hits, misses, evictions, table resizes, live and cached bytes.
     pub big: hak_bigcache::BigStats,
@@ -86,7 +80,7 @@ pub fn stats() -> Stats {
         os: OS.stats(),
         pool,
         tiny: t,
-        mid: MidStats { allocs: large::MID_ALLOCS.get(), frees: large::MID_FREES.get() },
+        mid: large::MID.stats(),
         big: large::BIG.stats(),
         registry_leaves: REGISTRY.leaf_count(),
     }
@@ -127,6 +121,12 @@ pub(crate) extern "C" fn print_at_exit() {
     line(b"tiny bytes held", s.tiny.bytes_held);
     line(b"mid allocs", s.mid.allocs);
     line(b"mid frees", s.mid.frees);
+    line(b"mid chunks live", s.mid.chunks_live);
+    line(b"mid chunks cached", s.mid.chunks_cached);
+    line(b"mid shards", s.mid.shard_count);
+    line(b"mid shard growths", s.mid.shard_growths);
+    line(b"mid bytes in use", s.mid.bytes_in_use.current);
+    line(b"mid bytes decommitted", s.mid.bytes_decommitted.current);
     line(b"big cache hits", s.big.hits);
     line(b"big cache misses", s.big.misses);
     line(b"big cache evictions", s.big.evictions);

@@ -16,6 +16,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
+use hak_l25::MidThreadCache;
 use hak_sync::atomic::{AtomicPtr, Ordering};
 use hak_sync::Mutex;
 use hak_tiny_front::ThreadCache;
@@ -27,6 +28,8 @@ use crate::global::{self, OS, POOL};
 #[repr(C)]
 pub(crate) struct ThreadState {
     pub(crate) tc: ThreadCache<'static>,
+    /// The mid tier's cache. Only used once `tc` is active: the sentinel's is never touched.
+    pub(crate) mid: MidThreadCache,
     /// Next on the list of every state ever built (push-only).
     next_all: AtomicPtr<ThreadState>,
     /// Next on the free list (under `FREE`'s lock).
@@ -41,6 +44,7 @@ unsafe impl Sync for Sentinel {}
 
 pub(crate) static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(ThreadState {
     tc: ThreadCache::new(&POOL),
+    mid: MidThreadCache::new(),
     next_all: AtomicPtr::new(ptr::null_mut()),
     next_free: ptr::null_mut(),
 }));
@@ -129,7 +133,10 @@ pub(crate) extern "C" fn thread_exit(arg: *mut libc::c_void) {
         }
     });
     // SAFETY: the state belonged to the exiting thread, which no longer uses it.
-    unsafe { (*ts).tc.flush() };
+    unsafe {
+        (*ts).tc.flush();
+        crate::large::MID.flush_thread(&mut (*ts).mid);
+    }
     let mut f = FREE.lock();
     // SAFETY: we own the state until it is on the list.
     unsafe { (*ts).next_free = f.0 };
@@ -143,6 +150,7 @@ pub(crate) fn flush_current() {
     unsafe {
         if (*ts).tc.is_active() {
             (*ts).tc.flush();
+            crate::large::MID.flush_thread(&mut (*ts).mid);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A program with `Hakmem` as its `#[global_allocator]`: threads using Vec, String, HashMap and
 //! BTreeMap, cross-thread frees, threads that exit with live blocks; at the end the stats show
-//! every tiny block returned. It runs without the libtest harness (`harness = false`), whose
+//! every tiny and mid block returned. It runs without the libtest harness (`harness = false`), whose
 //! own live allocations would otherwise show in the accounting.
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +35,8 @@ fn churn(seed: u64) -> u64 {
 
 fn main() {
     program_runs_on_hakmem_and_returns_every_block();
-    println!("1 passed, 0 failed");
+    mid_blocks_come_from_l25_and_all_come_back();
+    println!("2 passed, 0 failed");
 }
 
 fn program_runs_on_hakmem_and_returns_every_block() {
@@ -99,4 +100,53 @@ fn program_runs_on_hakmem_and_returns_every_block() {
     assert!(s.tiny.remote_frees > 0, "cross-thread frees took the remote path");
     assert!(s.pool.superslabs_mapped > 0);
     hakmem::trim();
+}
+
+fn mid_blocks_come_from_l25_and_all_come_back() {
+    hakmem::flush_thread_cache();
+    let before = hakmem::stats();
+
+    // Vectors of 64 KiB .. 1 MiB: mid sizes. Half are freed by the thread that made them, half
+    // by another thread after their maker exited.
+    let made: Vec<Vec<Vec<u8>>> = (0..4u8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut keep = Vec::new();
+                for i in 0..200usize {
+                    let n = (64 << 10) + (i * 4999 + t as usize * 7919) % (960 << 10);
+                    let v = vec![t ^ i as u8; n];
+                    if i % 2 == 0 {
+                        keep.push(v);
+                    }
+                }
+                keep
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    let mid = hakmem::stats().mid;
+    assert!(mid.chunks_live > before.mid.chunks_live || mid.chunk_maps > 0, "{mid:#?}");
+    assert!(mid.allocs >= before.mid.allocs + 400, "exited threads folded their counts: {mid:#?}");
+    for (t, keep) in made.iter().enumerate() {
+        for (j, v) in keep.iter().enumerate() {
+            let want = t as u8 ^ (2 * j) as u8;
+            assert!(v[0] == want && v[v.len() - 1] == want, "block contents survived");
+        }
+    }
+    drop(made);
+
+    // Zeroed requests of 256 KiB and more are big-tier mappings (zero without a memset).
+    let big_before = hakmem::stats().big.live_bytes.current;
+    let z = vec![0u8; 512 << 10];
+    assert!(z.iter().all(|&b| b == 0));
+    assert!(hakmem::stats().big.live_bytes.current > big_before);
+    drop(z);
+
+    hakmem::flush_thread_cache();
+    let after = hakmem::stats().mid;
+    assert_eq!(after.bytes_in_use.current, before.mid.bytes_in_use.current, "{after:#?}");
+    assert_eq!(after.allocs - before.mid.allocs, after.frees - before.mid.frees, "{after:#?}");
+    hakmem::trim();
+    assert_eq!(hakmem::stats().mid.chunks_cached, 0, "trim unmaps cached empty chunks");
 }
