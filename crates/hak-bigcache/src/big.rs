@@ -17,7 +17,7 @@ use hak_registry::{OwnerKind, Registry, GRANULE};
 use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::cache::{BigLimits, Inner};
+use crate::cache::{BigLimits, Inner, GROW_FROM_MIN};
 use crate::header::{layout_for, Header, FREEING, LIVE};
 
 /// Why [`BigCache::dealloc`] refused a pointer. Nothing was changed.
@@ -40,6 +40,11 @@ pub struct BigStats {
     pub hits: u64,
     /// Allocations that had to map (including those the OS then refused).
     pub misses: u64,
+    /// Allocations served by moving a smaller cached block's pages into a larger mapping
+    /// (neither hits nor misses).
+    pub grown: u64,
+    /// Cached blocks split for a smaller request; the tail stayed cached.
+    pub splits: u64,
     /// Blocks unmapped by the cache: evicted by a limit, trimmed, or too big to keep.
     pub evictions: u64,
     /// Doublings of the hash table.
@@ -93,6 +98,7 @@ pub struct BigCache<'r> {
     decommits: StatCounter,
     invalid_frees: StatCounter,
     orphans: StatCounter,
+    grown: StatCounter,
     live_bytes: StatGauge,
     live_blocks: StatGauge,
 }
@@ -108,6 +114,20 @@ impl core::fmt::Debug for BigCache<'_> {
 unsafe impl Send for BigCache<'_> {}
 // SAFETY: as above; everything else is atomics.
 unsafe impl Sync for BigCache<'_> {}
+
+/// [`layout_for`], with mappings of a huge page or more rounded up to whole huge pages: the
+/// kernel backs an advised range with huge pages only where it covers whole aligned 2 MiB
+/// units, so a block ending inside one would fault its last unit in 4 KiB at a time, and every
+/// block that `mremap` grows from it would have to split the moved huge pages.
+#[inline]
+fn block_layout(size: usize, align: usize, page: usize) -> Option<(usize, usize)> {
+    let (user_off, need) = layout_for(size, align, page)?;
+    if need < HUGE_PAGE {
+        return Some((user_off, need));
+    }
+    let need = need.checked_next_multiple_of(HUGE_PAGE)?;
+    (need <= isize::MAX as usize).then_some((user_off, need))
+}
 
 #[inline]
 fn nn(addr: usize) -> NonNull<u8> {
@@ -133,6 +153,7 @@ impl<'r> BigCache<'r> {
                 decommits: StatCounter::new(),
                 invalid_frees: StatCounter::new(),
                 orphans: StatCounter::new(),
+                grown: StatCounter::new(),
                 live_bytes: StatGauge::new(),
                 live_blocks: StatGauge::new(),
             }
@@ -168,7 +189,7 @@ impl<'r> BigCache<'r> {
         if !align.is_power_of_two() {
             return None;
         }
-        let (user_off, need) = layout_for(size, align, hak_os::page_size())?;
+        let (user_off, need) = block_layout(size, align, hak_os::page_size())?;
         if let Some(h) = self.cache_take((need, align), (user_off, size), hak_os::monotonic_ns()) {
             // SAFETY: `h` came out of the cache LIVE: the block is ours alone.
             let map_len = unsafe { (*h).map_len };
@@ -177,9 +198,64 @@ impl<'r> BigCache<'r> {
             self.live_blocks.increase(1);
             return Some((nn(h as usize + user_off), false));
         }
+        if user_off == hak_os::page_size() && need > GROW_FROM_MIN {
+            if let Some(base) = self.grow_cached(need, size) {
+                return Some((nn(base + user_off), false));
+            }
+        }
         self.misses.add(1);
         let base = self.map_block(need, user_off, size)?;
         Some((nn(base + user_off), true))
+    }
+
+    /// Serves a request no cached block holds by moving the pages of the largest committed
+    /// cached block that is smaller into a fresh mapping of `need` bytes (`mremap` to a fixed
+    /// address): those pages stay resident, so only the rest faults in, where a fresh mapping
+    /// would fault in all of it and the cached block would sit unused. The source is one
+    /// mapping (each block lies inside one kernel mapping, which `mremap` needs), and so is the
+    /// result. Returns the new block's base, or `None` if nothing suitable is cached or the
+    /// OS refused.
+    fn grow_cached(&self, need: usize, size: usize) -> Option<usize> {
+        let page = hak_os::page_size();
+        let (found, victims) =
+            self.inner.lock().take_smaller(self.registry, need, hak_os::monotonic_ns());
+        self.release(victims);
+        let h = found?;
+        let os = self.os();
+        // SAFETY: `h` left the cache unregistered: ours alone.
+        let old = unsafe { (*h).map_len };
+        let src = nn(h as usize);
+        let huge = need >= HUGE_PAGE;
+        let Ok(dst) = os.map(need, if huge { HUGE_PAGE } else { GRANULE }) else {
+            // SAFETY: ours, unreachable by anyone else.
+            let _ = unsafe { os.unmap(src, old) };
+            self.evictions.add(1);
+            return None;
+        };
+        // SAFETY: `src` is a whole block inside one mapping, given up; `dst` is a fresh mapping
+        // of ours, replaced; they do not overlap (distinct live mappings).
+        if unsafe { os.remap_to(src, old, dst, need) }.is_err() {
+            // The fresh mapping serves alone; the cached pages go back to the OS.
+            // SAFETY: as above.
+            let _ = unsafe { os.unmap(src, old) };
+            self.evictions.add(1);
+        }
+        if huge {
+            // The moved range carries the source's advice; the fresh tail wants huge pages too.
+            // SAFETY: our mapping; advice changes no contents.
+            let _ = unsafe { os.advise_huge(dst, need, true) };
+        }
+        // SAFETY: `dst` is ours, page-aligned, at least a page.
+        unsafe { Header::init(dst.as_ptr(), need, page, size) };
+        if self.registry.register(dst, need, OwnerKind::Big).is_err() {
+            // SAFETY: never published.
+            let _ = unsafe { os.unmap(dst, need) };
+            return None;
+        }
+        self.grown.add(1);
+        self.live_bytes.increase(need as u64);
+        self.live_blocks.increase(1);
+        Some(dst.as_ptr() as usize)
     }
 
     /// Maps, initialises and registers a fresh LIVE block; returns its base.
@@ -215,7 +291,10 @@ impl<'r> BigCache<'r> {
         block: (usize, usize),
         now: u64,
     ) -> Option<*mut Header> {
-        let (found, victims) = self.inner.lock().take(self.registry, fit, block, now);
+        let mut g = self.inner.lock();
+        g.live = self.live_bytes.get().current as usize;
+        let (found, victims) = g.take(self.registry, fit, block, now);
+        drop(g);
         self.release(victims);
         found
     }
@@ -260,7 +339,8 @@ impl<'r> BigCache<'r> {
         self.live_bytes.decrease(len as u64);
         self.live_blocks.decrease(1);
         let page = hak_os::page_size();
-        let caching = g.limits.max_entries > 0 && len <= g.limits.max_bytes;
+        g.live = self.live_bytes.get().current as usize;
+        let caching = g.limits.max_entries > 0 && len <= g.cap();
         if caching && len > page && g.wants_decommit(len) {
             // Decommit outside the lock; FREEING makes a racing second free a double free.
             hr.state = FREEING;
@@ -318,14 +398,13 @@ impl<'r> BigCache<'r> {
     /// Strategy: if the mapping already holds `new_size`, the block stays (a shrink to at most
     /// half the mapping unmaps the tail); else, for blocks of at most [`REALLOC_COPY_MAX`], a
     /// cached block of the new size if there is one (copy); else, for alignments up to a
-    /// page, `mremap` (which
-    /// may move it; the block is unregistered before and registered again at its new base
-    /// after); if the kernel places it off the 1 MiB grid the registry needs, or for larger
-    /// alignments, or if `mremap` fails: map a new block, copy, and free the old one into the
-    /// cache.
+    /// page, its pages move (`mremap` to a fixed address) into a fresh granule-aligned mapping
+    /// of the new size (the block is unregistered before and registered again at its new
+    /// base after); for larger alignments, or if that fails: map a new block, copy, and free
+    /// the old one into the cache.
     ///
-    /// Orphans: if `mremap` moved the block off the grid and the OS then refuses the new
-    /// mapping (or the registry refuses to register it), the old address is already gone, so
+    /// Orphans: if the registry refuses to register the moved block (its leaf pages could not
+    /// be mapped) and the OS then refuses a new block too, the old address is already gone, so
     /// the moved block is returned unregistered: its contents and alignment are right, but
     /// [`BigCache::dealloc`] will refuse it (`NotOwned`) and its mapping leaks. Counted in
     /// [`BigStats::orphans`]; it needs the OS to fail right after succeeding.
@@ -341,7 +420,7 @@ impl<'r> BigCache<'r> {
         let base = h as usize;
         // SAFETY: validated LIVE block, owned by the caller.
         let (map_len, user_off) = unsafe { ((*h).map_len, (*h).user_off) };
-        let (_, need) = layout_for(new_size, user_off, page)?;
+        let (_, need) = block_layout(new_size, user_off, page)?;
         if need <= map_len {
             if need <= map_len / 2 {
                 // Shrink: release the tail's granules (under the lock), then its pages.
@@ -388,19 +467,25 @@ impl<'r> BigCache<'r> {
         if user_off == page {
             self.registry.unregister(nn(base), map_len);
             drop(g);
-            // SAFETY: `[base, base+map_len)` is one whole mapping of ours that nobody else
-            // uses; both lengths are page multiples.
-            match unsafe { self.os().remap(nn(base), map_len, need) } {
-                Ok(q) => {
-                    // SAFETY: the old range is gone; `q` holds the block with its header.
-                    return Some(unsafe { self.adopt_remapped(q, map_len, need, new_size) });
+            let os = self.os();
+            let huge = need >= HUGE_PAGE;
+            if let Ok(dst) = os.map(need, if huge { HUGE_PAGE } else { GRANULE }) {
+                // SAFETY: the block lies inside one mapping of ours (every block does) and
+                // nobody else uses it; `dst` is a fresh mapping of ours; they do not overlap.
+                if unsafe { os.remap_to(nn(base), map_len, dst, need) }.is_ok() {
+                    if huge && map_len < HUGE_PAGE {
+                        // SAFETY: our mapping; advice changes no contents.
+                        let _ = unsafe { os.advise_huge(dst, need, true) };
+                    }
+                    // SAFETY: the old range is gone; `dst` holds the block with its header.
+                    return Some(unsafe { self.adopt_remapped(dst, map_len, need, new_size) });
                 }
-                Err(_) => {
-                    // Untouched: register it again (its granules are still ours).
-                    g = self.inner.lock();
-                    let _ = self.registry.register(nn(base), map_len, OwnerKind::Big);
-                }
+                // SAFETY: fresh, never published.
+                let _ = unsafe { os.unmap(dst, need) };
             }
+            // Untouched: register it again (its granules are still ours).
+            g = self.inner.lock();
+            let _ = self.registry.register(nn(base), map_len, OwnerKind::Big);
         }
         drop(g);
         // `user_off` is the block's alignment when above a page, and a page serves any smaller
@@ -421,8 +506,8 @@ impl<'r> BigCache<'r> {
     /// Finishes an `mremap` that moved or grew a page-aligned block to `q`.
     ///
     /// # Safety
-    /// `q` is a mapping of `need` bytes holding a LIVE block's header and contents, unregistered
-    /// and ours alone; it replaced a mapping of `old_len` bytes.
+    /// `q` is a granule-aligned mapping of `need` bytes holding a LIVE block's header and
+    /// contents, unregistered and ours alone; it replaced a mapping of `old_len` bytes.
     unsafe fn adopt_remapped(
         &self,
         q: NonNull<u8>,
@@ -436,16 +521,16 @@ impl<'r> BigCache<'r> {
         let user_off = unsafe { (*h).user_off };
         self.live_bytes.decrease(old_len as u64);
         self.live_blocks.decrease(1);
-        if qa.is_multiple_of(GRANULE) {
-            // SAFETY: as above; the header now lives at `qa`.
-            unsafe { Header::init(q.as_ptr(), need, user_off, new_size) };
-            if self.registry.register(q, need, OwnerKind::Big).is_ok() {
-                self.live_bytes.increase(need as u64);
-                self.live_blocks.increase(1);
-                self.realloc_remap.add(1);
-                return nn(qa + user_off);
-            }
-        } else if let Some((np, _)) = self.alloc(new_size, user_off) {
+        debug_assert!(qa.is_multiple_of(GRANULE));
+        // SAFETY: as above; the header now lives at `qa`.
+        unsafe { Header::init(q.as_ptr(), need, user_off, new_size) };
+        if self.registry.register(q, need, OwnerKind::Big).is_ok() {
+            self.live_bytes.increase(need as u64);
+            self.live_blocks.increase(1);
+            self.realloc_remap.add(1);
+            return nn(qa + user_off);
+        }
+        if let Some((np, _)) = self.alloc(new_size, user_off) {
             // SAFETY: distinct mappings; `q` holds the old usable bytes `old_len - user_off`,
             // the new block room for more; `q` is unregistered and unused afterwards.
             unsafe {
@@ -508,13 +593,15 @@ impl<'r> BigCache<'r> {
 
     /// Counters and current occupancy.
     pub fn stats(&self) -> BigStats {
-        let (entries, bytes, buckets, resizes) = {
+        let (entries, bytes, buckets, resizes, splits) = {
             let g = self.inner.lock();
-            (g.entries, g.bytes, g.table.buckets(), g.table.grows())
+            (g.entries, g.bytes, g.table.buckets(), g.table.grows(), g.splits)
         };
         BigStats {
             hits: self.hits.get(),
             misses: self.misses.get(),
+            grown: self.grown.get(),
+            splits,
             evictions: self.evictions.get(),
             resizes,
             buckets: buckets as u64,

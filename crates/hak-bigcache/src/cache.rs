@@ -20,37 +20,41 @@
 
 use core::ptr;
 
-use hak_registry::Registry;
+use hak_registry::{OwnerKind, Registry, GRANULE};
 
 use crate::header::{key_of, Header, CACHED, LIVE};
 use crate::table::Table;
 
-/// Limits of a [`BigCache`](crate::BigCache). The facade fills them from
-/// `HAKMEM_BIGCACHE_MAX_MB`, `HAKMEM_BIGCACHE_MAX_ENTRIES`, `HAKMEM_BIGCACHE_TTL_SEC` and
-/// `HAKMEM_BIGCACHE_DECOMMIT_MB` (or whatever names its option table settles on).
+/// Limits of a [`BigCache`](crate::BigCache). The facade fills `max_bytes` and `ttl_ns` from
+/// `HAKMEM_BIGCACHE_MAX_MB` and `HAKMEM_BIGCACHE_TTL_SEC`.
+///
+/// Why the defaults evict rather than decommit: a cached block is worth keeping only while its
+/// pages are resident (a decommitted one faults all of them in again, like a fresh mapping),
+/// so past the cap the oldest blocks are unmapped, which returns their memory just as well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BigLimits {
-    /// Most bytes of mappings kept in the cache, decommitted or not (default 512 MiB). A block
-    /// longer than this is unmapped on free instead of cached.
+    /// Most bytes of mappings kept in the cache, decommitted or not: this, or a quarter of the
+    /// bytes of live big blocks if that is more (default 32 MiB). A block longer than the cap
+    /// is unmapped on free instead of cached.
     pub max_bytes: usize,
     /// Most blocks kept (default 1024; 0 disables caching).
     pub max_entries: usize,
     /// Oldest age a cached block may reach, in nanoseconds (default 30 s).
     pub ttl_ns: u64,
-    /// Committed-bytes threshold for decommit (default 64 MiB): a freed block that would bring
-    /// the cache's committed (not decommitted) bytes above this has every page past its header
-    /// page decommitted before it is cached, so it costs address space, not RSS.
-    /// `usize::MAX` never decommits; 0 always does.
+    /// Committed-bytes threshold for decommit (default `usize::MAX`, never): a freed block
+    /// that would bring the cache's committed (not decommitted) bytes above this has every page
+    /// past its header page decommitted before it is cached, so it costs address space, not
+    /// RSS. 0 always decommits.
     pub decommit_over: usize,
 }
 
 impl BigLimits {
-    /// 512 MiB, 1024 blocks, 30 s, decommit past 64 MiB committed.
+    /// 32 MiB (or a quarter of the live bytes), 1024 blocks, 30 s, no decommit.
     pub const DEFAULT: BigLimits = BigLimits {
-        max_bytes: 512 << 20,
+        max_bytes: 32 << 20,
         max_entries: 1024,
         ttl_ns: 30_000_000_000,
-        decommit_over: 64 << 20,
+        decommit_over: usize::MAX,
     };
 }
 
@@ -77,6 +81,10 @@ pub(crate) struct Inner {
     pub(crate) committed: usize,
     /// The limits in force.
     pub(crate) limits: BigLimits,
+    /// Cached blocks split for a smaller request (the tail stayed cached).
+    pub(crate) splits: u64,
+    /// Bytes of live big blocks as of the last locked operation that set it (for [`Inner::cap`]).
+    pub(crate) live: usize,
 }
 
 impl Inner {
@@ -90,7 +98,15 @@ impl Inner {
             bytes: 0,
             committed: 0,
             limits,
+            splits: 0,
+            live: 0,
         }
+    }
+
+    /// The most bytes the cache keeps now: `max_bytes`, or a quarter of the live bytes if more,
+    /// so a program with a large big-block heap keeps a cache in proportion.
+    pub(crate) fn cap(&self) -> usize {
+        self.limits.max_bytes.max(self.live / 4)
     }
 
     /// Whether a block of `map_len` bytes entering the cache now should be decommitted.
@@ -117,7 +133,7 @@ impl Inner {
         hr.state = CACHED;
         hr.cached_ns = now;
         let len = hr.map_len;
-        let keep = self.limits.max_entries > 0 && len <= self.limits.max_bytes;
+        let keep = self.limits.max_entries > 0 && len <= self.cap();
         // SAFETY: `h` is valid and not in the table.
         if !keep || !unsafe { self.table.insert(reg.os(), h) } {
             hr.state = LIVE; // not cached: it leaves as a victim
@@ -159,9 +175,10 @@ impl Inner {
         });
         let mut trimmed = false;
         if found.is_none() && need >= TRIM_MIN {
-            // A larger cached block (up to TRIM_FIT times the request), cut down to the
-            // request: the block handed out still obeys the 1.25x rule, the cache spares a
-            // fresh mapping and its page faults, and the tail goes back to the OS.
+            // A larger cached block (up to TRIM_FIT times the request), split at the first
+            // granule boundary past the request: the block handed out keeps at most 1 MiB of
+            // slack, the cache spares a fresh mapping and its page faults, and the tail stays
+            // cached (still committed) for the next request.
             let widest = need.saturating_mul(TRIM_FIT);
             found = self.table.take(reg.os(), key_of(most), key_of(widest), |h| {
                 h.map_len > most && h.map_len <= widest && aligned(h)
@@ -173,13 +190,51 @@ impl Inner {
             unsafe { self.lru_unlink(h) };
             if trimmed {
                 // SAFETY: `h` is ours now (unlisted); we hold the lock.
-                victims = unsafe { trim(reg, h, need, victims) };
+                if let Some(tail) = unsafe { split(reg, h, need) } {
+                    self.splits += 1;
+                    // SAFETY: the tail is a fresh header of a mapped block registered as Big
+                    // at its own address, in no list, and nobody else can reach it.
+                    let more = unsafe { self.put(reg, tail, now) };
+                    victims = append(victims, more);
+                }
             }
             // SAFETY: as above; it is ours now.
             unsafe {
                 (*h).state = LIVE;
                 (*h).user_off = user_off;
                 (*h).size = size;
+            }
+        }
+        (found, victims)
+    }
+
+    /// Takes the largest committed cached block shorter than `need` bytes, at least
+    /// [`GROW_FROM_MIN`] and looking at most [`GROW_SCAN`] keys below the request, for the
+    /// caller to move into a larger mapping (`BigCache::alloc`). The block leaves the cache
+    /// unregistered, reachable by nobody but the caller. Also evicts expired blocks first.
+    pub(crate) fn take_smaller(
+        &mut self,
+        reg: &Registry<'_>,
+        need: usize,
+        now: u64,
+    ) -> (Option<*mut Header>, *mut Header) {
+        let victims = self.evict(reg, now);
+        let top = key_of(need);
+        let bottom = top.saturating_sub(GROW_SCAN).max(key_of(GROW_FROM_MIN));
+        let os = reg.os();
+        let mut found = None;
+        for key in (bottom..=top).rev() {
+            found = self.table.take(os, key, key, |h| h.map_len < need && !h.decommitted);
+            if found.is_some() {
+                break;
+            }
+        }
+        if let Some(h) = found {
+            // SAFETY: `h` was in the table, so it is a cached header listed in the LRU.
+            unsafe {
+                self.lru_unlink(h);
+                (*h).state = LIVE;
+                reg.unregister(ptr::NonNull::new_unchecked(h.cast::<u8>()), (*h).map_len);
             }
         }
         (found, victims)
@@ -210,10 +265,7 @@ impl Inner {
         // SAFETY: the tail, if any, is a cached header.
         while let Some(t) = unsafe { self.lru_tail.as_mut() } {
             let expired = now.saturating_sub(t.cached_ns) > self.limits.ttl_ns;
-            if !expired
-                && self.entries <= self.limits.max_entries
-                && self.bytes <= self.limits.max_bytes
-            {
+            if !expired && self.entries <= self.limits.max_entries && self.bytes <= self.cap() {
                 break;
             }
             let removed = self.table.remove(reg.os(), t);
@@ -265,46 +317,72 @@ impl Inner {
 }
 
 /// Unregisters the block of `h` and pushes it on the `victims` list; returns the new list.
-/// How much larger than the request a cached block may be and still be cut down to it.
+/// How much larger than the request a cached block may be and still be split for it.
 const TRIM_FIT: usize = 4;
-/// Smallest request that may cut down a larger cached block (1 MiB): smaller ones (mid sizes
-/// served here, or the steps of a growing `realloc`) would whittle away the big blocks that
-/// later big requests reuse, each cut costing an munmap.
+/// Smallest request that may split a larger cached block (1 MiB): smaller ones (mid sizes
+/// served here, or the steps of a growing `realloc`) would whittle the big blocks that later
+/// big requests reuse into pieces too small for them.
 const TRIM_MIN: usize = 1 << 20;
+/// Smallest cached block [`Inner::take_smaller`] hands out to be grown (1 MiB).
+pub(crate) const GROW_FROM_MIN: usize = 1 << 20;
+/// Keys (MiB) below the request [`Inner::take_smaller`] looks at.
+const GROW_SCAN: usize = 64;
 
-/// Cuts the unlisted block `h` down to `need` bytes: the block is registered again at its new
-/// length, and its tail becomes a victim (a header at the tail's base, unregistered, unmapped
-/// by the caller after the lock is released). Returns the new victim list.
+/// Splits the unlisted block `h` after `round_up(need, GRANULE)` bytes, so both parts start
+/// on the registry's grid: `h` keeps the front (registered again at its new length) and the
+/// tail becomes a block of its own, registered as `Big`, with a LIVE header and `h`'s
+/// decommit state, for the caller to cache. `None` (nothing changed) if the tail would be
+/// empty or the registry refused.
 ///
 /// # Safety
-/// `h` heads a block taken out of the cache (ours alone), `need` is a page multiple smaller
-/// than its `map_len`, and the lock is held.
-unsafe fn trim(
-    reg: &Registry<'_>,
-    h: *mut Header,
-    need: usize,
-    victims: *mut Header,
-) -> *mut Header {
+/// `h` heads a block taken out of the cache (ours alone), `need <= map_len`, and the lock is
+/// held.
+unsafe fn split(reg: &Registry<'_>, h: *mut Header, need: usize) -> Option<*mut Header> {
     let base = h as usize;
     // SAFETY: forwarded: our block.
-    let old = unsafe { (*h).map_len };
+    let (old, decommitted) = unsafe { ((*h).map_len, (*h).decommitted) };
+    let front = need.checked_next_multiple_of(GRANULE)?;
+    if front >= old {
+        return None;
+    }
     // SAFETY: a header lives at the (non-null) base of its mapping.
     let b = unsafe { ptr::NonNull::new_unchecked(h.cast::<u8>()) };
+    let t = (base + front) as *mut u8;
+    // SAFETY: inside the mapping, so not null.
+    let tb = unsafe { ptr::NonNull::new_unchecked(t) };
     reg.unregister(b, old);
-    if reg.register(b, need, hak_registry::OwnerKind::Big).is_err() {
+    if reg.register(b, front, OwnerKind::Big).is_err()
+        || reg.register(tb, old - front, OwnerKind::Big).is_err()
+    {
         // The leaves exist, so this cannot fail; if it did, keep the block whole.
-        let _ = reg.register(b, old, hak_registry::OwnerKind::Big);
-        return victims;
+        reg.unregister(b, old);
+        let _ = reg.register(b, old, OwnerKind::Big);
+        return None;
     }
-    // SAFETY: our block; the tail is page-aligned, at least a page, and nobody else's.
+    // SAFETY: our block; the tail is granule-aligned, at least a granule, and nobody else's.
     unsafe {
-        (*h).map_len = need;
-        let tail = (base + need) as *mut u8;
-        Header::init(tail, old - need, 0, 0);
-        let t = tail.cast::<Header>();
-        (*t).lru_next = victims;
-        t
+        (*h).map_len = front;
+        Header::init(t, old - front, 0, 0);
+        let th = t.cast::<Header>();
+        (*th).decommitted = decommitted;
+        Some(th)
     }
+}
+
+/// `a` followed by `b` (victim lists linked through `lru_next`).
+fn append(a: *mut Header, b: *mut Header) -> *mut Header {
+    if a.is_null() {
+        return b;
+    }
+    let mut p = a;
+    // SAFETY: victim lists hold valid, unlisted headers.
+    unsafe {
+        while !(*p).lru_next.is_null() {
+            p = (*p).lru_next;
+        }
+        (*p).lru_next = b;
+    }
+    a
 }
 
 fn victim(reg: &Registry<'_>, h: *mut Header, victims: *mut Header) -> *mut Header {

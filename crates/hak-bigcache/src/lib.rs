@@ -23,17 +23,26 @@
 //! Invariants:
 //! - `base % max(GRANULE, align) == 0`, hence `(base + user_off) % align == 0`;
 //! - `map_len % page_size == 0`, `user_off + size <= map_len`, `usable == map_len - user_off`;
+//!   mappings of 2 MiB or more are whole 2 MiB huge pages (`map_len % 2 MiB == 0`), so the
+//!   kernel can back all of them with huge pages and `mremap` moves them a page table at a time;
+//! - every block lies inside one kernel mapping (a VMA), which `mremap` requires of its source:
+//!   blocks are made by one mmap, by splitting a block, or by moving one block into a fresh
+//!   mapping, never by joining two;
 //! - `registry.lookup(a) == Some(Big at base)` for every `a` in `[base, base + map_len)` of a
 //!   live or cached block; a block is unregistered before it is unmapped;
 //! - a block is in the cache iff `state == CACHED`; live blocks have `state == LIVE`;
 //! - cache: `entries == |LRU| == |table|`, `bytes == Σ map_len`, and after every operation
-//!   `entries <= max_entries`, `bytes <= max_bytes`, and no entry older than `ttl_ns` survives
+//!   `entries <= max_entries`, `bytes <= max(max_bytes, live bytes / 4)`, and no entry older
+//!   than `ttl_ns` survives
 //!   an operation that looked at the LRU tail;
 //! - a request for `need` mapping bytes may take a cached block with
 //!   `need <= map_len <= need * 5 / 4` (the 1.25x rule) whose base satisfies the alignment;
 //!   failing that, a request of at least 1 MiB may take a cached block of up to 4x its size,
-//!   cut down to `need` (the tail is unregistered and unmapped), so the block handed out still
-//!   obeys the 1.25x rule and the cache spares a fresh mapping and its page faults;
+//!   split at the first granule boundary past `need` (so it keeps less than 1 MiB of slack,
+//!   and the tail stays cached as a block of its own); failing that, a request above 1 MiB
+//!   (alignment up to a page) takes the largest committed cached block that is smaller and
+//!   moves its pages into a fresh mapping of the right size (`mremap` to a fixed address), so
+//!   only the difference faults in;
 //! - blocks of 2 MiB and more are mapped 2 MiB-aligned and advised for transparent huge pages.
 //!
 //! The cache: a chained hash table keyed by `map_len / KEY_GRANULE`, starting at 256 buckets
@@ -41,9 +50,12 @@
 //! operation migrates 8 of its buckets, so no lookup waits for a whole rehash. Bucket arrays
 //! come from hak-os; chains and the LRU list run through the block headers, so the cache has
 //! no capacity of its own. Eviction (LRU order; TTL, entry cap, byte cap) unregisters under
-//! the lock and unmaps after it. Decommit policy: a freed block that would push the cache's
-//! committed bytes past `decommit_over` (default 64 MiB) has its pages past the header
-//! decommitted before it is cached; blocks reused from the cache are never reported zeroed.
+//! the lock and unmaps after it. The byte cap is `max_bytes` (default 32 MiB) or a quarter of
+//! the live big bytes, whichever is more: past it the oldest cached blocks are unmapped. A
+//! decommit threshold exists (`decommit_over`: a freed block that would push the cache's
+//! committed bytes past it is decommitted before it is cached) but is off by default, because
+//! a decommitted cached block faults in all its pages again and so saves almost nothing over
+//! a fresh mapping. Blocks reused from the cache are never reported zeroed.
 //!
 //! Failure is a value: OS refusal gives `None` (or leaves the cache smaller), never a panic.
 //! Nothing here allocates through Rust's global allocator.

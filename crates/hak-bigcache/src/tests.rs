@@ -99,50 +99,75 @@ fn freed_block_is_cached_and_reused_without_zero_promise() {
 fn reuse_takes_blocks_up_to_one_and_a_quarter_times_the_request_only() {
     with_cache(KEEP_ALL, |_, _, c| {
         let page = page_size();
-        let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        // Below a huge page, so mappings are not rounded to whole huge pages.
+        let (p, _) = c.alloc(MIB + MIB / 2, 8).unwrap();
         free(c, p);
-        // The cached mapping is 4 MiB + 1 page. A request needs size + 1 page.
-        let map_len = 4 * MIB + page;
+        // The cached mapping is 1.5 MiB + 1 page. A request needs size + 1 page.
+        let map_len = MIB + MIB / 2 + page;
         let fits = (map_len * 4 / 5) - page; // needs exactly map_len * 4 / 5
         let (q, _) = c.alloc(fits + 1, 8).unwrap();
         assert_eq!(q, p, "within 1.25x: reused");
         free(c, q);
-        let (s, z) = c.alloc(4 * MIB + 1, 8).unwrap();
-        assert!(z && s != p, "bigger than the cached block: a fresh mapping");
+        // Bigger than the cached block: its pages move into a fresh, larger mapping.
+        // SAFETY: `p` was freed, but its cached pages are still mapped and ours to mark.
+        unsafe { p.as_ptr().add(MIB).write(0x5A) };
+        let (s, z) = c.alloc(5 * MIB, 8).unwrap();
+        assert!(!z && s != p, "a grown block is neither the old address nor zero");
+        // SAFETY: a live block of ours, at least 5 MiB long.
+        assert_eq!(unsafe { s.as_ptr().add(MIB).read() }, 0x5A, "the cached pages moved");
+        assert!(!c.owns(addr(p)), "the old address is gone");
+        // 5 MiB + the header page, rounded up to whole huge pages.
+        // SAFETY: a live block of ours.
+        assert_eq!(unsafe { c.usable_size(s) }, 6 * MIB - page);
+        // SAFETY: the grown block holds 5 MiB.
+        unsafe { s.as_ptr().write_bytes(3, 5 * MIB) };
         free(c, s);
-        assert_eq!(c.stats().hits, 1);
+        let st = c.stats();
+        assert_eq!((st.hits, st.grown, st.misses), (1, 1, 1));
+        c.check_invariants();
     });
 }
 
 #[test]
-fn a_much_larger_cached_block_is_trimmed_to_the_request() {
+fn a_much_larger_cached_block_is_split_for_the_request() {
     with_cache(KEEP_ALL, |os, reg, c| {
         let page = page_size();
-        let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        // A mapping of 4 MiB (3 MiB + the header page, rounded up to whole huge pages).
+        let (p, _) = c.alloc(3 * MIB, 8).unwrap();
         free(c, p);
-        let unmaps = os.stats().munmap_calls;
+        let (maps, unmaps) = (os.stats().mmap_calls, os.stats().munmap_calls);
         let mapped = os.stats().mapped.current;
-        // More than 1.25x smaller: the cached block is cut down instead of a fresh mapping.
+        // More than 1.25x smaller: the cached block is split at the first granule boundary
+        // past the request (1 MiB + the header page, so 2 MiB), and the tail stays cached.
         let (q, z) = c.alloc(MIB, 8).unwrap();
         assert_eq!(q, p, "the cached block is reused");
         assert!(!z, "a reused block is not promised zero");
         // SAFETY: a live block of ours.
         let usable = unsafe { c.usable_size(q) };
-        assert!(usable >= MIB && usable + page <= (MIB + page) * 5 / 4, "handed out within 1.25x");
-        assert_eq!(os.stats().munmap_calls, unmaps + 1, "the tail went back to the OS");
-        assert_eq!(os.stats().mapped.current, mapped - (4 * MIB - MIB) as u64);
+        assert_eq!(usable, 2 * MIB - page, "cut at the first granule past the request");
+        assert_eq!((os.stats().mmap_calls, os.stats().munmap_calls), (maps, unmaps), "no syscall");
+        assert_eq!(os.stats().mapped.current, mapped, "the tail stays mapped");
         let base = addr(q) - page;
-        assert!(reg.lookup(base + MIB + page - 1).is_some(), "the block stays registered");
-        assert!(reg.lookup(base + 3 * MIB).is_none(), "the tail's granules are not");
-        // SAFETY: the block holds MIB bytes.
-        unsafe { q.as_ptr().write_bytes(1, MIB) };
+        assert_eq!(reg.lookup(base + 2 * MIB - 1).unwrap().base.as_ptr() as usize, base);
+        let tail = reg.lookup(base + 2 * MIB).expect("the tail is registered");
+        assert_eq!(tail.base.as_ptr() as usize, base + 2 * MIB, "as a block of its own");
+        let st = c.stats();
+        assert_eq!((st.splits, st.cached_entries, st.cached_bytes), (1, 1, 2 * MIB as u64));
+        // SAFETY: the block holds `usable` bytes.
+        unsafe { q.as_ptr().write_bytes(1, usable) };
+        // The tail serves the next request of its size without a syscall.
+        let (t, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        assert_eq!(addr(t), base + 2 * MIB + page);
+        assert_eq!(os.stats().mmap_calls, maps);
+        free(c, t);
         free(c, q);
-        // More than TRIM_FIT (4x) larger: a fresh mapping.
+        c.check_invariants();
+        // More than TRIM_FIT (4x) larger: not split.
+        c.trim();
         let (big, _) = c.alloc(8 * MIB, 8).unwrap();
         free(c, big);
-        let (r, z) = c.alloc(MIB, 8).unwrap();
+        let (r, _) = c.alloc(MIB, 8).unwrap();
         assert!(r != big, "8 MiB + 1 page is more than 4x a 1 MiB request");
-        let _ = z;
         free(c, r);
         c.check_invariants();
     });
@@ -324,17 +349,17 @@ fn trim_unregisters_and_unmaps_everything_cached_but_not_live_blocks() {
 #[test]
 fn blocks_past_the_decommit_threshold_are_decommitted_and_still_reusable() {
     with_cache(BigLimits { decommit_over: 3 * MIB, ..KEEP_ALL }, |os, _, c| {
-        let a = c.alloc(2 * MIB, 8).unwrap().0;
-        let b = c.alloc(2 * MIB, 8).unwrap().0;
-        // SAFETY: live blocks of 2 MiB.
+        let a = c.alloc(2 * MIB - page_size(), 8).unwrap().0;
+        let b = c.alloc(2 * MIB - page_size(), 8).unwrap().0;
+        // SAFETY: live blocks of 2 MiB less a page (mappings of exactly 2 MiB).
         unsafe { b.as_ptr().add(MIB).write(7) };
         free(c, a); // 2 MiB committed: under the threshold
         assert_eq!(c.stats().decommits, 0);
         free(c, b); // would make 4 MiB: decommitted
         assert_eq!(c.stats().decommits, 1);
-        assert_eq!(os.stats().decommitted_dontneed, 2 * MIB as u64);
-        let (x, z) = c.alloc(2 * MIB, 8).unwrap();
-        let (y, _) = c.alloc(2 * MIB, 8).unwrap();
+        assert_eq!(os.stats().decommitted_dontneed, (2 * MIB - page_size()) as u64);
+        let (x, z) = c.alloc(2 * MIB - page_size(), 8).unwrap();
+        let (y, _) = c.alloc(2 * MIB - page_size(), 8).unwrap();
         assert!(!z);
         let d = if x == b { x } else { y };
         // SAFETY: live block; DONTNEED pages read back as zero.
@@ -411,7 +436,7 @@ fn realloc_growth_keeps_the_prefix_and_the_registration() {
             free(c, p);
         }
         let st = c.stats();
-        assert_eq!(st.realloc_remap + st.realloc_copy, 9);
+        assert_eq!(st.realloc_remap + st.realloc_copy + st.realloc_in_place, 9);
         assert!(st.realloc_copy >= 3, "2 MiB alignment always copies");
         assert_eq!(st.orphans, 0);
         assert_eq!(st.live_blocks.current, 0);

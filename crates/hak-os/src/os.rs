@@ -413,6 +413,60 @@ impl Os {
         // SAFETY: a successful mremap never returns null.
         Ok(unsafe { NonNull::new_unchecked(p.cast()) })
     }
+
+    /// Moves the pages of `[ptr, ptr+old_size)` to `dst`, resized to `new_size` (`mremap` with
+    /// `MREMAP_MAYMOVE | MREMAP_FIXED`). The kernel moves page-table entries, so committed pages
+    /// stay committed and nothing is copied or faulted in; the range `[dst, dst+new_size)` is
+    /// replaced, and past `min(old, new)` it reads as zero. Unlike [`Os::remap`] the caller
+    /// picks the address, so the result keeps whatever alignment `dst` has. On failure both
+    /// ranges are untouched.
+    ///
+    /// # Safety
+    /// `[ptr, ptr+old_size)` lies inside one mapping of this `Os` (a part of it may be moved)
+    /// and `[dst, dst+new_size)` inside another (or several) that the caller owns and gives up;
+    /// the two ranges do not overlap; all are page multiples. On success the old range must
+    /// not be used again.
+    pub unsafe fn remap_to(
+        &self,
+        ptr: NonNull<u8>,
+        old_size: usize,
+        dst: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<(), OsError> {
+        let page = page_size();
+        let (src, to) = (ptr.as_ptr() as usize, dst.as_ptr() as usize);
+        if old_size == 0
+            || new_size == 0
+            || !old_size.is_multiple_of(page)
+            || !new_size.is_multiple_of(page)
+            || !src.is_multiple_of(page)
+            || !to.is_multiple_of(page)
+            || (src < to.saturating_add(new_size) && to < src.saturating_add(old_size))
+        {
+            return Err(OsError { op: OsOp::Invalid, errno: 0 });
+        }
+        if self.injected_failure() {
+            return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
+        }
+        self.mremap_calls.add(1);
+        // SAFETY: forwarded from the caller's contract: FIXED replaces only `[dst, dst+new)`,
+        // which the caller gave up.
+        let p = unsafe {
+            libc::mremap(
+                ptr.as_ptr().cast(),
+                old_size,
+                new_size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                dst.as_ptr().cast::<libc::c_void>(),
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(OsError { op: OsOp::Remap, errno: errno() });
+        }
+        // The destination was already counted as mapped; the source range is gone.
+        self.mapped.decrease(old_size as u64);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +474,40 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    #[test]
+    fn remap_to_moves_committed_pages_to_the_chosen_address() {
+        let os = Os::new();
+        let page = page_size();
+        let a = os.map(2 * page, page).unwrap();
+        let b = os.map(4 * page, MIB).unwrap();
+        // SAFETY: fresh mappings of ours.
+        unsafe {
+            a.as_ptr().write(7);
+            a.as_ptr().add(2 * page - 1).write(9);
+            b.as_ptr().add(3 * page).write(5);
+        }
+        let before = os.stats().mapped.current;
+        // SAFETY: `a` is ours and given up; `b` is ours and replaced; they do not overlap.
+        unsafe { os.remap_to(a, 2 * page, b, 4 * page) }.unwrap();
+        assert_eq!(os.stats().mapped.current, before - 2 * page as u64);
+        // SAFETY: `b` now holds `a`'s pages, and fresh zero pages after them.
+        unsafe {
+            assert_eq!((b.as_ptr().read(), b.as_ptr().add(2 * page - 1).read()), (7, 9));
+            assert_eq!(b.as_ptr().add(3 * page).read(), 0, "the replaced range reads as zero");
+            assert_eq!(b.as_ptr() as usize % MIB, 0, "the destination keeps its alignment");
+            os.unmap(b, 4 * page).unwrap();
+        }
+        // Overlapping ranges are refused before any syscall.
+        let c = os.map(4 * page, page).unwrap();
+        // SAFETY: refused without touching anything.
+        let r = unsafe {
+            os.remap_to(c, 2 * page, NonNull::new_unchecked(c.as_ptr().add(page)), 2 * page)
+        };
+        assert_eq!(r.unwrap_err().op, OsOp::Invalid);
+        // SAFETY: ours.
+        unsafe { os.unmap(c, 4 * page).unwrap() };
+    }
 
     #[test]
     fn map_returns_zeroed_writable_aligned_memory() {

@@ -71,9 +71,9 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
     },
     OptionDef {
         name: c"HAKMEM_BIGCACHE_MAX_MB",
-        default: 512,
+        default: 32,
         max: 1 << 30,
-        doc: "bytes of freed big blocks kept mapped for reuse (MiB)",
+        doc: "bytes of freed big blocks kept mapped for reuse, or a quarter of the live big bytes if more (MiB)",
     },
     OptionDef {
         name: c"HAKMEM_BIGCACHE_TTL_SEC",

@@ -130,6 +130,9 @@ pub(crate) extern "C" fn print_at_exit() {
     line(b"big cache hits", s.big.hits);
     line(b"big cache misses", s.big.misses);
     line(b"big cache evictions", s.big.evictions);
+    line(b"big grown from a smaller cached block", s.big.grown);
+    line(b"big cached blocks split", s.big.splits);
+    line(b"big decommits", s.big.decommits);
     line(b"big bytes live", s.big.live_bytes.current);
     line(b"big bytes cached", s.big.cached_bytes);
 }
