@@ -17,7 +17,7 @@ use hak_registry::{OwnerKind, Registry, GRANULE};
 use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::cache::{BigLimits, Inner, GROW_FROM_MIN};
+use crate::cache::{BigLimits, Inner, GROW_FROM_MIN, HUGE_PAGE};
 use crate::header::{layout_for, Header, FREEING, LIVE};
 
 /// Why [`BigCache::dealloc`] refused a pointer. Nothing was changed.
@@ -40,8 +40,8 @@ pub struct BigStats {
     pub hits: u64,
     /// Allocations that had to map (including those the OS then refused).
     pub misses: u64,
-    /// Allocations served by moving a smaller cached block's pages into a larger mapping
-    /// (neither hits nor misses).
+    /// Allocations served by moving the pages of smaller cached blocks into one larger
+    /// mapping (neither hits nor misses).
     pub grown: u64,
     /// Cached blocks split for a smaller request; the tail stayed cached.
     pub splits: u64,
@@ -74,15 +74,11 @@ pub struct BigStats {
     pub orphans: u64,
 }
 
-/// The big tier. See the crate docs for the layout, invariants and concurrency contract.
-///
-/// Transparent huge page size on x86-64 and arm64 with 4 KiB pages (2 MiB).
-const HUGE_PAGE: usize = 2 << 20;
-
 /// Largest mapping `realloc` grows by copying into a cached block rather than by `mremap`
 /// (4 MiB): below it the copy costs less than faulting in fresh pages.
 pub const REALLOC_COPY_MAX: usize = 4 << 20;
 
+/// The big tier. See the crate docs for the layout, invariants and concurrency contract.
 /// One `BigCache` per registry: it assumes every `Big` owner in the registry is its own.
 pub struct BigCache<'r> {
     /// The registry blocks are registered in; its `Os` maps them.
@@ -199,7 +195,7 @@ impl<'r> BigCache<'r> {
             return Some((nn(h as usize + user_off), false));
         }
         if user_off == hak_os::page_size() && need > GROW_FROM_MIN {
-            if let Some(base) = self.grow_cached(need, size) {
+            if let Some(base) = self.gather(need, size) {
                 return Some((nn(base + user_off), false));
             }
         }
@@ -208,42 +204,52 @@ impl<'r> BigCache<'r> {
         Some((nn(base + user_off), true))
     }
 
-    /// Serves a request no cached block holds by moving the pages of the largest committed
-    /// cached block that is smaller into a fresh mapping of `need` bytes (`mremap` to a fixed
-    /// address): those pages stay resident, so only the rest faults in, where a fresh mapping
-    /// would fault in all of it and the cached block would sit unused. The source is one
-    /// mapping (each block lies inside one kernel mapping, which `mremap` needs), and so is the
-    /// result. Returns the new block's base, or `None` if nothing suitable is cached or the
-    /// OS refused.
-    fn grow_cached(&self, need: usize, size: usize) -> Option<usize> {
+    /// Serves a request no cached block holds by gathering smaller committed cached blocks:
+    /// their pages move (`mremap` to a fixed address, no copy, no fault) side by side into a
+    /// fresh mapping of `need` bytes, largest first, and only the rest of it faults in. Where a
+    /// fresh mapping would fault in everything while the cached blocks sat unused until
+    /// evicted, this keeps the resident memory in use. Returns the new block's base, or `None`
+    /// if nothing suitable is cached or the OS refused.
+    ///
+    /// Each move keeps its length, which lets kernels since 6.17 move a block that spans
+    /// several kernel mappings (a gathered one) in one call; older kernels refuse that move,
+    /// and the piece is then unmapped and its place in the new block faults in fresh.
+    fn gather(&self, need: usize, size: usize) -> Option<usize> {
         let page = hak_os::page_size();
-        let (found, victims) =
-            self.inner.lock().take_smaller(self.registry, need, hak_os::monotonic_ns());
+        let (pieces, _, victims) =
+            self.inner.lock().take_pieces(self.registry, need, hak_os::monotonic_ns());
         self.release(victims);
-        let h = found?;
+        if pieces.is_null() {
+            return None;
+        }
         let os = self.os();
-        // SAFETY: `h` left the cache unregistered: ours alone.
-        let old = unsafe { (*h).map_len };
-        let src = nn(h as usize);
         let huge = need >= HUGE_PAGE;
         let Ok(dst) = os.map(need, if huge { HUGE_PAGE } else { GRANULE }) else {
-            // SAFETY: ours, unreachable by anyone else.
-            let _ = unsafe { os.unmap(src, old) };
-            self.evictions.add(1);
+            self.release(pieces);
             return None;
         };
-        // SAFETY: `src` is a whole block inside one mapping, given up; `dst` is a fresh mapping
-        // of ours, replaced; they do not overlap (distinct live mappings).
-        if unsafe { os.remap_to(src, old, dst, need) }.is_err() {
-            // The fresh mapping serves alone; the cached pages go back to the OS.
-            // SAFETY: as above.
-            let _ = unsafe { os.unmap(src, old) };
-            self.evictions.add(1);
-        }
         if huge {
-            // The moved range carries the source's advice; the fresh tail wants huge pages too.
-            // SAFETY: our mapping; advice changes no contents.
+            // Before the moves: advice on the whole range would otherwise have to cover the
+            // moved pieces' mappings one by one. Pieces keep their own (huge, if they were).
+            // SAFETY: our fresh mapping; advice changes no contents.
             let _ = unsafe { os.advise_huge(dst, need, true) };
+        }
+        let mut off = 0;
+        let mut p = pieces;
+        while let Some(v) = NonNull::new(p) {
+            // SAFETY: the pieces left the cache unregistered: ours alone.
+            let (next, len) = unsafe { ((*p).lru_next, (*p).map_len) };
+            debug_assert!(off + len <= need);
+            // SAFETY: `v` is a whole block of ours, given up; `[dst+off, dst+off+len)` lies in
+            // our fresh mapping and is replaced; distinct mappings do not overlap.
+            if unsafe { os.remap_to(v.cast(), len, nn(dst.as_ptr() as usize + off), len) }.is_err()
+            {
+                // SAFETY: as above; the fresh pages stay in its place.
+                let _ = unsafe { os.unmap(v.cast(), len) };
+                self.evictions.add(1);
+            }
+            off += len;
+            p = next;
         }
         // SAFETY: `dst` is ours, page-aligned, at least a page.
         unsafe { Header::init(dst.as_ptr(), need, page, size) };
@@ -470,13 +476,16 @@ impl<'r> BigCache<'r> {
             let os = self.os();
             let huge = need >= HUGE_PAGE;
             if let Ok(dst) = os.map(need, if huge { HUGE_PAGE } else { GRANULE }) {
-                // SAFETY: the block lies inside one mapping of ours (every block does) and
-                // nobody else uses it; `dst` is a fresh mapping of ours; they do not overlap.
-                if unsafe { os.remap_to(nn(base), map_len, dst, need) }.is_ok() {
-                    if huge && map_len < HUGE_PAGE {
-                        // SAFETY: our mapping; advice changes no contents.
-                        let _ = unsafe { os.advise_huge(dst, need, true) };
-                    }
+                if huge {
+                    // SAFETY: our fresh mapping; advice changes no contents.
+                    let _ = unsafe { os.advise_huge(dst, need, true) };
+                }
+                // Same length: the rest of `dst` stays a fresh part of its own mapping, and a
+                // block spanning several kernel mappings (a gathered one) can move in one call
+                // since Linux 6.17 (older kernels refuse, and the block is copied below).
+                // SAFETY: the block is ours and nobody else uses it; `dst` is a fresh mapping
+                // of ours; distinct mappings do not overlap.
+                if unsafe { os.remap_to(nn(base), map_len, dst, map_len) }.is_ok() {
                     // SAFETY: the old range is gone; `dst` holds the block with its header.
                     return Some(unsafe { self.adopt_remapped(dst, map_len, need, new_size) });
                 }

@@ -208,36 +208,55 @@ impl Inner {
         (found, victims)
     }
 
-    /// Takes the largest committed cached block shorter than `need` bytes, at least
-    /// [`GROW_FROM_MIN`] and looking at most [`GROW_SCAN`] keys below the request, for the
-    /// caller to move into a larger mapping (`BigCache::alloc`). The block leaves the cache
-    /// unregistered, reachable by nobody but the caller. Also evicts expired blocks first.
-    pub(crate) fn take_smaller(
+    /// Takes committed cached blocks shorter than `need` bytes whose lengths add up to at
+    /// most `need`, largest first (at most [`MAX_PIECES`], each at least [`GROW_FROM_MIN`],
+    /// looking at most [`GROW_SCAN`] keys below the request), for the caller to move into one
+    /// fresh mapping (`BigCache::alloc`). For requests of a huge page or more only blocks of
+    /// whole huge pages qualify, so every piece lands huge-page-aligned. The pieces leave the
+    /// cache unregistered, reachable by nobody but the caller, linked through `lru_next`;
+    /// returns them, their total length, and the victims of expiry.
+    pub(crate) fn take_pieces(
         &mut self,
         reg: &Registry<'_>,
         need: usize,
         now: u64,
-    ) -> (Option<*mut Header>, *mut Header) {
+    ) -> (*mut Header, usize, *mut Header) {
         let victims = self.evict(reg, now);
         let top = key_of(need);
         let bottom = top.saturating_sub(GROW_SCAN).max(key_of(GROW_FROM_MIN));
+        let unit = if need >= HUGE_PAGE { HUGE_PAGE } else { 1 };
         let os = reg.os();
-        let mut found = None;
-        for key in (bottom..=top).rev() {
-            found = self.table.take(os, key, key, |h| h.map_len < need && !h.decommitted);
-            if found.is_some() {
-                break;
-            }
-        }
-        if let Some(h) = found {
-            // SAFETY: `h` was in the table, so it is a cached header listed in the LRU.
+        let (mut pieces, mut total, mut n) = (ptr::null_mut(), 0, 0);
+        let mut tail: *mut Header = ptr::null_mut();
+        let mut key = top;
+        while key >= bottom && n < MAX_PIECES && need - total >= GROW_FROM_MIN {
+            let room = need - total;
+            let found = self.table.take(os, key, key, |h| {
+                h.map_len < need
+                    && h.map_len <= room
+                    && !h.decommitted
+                    && h.map_len.is_multiple_of(unit)
+            });
+            let Some(h) = found else {
+                key -= 1;
+                continue;
+            };
+            // SAFETY: `h` was in the table, so it is a cached header listed in the LRU; it is
+            // ours from here on.
             unsafe {
                 self.lru_unlink(h);
                 (*h).state = LIVE;
                 reg.unregister(ptr::NonNull::new_unchecked(h.cast::<u8>()), (*h).map_len);
+                total += (*h).map_len;
+                match tail.as_mut() {
+                    Some(t) => t.lru_next = h,
+                    None => pieces = h,
+                }
             }
+            tail = h;
+            n += 1;
         }
-        (found, victims)
+        (pieces, total, victims)
     }
 
     /// Unlinks every cached block, unregisters it and returns them all as victims.
@@ -323,10 +342,14 @@ const TRIM_FIT: usize = 4;
 /// served here, or the steps of a growing `realloc`) would whittle the big blocks that later
 /// big requests reuse into pieces too small for them.
 const TRIM_MIN: usize = 1 << 20;
-/// Smallest cached block [`Inner::take_smaller`] hands out to be grown (1 MiB).
+/// Smallest cached block [`Inner::take_pieces`] hands out (1 MiB).
 pub(crate) const GROW_FROM_MIN: usize = 1 << 20;
-/// Keys (MiB) below the request [`Inner::take_smaller`] looks at.
+/// Keys (MiB) below the request [`Inner::take_pieces`] looks at.
 const GROW_SCAN: usize = 64;
+/// Most cached blocks one request gathers (each is one `mremap`).
+const MAX_PIECES: usize = 4;
+/// Transparent huge page size on x86-64 and arm64 with 4 KiB pages (2 MiB).
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Splits the unlisted block `h` after `round_up(need, GRANULE)` bytes, so both parts start
 /// on the registry's grid: `h` keeps the front (registered again at its new length) and the

@@ -25,9 +25,10 @@
 //! - `map_len % page_size == 0`, `user_off + size <= map_len`, `usable == map_len - user_off`;
 //!   mappings of 2 MiB or more are whole 2 MiB huge pages (`map_len % 2 MiB == 0`), so the
 //!   kernel can back all of them with huge pages and `mremap` moves them a page table at a time;
-//! - every block lies inside one kernel mapping (a VMA), which `mremap` requires of its source:
-//!   blocks are made by one mmap, by splitting a block, or by moving one block into a fresh
-//!   mapping, never by joining two;
+//! - a block may span several kernel mappings (VMAs) once it was gathered from cached pieces;
+//!   every `mremap` of a block keeps its length, which Linux 6.17 and later allow across
+//!   mappings, and where the kernel refuses, the fallback (unmap the piece and let its place
+//!   fault in fresh, or copy a `realloc`ed block) is always correct;
 //! - `registry.lookup(a) == Some(Big at base)` for every `a` in `[base, base + map_len)` of a
 //!   live or cached block; a block is unregistered before it is unmapped;
 //! - a block is in the cache iff `state == CACHED`; live blocks have `state == LIVE`;
@@ -40,9 +41,9 @@
 //!   failing that, a request of at least 1 MiB may take a cached block of up to 4x its size,
 //!   split at the first granule boundary past `need` (so it keeps less than 1 MiB of slack,
 //!   and the tail stays cached as a block of its own); failing that, a request above 1 MiB
-//!   (alignment up to a page) takes the largest committed cached block that is smaller and
-//!   moves its pages into a fresh mapping of the right size (`mremap` to a fixed address), so
-//!   only the difference faults in;
+//!   (alignment up to a page) gathers up to 4 smaller committed cached blocks, largest first,
+//!   whose pages move side by side into a fresh mapping of the right size (`mremap` to a
+//!   fixed address, no copy), so only the rest faults in;
 //! - blocks of 2 MiB and more are mapped 2 MiB-aligned and advised for transparent huge pages.
 //!
 //! The cache: a chained hash table keyed by `map_len / KEY_GRANULE`, starting at 256 buckets

@@ -108,22 +108,47 @@ fn reuse_takes_blocks_up_to_one_and_a_quarter_times_the_request_only() {
         let (q, _) = c.alloc(fits + 1, 8).unwrap();
         assert_eq!(q, p, "within 1.25x: reused");
         free(c, q);
-        // Bigger than the cached block: its pages move into a fresh, larger mapping.
-        // SAFETY: `p` was freed, but its cached pages are still mapped and ours to mark.
-        unsafe { p.as_ptr().add(MIB).write(0x5A) };
         let (s, z) = c.alloc(5 * MIB, 8).unwrap();
-        assert!(!z && s != p, "a grown block is neither the old address nor zero");
-        // SAFETY: a live block of ours, at least 5 MiB long.
-        assert_eq!(unsafe { s.as_ptr().add(MIB).read() }, 0x5A, "the cached pages moved");
-        assert!(!c.owns(addr(p)), "the old address is gone");
-        // 5 MiB + the header page, rounded up to whole huge pages.
-        // SAFETY: a live block of ours.
-        assert_eq!(unsafe { c.usable_size(s) }, 6 * MIB - page);
-        // SAFETY: the grown block holds 5 MiB.
-        unsafe { s.as_ptr().write_bytes(3, 5 * MIB) };
+        assert!(z && s != p, "bigger than the cached block (and not whole huge pages): fresh");
         free(c, s);
         let st = c.stats();
-        assert_eq!((st.hits, st.grown, st.misses), (1, 1, 1));
+        assert_eq!((st.hits, st.grown, st.misses), (1, 0, 2));
+        c.check_invariants();
+    });
+}
+
+#[test]
+fn a_larger_request_gathers_the_pages_of_smaller_cached_blocks() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let page = page_size();
+        // Mappings of exactly 4 MiB and 2 MiB (whole huge pages), marked, then cached.
+        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
+        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        fill(a, 4 * MIB - page, 0xA1);
+        fill(b, 2 * MIB - page, 0xB2);
+        free(c, b);
+        free(c, a);
+        let (maps, remaps) = (os.stats().mmap_calls, os.stats().mremap_calls);
+        // Needs 6 MiB: no cached block holds it, both together do.
+        let (s, z) = c.alloc(6 * MIB - page, 8).unwrap();
+        assert!(!z, "gathered pages are not promised zero");
+        assert_eq!((os.stats().mmap_calls, os.stats().mremap_calls), (maps + 1, remaps + 2));
+        // The larger block's pages come first, the smaller one's (header page included) after.
+        assert!(all_are(s, 4 * MIB - page, 0xA1), "the 4 MiB block's pages moved");
+        // SAFETY: the block holds 6 MiB - page bytes.
+        let second = unsafe { NonNull::new_unchecked(s.as_ptr().add(4 * MIB)) };
+        assert!(all_are(second, 2 * MIB - page, 0xB2), "the 2 MiB block's pages moved");
+        assert!(!c.owns(addr(a)) && !c.owns(addr(b)), "the old addresses are gone");
+        assert!(reg.lookup(addr(a)).is_none() && reg.lookup(addr(b)).is_none());
+        let st = c.stats();
+        assert_eq!((st.grown, st.cached_entries, st.cached_bytes), (1, 0, 0));
+        fill(s, 6 * MIB - page, 3);
+        // A gathered block moves again as a whole (realloc) and is freed like any other.
+        // SAFETY: live and ours.
+        let r = unsafe { c.realloc(s, 9 * MIB) }.unwrap();
+        assert!(all_are(r, 6 * MIB - page, 3), "contents kept across the move");
+        free(c, r);
+        assert_eq!(c.stats().live_blocks.current, 0);
         c.check_invariants();
     });
 }
