@@ -178,6 +178,13 @@ unsafe impl GlobalAlloc for Hakmem {
     }
 }
 
+/// Makes the next `n` OS mappings fail (`usize::MAX`: all of them until called with 0), to
+/// test how a program copes with the OS refusing memory. Not part of the stable API.
+#[doc(hidden)]
+pub fn fail_next_maps(n: usize) {
+    global::OS.fail_next_maps(n);
+}
+
 /// Usable size of a tiny class, for tests and diagnostics.
 #[doc(hidden)]
 pub fn tiny_class_size(size: usize, align: usize) -> Option<usize> {
