@@ -34,7 +34,7 @@ use crate::table::Table;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BigLimits {
     /// Most bytes of mappings kept in the cache, decommitted or not: this, or a quarter of the
-    /// bytes of live big blocks if that is more (default 32 MiB). A block longer than the cap
+    /// bytes of live big blocks if that is more (default 64 MiB). A block longer than the cap
     /// is unmapped on free instead of cached.
     pub max_bytes: usize,
     /// Most blocks kept (default 1024; 0 disables caching).
@@ -49,9 +49,9 @@ pub struct BigLimits {
 }
 
 impl BigLimits {
-    /// 32 MiB (or a quarter of the live bytes), 1024 blocks, 30 s, no decommit.
+    /// 64 MiB (or a quarter of the live bytes), 1024 blocks, 30 s, no decommit.
     pub const DEFAULT: BigLimits = BigLimits {
-        max_bytes: 32 << 20,
+        max_bytes: 64 << 20,
         max_entries: 1024,
         ttl_ns: 30_000_000_000,
         decommit_over: usize::MAX,

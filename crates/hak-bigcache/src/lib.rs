@@ -51,7 +51,7 @@
 //! operation migrates 8 of its buckets, so no lookup waits for a whole rehash. Bucket arrays
 //! come from hak-os; chains and the LRU list run through the block headers, so the cache has
 //! no capacity of its own. Eviction (LRU order; TTL, entry cap, byte cap) unregisters under
-//! the lock and unmaps after it. The byte cap is `max_bytes` (default 32 MiB) or a quarter of
+//! the lock and unmaps after it. The byte cap is `max_bytes` (default 64 MiB) or a quarter of
 //! the live big bytes, whichever is more: past it the oldest cached blocks are unmapped. A
 //! decommit threshold exists (`decommit_over`: a freed block that would push the cache's
 //! committed bytes past it is decommitted before it is cached) but is off by default, because

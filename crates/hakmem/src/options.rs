@@ -71,7 +71,7 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
     },
     OptionDef {
         name: c"HAKMEM_BIGCACHE_MAX_MB",
-        default: 32,
+        default: 64,
         max: 1 << 30,
         doc: "bytes of freed big blocks kept mapped for reuse, or a quarter of the live big bytes if more (MiB)",
     },
