@@ -220,6 +220,23 @@ impl ChunkHeader {
         addr >= base + CHUNK_HEADER && addr < base + unsafe { (*h).bytes }
     }
 
+    /// Whether `addr` is the start of one of this chunk's blocks (not a header byte, not a
+    /// block's interior, not the unused tail after the last block).
+    ///
+    /// # Safety
+    /// `h` is a live header whose class fields are fixed (it holds a live block).
+    #[inline]
+    pub(crate) unsafe fn is_block_start(h: *mut ChunkHeader, addr: usize) -> bool {
+        let first = h as usize + CHUNK_HEADER;
+        // SAFETY: per the contract.
+        let (size, capacity) = unsafe { ((*h).block_size, (*h).capacity) };
+        if addr < first || size == 0 {
+            return false;
+        }
+        let off = addr - first;
+        off.is_multiple_of(size) && off / size < capacity
+    }
+
     /// Whether block carving or the free list can still give blocks.
     ///
     /// # Safety

@@ -87,7 +87,14 @@ struct Counters {
     chunk_unmaps: StatCounter,
     map_failures: StatCounter,
     mapped: StatGauge,
-    in_use: StatGauge,
+    /// Block bytes handed out and taken back, ever. Kept as two totals, not one gauge,
+    /// because threads fold their shares at different times: a thread that frees blocks
+    /// another thread allocated may fold first, and a gauge would then go below zero.
+    bytes_out: StatCounter,
+    bytes_back: StatCounter,
+    /// Highest `bytes_out - bytes_back` seen at a fold. A plain core atomic, like every
+    /// statistic: loom need not model it, and it must stay `const`-constructible.
+    in_use_peak: core::sync::atomic::AtomicU64,
     free_committed: StatGauge,
     decommitted: StatGauge,
 }
@@ -101,7 +108,9 @@ impl Counters {
             chunk_unmaps: StatCounter::new(),
             map_failures: StatCounter::new(),
             mapped: StatGauge::new(),
-            in_use: StatGauge::new(),
+            bytes_out: StatCounter::new(),
+            bytes_back: StatCounter::new(),
+            in_use_peak: core::sync::atomic::AtomicU64::new(0),
             free_committed: StatGauge::new(),
             decommitted: StatGauge::new(),
         }
@@ -281,9 +290,10 @@ impl<'r> Mid<'r> {
         tc.free_bytes += CLASS_SIZE[c] as u64;
     }
 
-    /// The usable size (class size) of the mid block holding `ptr`, found through the registry
-    /// and the chunk header; `None` if `ptr` is in no mid chunk. Lets the C ABI free without a
-    /// size: `dealloc(tc, ptr, usable, 1)`.
+    /// The usable size (class size) of the mid block starting at `ptr`, found through the
+    /// registry and the chunk header; `None` if `ptr` is in no mid chunk or is not the start of
+    /// a block (a pointer into a block's middle). Lets the C ABI free without a size:
+    /// `dealloc(tc, ptr, usable, 1)`.
     ///
     /// # Safety
     /// If `ptr` is in a mid chunk, it points into a block that is live (not freed).
@@ -292,7 +302,7 @@ impl<'r> Mid<'r> {
         // SAFETY: `h` is the header of a live chunk holding a live block, so its class fields
         // are fixed (see chunk.rs).
         unsafe {
-            if !ChunkHeader::contains(h, ptr.as_ptr() as usize) || (*h).class == NO_CLASS {
+            if (*h).class == NO_CLASS || !ChunkHeader::is_block_start(h, ptr.as_ptr() as usize) {
                 return None;
             }
             Some((*h).block_size)
@@ -379,10 +389,18 @@ impl<'r> Mid<'r> {
             shard_growths: self.shards.growths(),
             try_lock_failures: self.shards.lock_failures(),
             bytes_mapped: self.st.mapped.get(),
-            bytes_in_use: self.st.in_use.get(),
+            bytes_in_use: self.in_use(),
             bytes_free_committed: self.st.free_committed.get().current,
             bytes_decommitted: self.st.decommitted.get(),
         }
+    }
+
+    /// Bytes in use as folded so far: never below zero, whatever order threads fold in.
+    fn in_use(&self) -> GaugeValue {
+        let out = self.st.bytes_out.get();
+        let current = out.saturating_sub(self.st.bytes_back.get());
+        let peak = self.st.in_use_peak.load(core::sync::atomic::Ordering::Relaxed).max(current);
+        GaugeValue { current, peak, total: out }
     }
 
     /// Folds `tc`'s counters into the statistics.
@@ -393,13 +411,14 @@ impl<'r> Mid<'r> {
         if tc.frees > 0 {
             self.st.frees.add(tc.frees);
         }
-        if tc.alloc_bytes >= tc.free_bytes {
-            if tc.alloc_bytes > tc.free_bytes {
-                self.st.in_use.increase(tc.alloc_bytes - tc.free_bytes);
-            }
-        } else {
-            self.st.in_use.decrease(tc.free_bytes - tc.alloc_bytes);
+        if tc.alloc_bytes > 0 {
+            self.st.bytes_out.add(tc.alloc_bytes);
         }
+        if tc.free_bytes > 0 {
+            self.st.bytes_back.add(tc.free_bytes);
+        }
+        let now = self.in_use().current;
+        self.st.in_use_peak.fetch_max(now, core::sync::atomic::Ordering::Relaxed);
         tc.allocs = 0;
         tc.frees = 0;
         tc.alloc_bytes = 0;

@@ -160,6 +160,11 @@ fn usable_size_is_none_outside_mid_blocks() {
     // SAFETY: `p` is live.
     unsafe {
         assert_eq!(mid.usable_size(p), Some(3072));
+        // A pointer into the block's middle is no block start.
+        assert_eq!(mid.usable_size(p.add(8)), None);
+        assert_eq!(mid.usable_size(p.add(3071)), None);
+        // The next block slot is a block start (of a block not yet carved, but of this class).
+        assert_eq!(mid.usable_size(p.add(3072)), Some(3072));
         // The C ABI's free: no size, ask for the usable size first.
         let u = mid.usable_size(p).unwrap();
         mid.dealloc(&mut tc, p, u, 1);

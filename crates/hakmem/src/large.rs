@@ -102,7 +102,8 @@ pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
 unsafe fn mid_dealloc(p: NonNull<u8>, layout: Layout) {
     let (size, align) = (layout.size(), layout.align());
     // A layout of another class would put the block on the wrong free list, which later hands
-    // out too few bytes: refuse it (this also catches pointers into a block's middle).
+    // out too few bytes: refuse it. `usable_size` is `None` for a pointer into a block's
+    // middle, so those are refused too. A second free of the same block is not detected.
     // SAFETY: `p` is in a mid chunk and live (contract).
     let usable = unsafe { MID.usable_size(p) };
     if usable.is_none() || usable != hak_l25::block_size(size, align) {
@@ -118,7 +119,9 @@ unsafe fn mid_dealloc(p: NonNull<u8>, layout: Layout) {
         if (*ts).tc.is_active() {
             MID.dealloc(&mut (*ts).mid, p, size, align);
         } else {
-            // A thread being torn down: go through a cache that lives for this call only.
+            // A thread being torn down: go through a cache that lives for this call only. Each
+            // such free takes the central lock; rare enough (frees after a thread's state is
+            // gone) that no per-thread state is rebuilt for it.
             let mut tc = MidThreadCache::new();
             MID.dealloc(&mut tc, p, size, align);
             MID.flush_thread(&mut tc);
@@ -141,8 +144,12 @@ pub(crate) unsafe fn realloc_in_tier(
     let align = layout.align();
     match REGISTRY.lookup(ptr as usize)?.kind {
         OwnerKind::Big => {
+            // A block above 1 MiB shrinking to a mid size moves to the mid tier, where it
+            // takes a fraction of the memory. A big block of mid size (a zeroed request of
+            // 256 KiB or more) stays big on any later resize: its mapping already holds the
+            // bytes, and moving it would cost a copy for no memory gained.
             if layout.size() > hak_l25::MID_MAX && is_mid(new_size, align) {
-                return None; // a big block shrinking to a mid size moves to the mid tier
+                return None;
             }
             // SAFETY: forwarded: a live big block.
             unsafe { BIG.realloc(p, new_size) }.map(NonNull::as_ptr)

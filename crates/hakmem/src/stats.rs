@@ -96,6 +96,10 @@ fn line(name: &[u8], v: u64) {
 
 /// Prints the counters to stderr (registered with `atexit` when `HAKMEM_STATS=1`).
 pub(crate) extern "C" fn print_at_exit() {
+    // The exiting thread's caches still hold counts no one has folded (the mid tier folds
+    // per thread); flushing them makes the totals describe the whole run. Later allocations
+    // by other exit handlers simply refill the caches.
+    crate::thread::flush_current();
     let s = stats();
     write_stderr(b"hakmem stats\n");
     line(b"mmap calls", s.os.mmap_calls);
