@@ -87,14 +87,9 @@ struct Counters {
     chunk_unmaps: StatCounter,
     map_failures: StatCounter,
     mapped: StatGauge,
-    /// Block bytes handed out and taken back, ever. Kept as two totals, not one gauge,
-    /// because threads fold their shares at different times: a thread that frees blocks
-    /// another thread allocated may fold first, and a gauge would then go below zero.
-    bytes_out: StatCounter,
-    bytes_back: StatCounter,
-    /// Highest `bytes_out - bytes_back` seen at a fold. A plain core atomic, like every
-    /// statistic: loom need not model it, and it must stay `const`-constructible.
-    in_use_peak: core::sync::atomic::AtomicU64,
+    /// Folded per thread, so its decreases may run ahead of its increases (the gauge
+    /// tolerates that).
+    in_use: StatGauge,
     free_committed: StatGauge,
     decommitted: StatGauge,
 }
@@ -108,9 +103,7 @@ impl Counters {
             chunk_unmaps: StatCounter::new(),
             map_failures: StatCounter::new(),
             mapped: StatGauge::new(),
-            bytes_out: StatCounter::new(),
-            bytes_back: StatCounter::new(),
-            in_use_peak: core::sync::atomic::AtomicU64::new(0),
+            in_use: StatGauge::new(),
             free_committed: StatGauge::new(),
             decommitted: StatGauge::new(),
         }
@@ -389,18 +382,10 @@ impl<'r> Mid<'r> {
             shard_growths: self.shards.growths(),
             try_lock_failures: self.shards.lock_failures(),
             bytes_mapped: self.st.mapped.get(),
-            bytes_in_use: self.in_use(),
+            bytes_in_use: self.st.in_use.get(),
             bytes_free_committed: self.st.free_committed.get().current,
             bytes_decommitted: self.st.decommitted.get(),
         }
-    }
-
-    /// Bytes in use as folded so far: never below zero, whatever order threads fold in.
-    fn in_use(&self) -> GaugeValue {
-        let out = self.st.bytes_out.get();
-        let current = out.saturating_sub(self.st.bytes_back.get());
-        let peak = self.st.in_use_peak.load(core::sync::atomic::Ordering::Relaxed).max(current);
-        GaugeValue { current, peak, total: out }
     }
 
     /// Folds `tc`'s counters into the statistics.
@@ -411,14 +396,13 @@ impl<'r> Mid<'r> {
         if tc.frees > 0 {
             self.st.frees.add(tc.frees);
         }
-        if tc.alloc_bytes > 0 {
-            self.st.bytes_out.add(tc.alloc_bytes);
-        }
+        // Frees first, so the peak is taken with this fold's frees already counted.
         if tc.free_bytes > 0 {
-            self.st.bytes_back.add(tc.free_bytes);
+            self.st.in_use.decrease(tc.free_bytes);
         }
-        let now = self.in_use().current;
-        self.st.in_use_peak.fetch_max(now, core::sync::atomic::Ordering::Relaxed);
+        if tc.alloc_bytes > 0 {
+            self.st.in_use.increase(tc.alloc_bytes);
+        }
         tc.allocs = 0;
         tc.frees = 0;
         tc.alloc_bytes = 0;

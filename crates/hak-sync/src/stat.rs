@@ -29,6 +29,11 @@ impl StatCounter {
 }
 
 /// A quantity that goes up and down, with its peak (`Count { current, peak, total }`).
+///
+/// Decreases may arrive before the increases they undo: threads fold their per-thread shares
+/// at different times, and the thread that frees a block may fold before the one that
+/// allocated it. `current` then runs below zero for a while (it wraps, and wraps back when the
+/// increases land); [`StatGauge::get`] reads such a value as 0 and the peak ignores it.
 #[derive(Debug, Default)]
 pub struct StatGauge {
     current: AtomicU64,
@@ -57,7 +62,9 @@ impl StatGauge {
     pub fn increase(&self, n: u64) {
         let now = self.current.fetch_add(n, Ordering::Relaxed).wrapping_add(n);
         self.total.fetch_add(n, Ordering::Relaxed);
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        if !is_below_zero(now) {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
     }
     /// Lowers the gauge by `n`.
     #[inline]
@@ -66,12 +73,19 @@ impl StatGauge {
     }
     /// The current, peak and total values.
     pub fn get(&self) -> GaugeValue {
+        let current = self.current.load(Ordering::Relaxed);
         GaugeValue {
-            current: self.current.load(Ordering::Relaxed),
+            current: if is_below_zero(current) { 0 } else { current },
             peak: self.peak.load(Ordering::Relaxed),
             total: self.total.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Whether a wrapped gauge value stands for a negative one (decreases folded first).
+#[inline]
+fn is_below_zero(v: u64) -> bool {
+    (v as i64) < 0
 }
 
 #[cfg(test)]
@@ -85,6 +99,18 @@ mod tests {
         g.decrease(4);
         g.increase(2);
         assert_eq!(g.get(), GaugeValue { current: 8, peak: 10, total: 12 });
+    }
+
+    #[test]
+    fn gauge_reads_zero_while_decreases_run_ahead_of_increases() {
+        let g = StatGauge::new();
+        g.increase(5);
+        g.decrease(12); // another thread's frees, folded before its allocations
+        assert_eq!(g.get(), GaugeValue { current: 0, peak: 5, total: 5 });
+        g.increase(3); // still below zero: no peak from a wrapped value
+        assert_eq!(g.get(), GaugeValue { current: 0, peak: 5, total: 8 });
+        g.increase(10);
+        assert_eq!(g.get(), GaugeValue { current: 6, peak: 6, total: 18 });
     }
 
     #[test]
