@@ -115,6 +115,9 @@ impl ShardLists {
         }
         // SAFETY: `h` is a batch head in these lists, which the caller owns.
         let (link, n) = unsafe { (word(h, 1), word(h, 2)) };
+        #[cfg(debug_assertions)]
+        // SAFETY: the batch is in these lists, which the caller owns.
+        debug_assert_eq!(unsafe { crate::block::list_len(h, n) }, n, "shard pop: batch length");
         self.head[c] = link as *mut u8;
         self.batches[c] -= 1;
         Some((h, n))
@@ -164,11 +167,45 @@ impl Table {
         // The shards start right after the (128-byte) header.
         t.cast::<u8>().wrapping_add(mem::size_of::<Table>() + i * mem::size_of::<Shard>()).cast()
     }
+}
 
-    fn shard(&self, i: usize) -> &Shard {
-        debug_assert!(i < self.len);
-        // SAFETY: `i < len`, and the shards of a live table were initialised by `create`.
-        unsafe { &*Self::shard_ptr(self as *const Table as *mut Table, i) }
+/// A published table, by raw pointer. The shards live past the end of the [`Table`] header,
+/// so they must be reached from the pointer the mapping gave, never through a `&Table`: a
+/// shared reference to a type without interior mutability lets the compiler assume nothing is
+/// written through it (and covers only the header's bytes), and it did drop the write that
+/// empties a drained shard, leaving its batches listed after they went back to the chunks.
+#[derive(Clone, Copy)]
+struct TableRef<'s> {
+    ptr: ptr::NonNull<Table>,
+    _shards: core::marker::PhantomData<&'s Shards>,
+}
+
+impl<'s> TableRef<'s> {
+    /// # Safety
+    /// `t` is a table made by `Table::create` that stays mapped for `'s`.
+    unsafe fn new(t: *mut Table) -> Option<TableRef<'s>> {
+        Some(TableRef { ptr: ptr::NonNull::new(t)?, _shards: core::marker::PhantomData })
+    }
+
+    fn as_ptr(self) -> *mut Table {
+        self.ptr.as_ptr()
+    }
+
+    fn len(self) -> usize {
+        // SAFETY: a live, initialised table (`new`'s contract); `len` never changes.
+        unsafe { (*self.as_ptr()).len }
+    }
+
+    fn prev(self) -> *mut Table {
+        // SAFETY: as in `len`.
+        unsafe { (*self.as_ptr()).prev }
+    }
+
+    fn shard(self, i: usize) -> &'s Shard {
+        debug_assert!(i < self.len());
+        // SAFETY: `i < len`, the shards of a live table were initialised by `create`, and the
+        // pointer carries the whole mapping's provenance.
+        unsafe { &*Table::shard_ptr(self.as_ptr(), i) }
     }
 }
 
@@ -241,18 +278,23 @@ impl Shards {
     }
 
     /// The current table, mapping the first one if needed; `None` if that mapping fails.
-    fn current(&self, os: &Os) -> Option<&Table> {
-        let t = self.table.load(Ordering::Acquire);
-        if !t.is_null() {
-            // SAFETY: published tables are initialised (release/acquire) and never unmapped
-            // while `self` lives.
-            return Some(unsafe { &*t });
+    fn current(&self, os: &Os) -> Option<TableRef<'_>> {
+        // SAFETY: published tables are initialised (release/acquire) and never unmapped while
+        // `self` lives.
+        match unsafe { TableRef::new(self.table.load(Ordering::Acquire)) } {
+            Some(t) => Some(t),
+            None => self.init(os),
         }
-        self.init(os)
+    }
+
+    /// The current table, if one was published.
+    fn published(&self) -> Option<TableRef<'_>> {
+        // SAFETY: as in `current`.
+        unsafe { TableRef::new(self.table.load(Ordering::Acquire)) }
     }
 
     #[cold]
-    fn init(&self, os: &Os) -> Option<&Table> {
+    fn init(&self, os: &Os) -> Option<TableRef<'_>> {
         let fresh = Table::create(os, INITIAL_SHARDS, ptr::null_mut())?;
         let t = match self.table.compare_exchange(
             ptr::null_mut(),
@@ -268,17 +310,12 @@ impl Shards {
             }
         };
         // SAFETY: as in `current`.
-        Some(unsafe { &*t })
+        unsafe { TableRef::new(t) }
     }
 
     /// Number of shards in the current table (0 before first use).
     pub(crate) fn len(&self) -> usize {
-        let t = self.table.load(Ordering::Acquire);
-        if t.is_null() {
-            return 0;
-        }
-        // SAFETY: as in `current`.
-        unsafe { (*t).len }
+        self.published().map_or(0, TableRef::len)
     }
 
     /// Tables replaced so far.
@@ -292,12 +329,12 @@ impl Shards {
     }
 
     /// Locks shard `idx` of `t`, counting the attempt (and a failed `try_lock`) in `cur`.
-    fn lock<'t>(
-        &self,
+    fn lock<'s>(
+        &'s self,
         cur: &mut ShardCursor,
-        t: &'t Table,
+        t: TableRef<'s>,
         idx: usize,
-    ) -> MutexGuard<'t, ShardLists> {
+    ) -> MutexGuard<'s, ShardLists> {
         let shard = t.shard(idx);
         cur.ops += 1;
         let g = match shard.lists.try_lock() {
@@ -321,14 +358,14 @@ impl Shards {
     /// Ends a shard operation (no lock held): closes the window if it is full, growing the
     /// table if it saw enough contention.
     #[inline]
-    fn end_op(&self, os: &Os, cur: &mut ShardCursor, t: &Table) {
+    fn end_op<'s>(&'s self, os: &Os, cur: &mut ShardCursor, t: TableRef<'s>) {
         if cur.ops >= WINDOW {
             self.end_window(os, cur, t);
         }
     }
 
     #[cold]
-    fn end_window(&self, os: &Os, cur: &mut ShardCursor, t: &Table) {
+    fn end_window<'s>(&'s self, os: &Os, cur: &mut ShardCursor, t: TableRef<'s>) {
         if cur.fails >= GROW_FAILS {
             self.grow(os, t);
         }
@@ -360,8 +397,11 @@ impl Shards {
         n: usize,
         max_batches: u32,
     ) -> bool {
+        #[cfg(debug_assertions)]
+        // SAFETY: the batch is ours (contract).
+        debug_assert_eq!(unsafe { crate::block::list_len(head, n) }, n, "shard push: batch length");
         let Some(t) = self.current(os) else { return false };
-        let idx = cur.seed & (t.len - 1);
+        let idx = cur.seed & (t.len() - 1);
         let pushed = {
             let mut g = self.lock(cur, t, idx);
             if g.batches[c] >= max_batches {
@@ -372,7 +412,7 @@ impl Shards {
                 true
             }
         };
-        if pushed && !ptr::eq(self.table.load(Ordering::Acquire), t) {
+        if pushed && !ptr::eq(self.table.load(Ordering::Acquire), t.as_ptr()) {
             // The table was replaced: our push may have come after its migration.
             self.migrate(t, idx);
         }
@@ -383,7 +423,7 @@ impl Shards {
     /// Pops a batch of class `c` from the caller's shard: its head and length.
     pub(crate) fn pop(&self, os: &Os, cur: &mut ShardCursor, c: usize) -> Option<(*mut u8, usize)> {
         let t = self.current(os)?;
-        let idx = cur.seed & (t.len - 1);
+        let idx = cur.seed & (t.len() - 1);
         let got = {
             let mut g = self.lock(cur, t, idx);
             // SAFETY: we hold the lock.
@@ -395,16 +435,15 @@ impl Shards {
 
     /// Moves the batches of shard `idx` of the old table `from` into the current table,
     /// repeating if the target is replaced meanwhile (see the module docs).
-    fn migrate(&self, mut from: &Table, idx: usize) {
+    fn migrate<'s>(&'s self, mut from: TableRef<'s>, idx: usize) {
         loop {
+            // `from` was replaced, so `table` holds a newer, live, initialised table.
+            let Some(to) = self.published() else { return };
+            debug_assert!(!ptr::eq(to.as_ptr(), from.as_ptr()) && idx < to.len());
             let taken = mem::replace(&mut *from.shard(idx).lists.lock(), ShardLists::EMPTY);
             if taken.is_empty() {
                 return;
             }
-            let to_ptr = self.table.load(Ordering::Acquire);
-            // SAFETY: `from` was replaced, so `table` is a newer, live, initialised table.
-            let to = unsafe { &*to_ptr };
-            debug_assert!(!ptr::eq(to, from) && idx < to.len);
             {
                 let mut g = to.shard(idx).lists.lock();
                 for c in 0..NUM_CLASSES {
@@ -421,7 +460,7 @@ impl Shards {
                     }
                 }
             }
-            if ptr::eq(self.table.load(Ordering::Acquire), to) {
+            if ptr::eq(self.table.load(Ordering::Acquire), to.as_ptr()) {
                 return;
             }
             from = to;
@@ -430,16 +469,16 @@ impl Shards {
 
     /// Replaces the table `seen` by one twice as large, unless it is already at
     /// [`MAX_SHARDS`], was already replaced, or another thread is growing it.
-    pub(crate) fn grow(&self, os: &Os, seen: &Table) {
+    fn grow<'s>(&'s self, os: &Os, seen: TableRef<'s>) {
         let Some(_g) = self.grow_lock.try_lock() else { return };
         let cur = self.table.load(Ordering::Acquire);
-        if !ptr::eq(cur, seen) || seen.len >= MAX_SHARDS {
+        if !ptr::eq(cur, seen.as_ptr()) || seen.len() >= MAX_SHARDS {
             return;
         }
-        let Some(new) = Table::create(os, seen.len * 2, cur) else { return };
+        let Some(new) = Table::create(os, seen.len() * 2, cur) else { return };
         self.table.store(new, Ordering::Release);
         self.growths.add(1);
-        for idx in 0..seen.len {
+        for idx in 0..seen.len() {
             self.migrate(seen, idx);
         }
     }
@@ -455,30 +494,27 @@ impl Shards {
     /// Takes every batch of the caller's shard in the current table and gives each to `f`
     /// as `(class, head, n)`.
     pub(crate) fn drain_own(&self, cur: &ShardCursor, mut f: impl FnMut(usize, *mut u8, usize)) {
-        let t = self.table.load(Ordering::Acquire);
-        if t.is_null() || !cur.seeded {
+        let Some(t) = self.published() else { return };
+        if !cur.seeded {
             return;
         }
-        // SAFETY: as in `current`.
-        let t = unsafe { &*t };
-        Self::drain_shard(t, cur.seed & (t.len - 1), &mut f);
+        Self::drain_shard(t, cur.seed & (t.len() - 1), &mut f);
     }
 
     /// Takes every batch of every shard of every table (current and old) and gives each to
     /// `f` as `(class, head, n)`.
     pub(crate) fn drain_all(&self, mut f: impl FnMut(usize, *mut u8, usize)) {
-        let mut t = self.table.load(Ordering::Acquire);
-        while !t.is_null() {
-            // SAFETY: published tables and their `prev` chain stay mapped while `self` lives.
-            let table = unsafe { &*t };
-            for idx in 0..table.len {
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
                 Self::drain_shard(table, idx, &mut f);
             }
-            t = table.prev;
+            // SAFETY: published tables and their `prev` chain stay mapped while `self` lives.
+            t = unsafe { TableRef::new(table.prev()) };
         }
     }
 
-    fn drain_shard(t: &Table, idx: usize, f: &mut impl FnMut(usize, *mut u8, usize)) {
+    fn drain_shard(t: TableRef<'_>, idx: usize, f: &mut impl FnMut(usize, *mut u8, usize)) {
         let mut taken = mem::replace(&mut *t.shard(idx).lists.lock(), ShardLists::EMPTY);
         for c in 0..NUM_CLASSES {
             // SAFETY: the lists were taken under the lock: they are ours now.
@@ -493,12 +529,10 @@ impl Shards {
     pub(crate) fn count_blocks(&self) -> (usize, usize) {
         let mut current = 0;
         let mut old = 0;
-        let mut t = self.table.load(Ordering::Acquire);
+        let mut t = self.published();
         let mut first = true;
-        while !t.is_null() {
-            // SAFETY: as in `drain_all`.
-            let table = unsafe { &*t };
-            for idx in 0..table.len {
+        while let Some(table) = t {
+            for idx in 0..table.len() {
                 let g = table.shard(idx).lists.lock();
                 for c in 0..NUM_CLASSES {
                     let mut h = g.head[c];
@@ -523,7 +557,8 @@ impl Shards {
                 }
             }
             first = false;
-            t = table.prev;
+            // SAFETY: as in `drain_all`.
+            t = unsafe { TableRef::new(table.prev()) };
         }
         (current, old)
     }
