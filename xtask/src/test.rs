@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
-//! formatting, clippy with `-D warnings`, the workspace's tests, the loom models of every crate
+//! formatting, clippy with `-D warnings`, the workspace's tests (unoptimised, then release with
+//! debug assertions), the loom models of every crate
 //! that has shared state (release mode, `LOOM_MAX_PREEMPTIONS=2`, own target dir so the normal
 //! build cache survives the different RUSTFLAGS), and one smoke run of every bench workload
 //! under every allocator (tiny counts, no timing asserted) so the harness cannot rot.
@@ -34,6 +35,19 @@ fn loom(krate: &str) -> Command {
     c
 }
 
+/// The workspace's tests again, optimised as users build (release profile) but with debug
+/// assertions on. Undefined behaviour that the optimiser exploits only shows here: a write
+/// through a pointer derived from a shared reference was dropped in release builds, which
+/// handed mid blocks out twice, while every unoptimised test passed. Own target dir, so it
+/// does not rebuild over a plain `cargo build --release`.
+fn release_tests() -> Command {
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--release", "--target-dir", "target/release-checked"]);
+    c.env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "true");
+    c.env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true");
+    c
+}
+
 /// `cargo xtask loom [CRATE...]`: the loom models alone (all crates by default).
 pub(crate) fn run_loom(args: &[String]) -> i32 {
     let crates: Vec<&str> = if args.is_empty() {
@@ -61,6 +75,7 @@ fn steps() -> Vec<Step> {
     let mut c = cargo();
     c.args(["test", "--workspace"]);
     v.push(Step { name: "tests".into(), cmd: c });
+    v.push(Step { name: "tests (release, debug assertions)".into(), cmd: release_tests() });
     for krate in LOOM_CRATES {
         v.push(Step { name: format!("loom {krate}"), cmd: loom(krate) });
     }

@@ -2,9 +2,13 @@
 //! that other threads free later; contents are checked at every hand-off.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use hakmem::Hakmem;
+
+/// The tests share the process's allocator, and the second asserts on a process-wide count
+/// (SuperSlabs mapped): they take turns, or the other test's mappings land in that count.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
@@ -23,6 +27,7 @@ fn check(p: *mut u8, size: usize, v: u8) {
 
 #[test]
 fn eight_threads_with_cross_thread_frees() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const T: usize = 8;
     const N: usize = 20_000;
     let (txs, rxs): (Vec<_>, Vec<_>) =
@@ -72,6 +77,7 @@ fn eight_threads_with_cross_thread_frees() {
 
 #[test]
 fn threads_exit_with_live_blocks_freed_later_by_others() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for round in 0..4u8 {
         let blocks: Vec<(usize, usize)> = (0..4)
             .map(|t| {
