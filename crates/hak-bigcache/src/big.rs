@@ -211,9 +211,11 @@ impl<'r> BigCache<'r> {
     /// evicted, this keeps the resident memory in use. Returns the new block's base, or `None`
     /// if nothing suitable is cached or the OS refused.
     ///
-    /// Each move keeps its length, which lets kernels since 6.17 move a block that spans
-    /// several kernel mappings (a gathered one) in one call; older kernels refuse that move,
-    /// and the piece is then unmapped and its place in the new block faults in fresh.
+    /// Only single-mapping blocks are pieces (a gathered one is `multi_map`, see the crate
+    /// docs), and the result is `multi_map`. If any move fails, the kernel may already have
+    /// unmapped that piece's place in the new mapping, so the new mapping is given up whole
+    /// (with the pieces moved into it, which held nothing anyone needs) and the remaining
+    /// pieces are unmapped; the caller then maps a fresh block.
     fn gather(&self, need: usize, size: usize) -> Option<usize> {
         let page = hak_os::page_size();
         let (pieces, _, victims) =
@@ -234,25 +236,37 @@ impl<'r> BigCache<'r> {
             // SAFETY: our fresh mapping; advice changes no contents.
             let _ = unsafe { os.advise_huge(dst, need, true) };
         }
-        let mut off = 0;
+        let (mut off, mut moved) = (0, 0);
         let mut p = pieces;
         while let Some(v) = NonNull::new(p) {
             // SAFETY: the pieces left the cache unregistered: ours alone.
             let (next, len) = unsafe { ((*p).lru_next, (*p).map_len) };
             debug_assert!(off + len <= need);
-            // SAFETY: `v` is a whole block of ours, given up; `[dst+off, dst+off+len)` lies in
-            // our fresh mapping and is replaced; distinct mappings do not overlap.
+            // SAFETY: `v` is a whole single-mapping block of ours, given up;
+            // `[dst+off, dst+off+len)` lies in our fresh mapping and is replaced; distinct
+            // mappings do not overlap.
             if unsafe { os.remap_to(v.cast(), len, nn(dst.as_ptr() as usize + off), len) }.is_err()
             {
-                // SAFETY: as above; the fresh pages stay in its place.
-                let _ = unsafe { os.unmap(v.cast(), len) };
-                self.evictions.add(1);
+                // The piece is still in place, but its slot in `dst` may be a hole now: give
+                // up `dst` (and the pieces already in it) and every piece not yet moved.
+                // SAFETY: all ours, unregistered, and holding no one's data.
+                unsafe {
+                    let _ = os.unmap(dst, need);
+                    let _ = os.unmap(v.cast(), len);
+                }
+                self.evictions.add(moved + 1);
+                self.release(next);
+                return None;
             }
             off += len;
+            moved += 1;
             p = next;
         }
         // SAFETY: `dst` is ours, page-aligned, at least a page.
-        unsafe { Header::init(dst.as_ptr(), need, page, size) };
+        unsafe {
+            Header::init(dst.as_ptr(), need, page, size);
+            (*dst.as_ptr().cast::<Header>()).multi_map = true;
+        }
         if self.registry.register(dst, need, OwnerKind::Big).is_err() {
             // SAFETY: never published.
             let _ = unsafe { os.unmap(dst, need) };
@@ -339,9 +353,10 @@ impl<'r> BigCache<'r> {
         let now = hak_os::monotonic_ns();
         let mut g = self.inner.lock();
         let h = self.validate(ptr.as_ptr() as usize)?;
+        // Header fields are accessed through `h` under the lock only: while the lock is
+        // dropped below, a racing second free reads this header to refuse itself.
         // SAFETY: validated under the lock: a LIVE header the caller gives up.
-        let hr = unsafe { &mut *h };
-        let len = hr.map_len;
+        let len = unsafe { (*h).map_len };
         self.live_bytes.decrease(len as u64);
         self.live_blocks.decrease(1);
         let page = hak_os::page_size();
@@ -349,17 +364,20 @@ impl<'r> BigCache<'r> {
         let caching = g.limits.max_entries > 0 && len <= g.cap();
         if caching && len > page && g.wants_decommit(len) {
             // Decommit outside the lock; FREEING makes a racing second free a double free.
-            hr.state = FREEING;
+            // SAFETY: as above.
+            unsafe { (*h).state = FREEING };
             drop(g);
             // SAFETY: the pages past the header page are the user's, who gave them up.
             let r = unsafe { self.os().decommit(nn(h as usize + page), len - page) };
-            hr.decommitted = r.is_ok();
             if r.is_ok() {
                 self.decommits.add(1);
             }
             g = self.inner.lock();
+            // SAFETY: as above (FREEING: nobody else writes it).
+            unsafe { (*h).decommitted = r.is_ok() };
         } else {
-            hr.decommitted = false;
+            // SAFETY: as above.
+            unsafe { (*h).decommitted = false };
         }
         // SAFETY: validated block, registered as Big at its base, ours until cached.
         unsafe { self.cache_put_locked(g, h, now) };
@@ -404,7 +422,8 @@ impl<'r> BigCache<'r> {
     /// Strategy: if the mapping already holds `new_size`, the block stays (a shrink to at most
     /// half the mapping unmaps the tail); else, for blocks of at most [`REALLOC_COPY_MAX`], a
     /// cached block of the new size if there is one (copy); else, for alignments up to a
-    /// page, its pages move (`mremap` to a fixed address) into a fresh granule-aligned mapping
+    /// page and a block that is one kernel mapping (not gathered, see the crate docs), its
+    /// pages move (`mremap` to a fixed address) into a fresh granule-aligned mapping
     /// of the new size (the block is unregistered before and registered again at its new
     /// base after); for larger alignments, or if that fails: map a new block, copy, and free
     /// the old one into the cache.
@@ -425,7 +444,8 @@ impl<'r> BigCache<'r> {
         let h = self.validate(addr).ok()?;
         let base = h as usize;
         // SAFETY: validated LIVE block, owned by the caller.
-        let (map_len, user_off) = unsafe { ((*h).map_len, (*h).user_off) };
+        let (map_len, user_off, multi_map) =
+            unsafe { ((*h).map_len, (*h).user_off, (*h).multi_map) };
         let (_, need) = block_layout(new_size, user_off, page)?;
         if need <= map_len {
             if need <= map_len / 2 {
@@ -470,7 +490,7 @@ impl<'r> BigCache<'r> {
             }
             g = self.inner.lock();
         }
-        if user_off == page {
+        if user_off == page && !multi_map {
             self.registry.unregister(nn(base), map_len);
             drop(g);
             let os = self.os();
@@ -480,15 +500,15 @@ impl<'r> BigCache<'r> {
                     // SAFETY: our fresh mapping; advice changes no contents.
                     let _ = unsafe { os.advise_huge(dst, need, true) };
                 }
-                // Same length: the rest of `dst` stays a fresh part of its own mapping, and a
-                // block spanning several kernel mappings (a gathered one) can move in one call
-                // since Linux 6.17 (older kernels refuse, and the block is copied below).
+                // Same length: the rest of `dst` stays a fresh part of its own mapping. The
+                // block is one mapping (not `multi_map`), so a failed move leaves it in place.
                 // SAFETY: the block is ours and nobody else uses it; `dst` is a fresh mapping
                 // of ours; distinct mappings do not overlap.
                 if unsafe { os.remap_to(nn(base), map_len, dst, map_len) }.is_ok() {
                     // SAFETY: the old range is gone; `dst` holds the block with its header.
                     return Some(unsafe { self.adopt_remapped(dst, map_len, need, new_size) });
                 }
+                // Part of `dst` may already be unmapped by the failed move: all of it goes.
                 // SAFETY: fresh, never published.
                 let _ = unsafe { os.unmap(dst, need) };
             }

@@ -128,28 +128,35 @@ impl Inner {
         h: *mut Header,
         now: u64,
     ) -> *mut Header {
+        // Fields are written through `h` itself, never through a `&mut Header` held across
+        // `table.insert`, which writes the header's chain link through the same pointer.
         // SAFETY: `h` is ours (caller's contract) and we hold the lock.
-        let hr = unsafe { &mut *h };
-        hr.state = CACHED;
-        hr.cached_ns = now;
-        let len = hr.map_len;
+        let len = unsafe {
+            (*h).state = CACHED;
+            (*h).cached_ns = now;
+            (*h).map_len
+        };
         let keep = self.limits.max_entries > 0 && len <= self.cap();
         // SAFETY: `h` is valid and not in the table.
         if !keep || !unsafe { self.table.insert(reg.os(), h) } {
-            hr.state = LIVE; // not cached: it leaves as a victim
+            // SAFETY: as above.
+            unsafe { (*h).state = LIVE }; // not cached: it leaves as a victim
             return victim(reg, h, ptr::null_mut());
         }
-        hr.lru_prev = ptr::null_mut();
-        hr.lru_next = self.lru_head;
-        // SAFETY: the old head, if any, is a cached header.
-        match unsafe { self.lru_head.as_mut() } {
-            Some(old) => old.lru_prev = h,
-            None => self.lru_tail = h,
-        }
+        // SAFETY: as above; the old head, if any, is a cached header.
+        let decommitted = unsafe {
+            (*h).lru_prev = ptr::null_mut();
+            (*h).lru_next = self.lru_head;
+            match ptr::NonNull::new(self.lru_head) {
+                Some(old) => (*old.as_ptr()).lru_prev = h,
+                None => self.lru_tail = h,
+            }
+            (*h).decommitted
+        };
         self.lru_head = h;
         self.entries += 1;
         self.bytes += len;
-        if !hr.decommitted {
+        if !decommitted {
             self.committed += len;
         }
         self.evict(reg, now)
@@ -235,6 +242,7 @@ impl Inner {
                 h.map_len < need
                     && h.map_len <= room
                     && !h.decommitted
+                    && !h.multi_map
                     && h.map_len.is_multiple_of(unit)
             });
             let Some(h) = found else {
@@ -281,17 +289,22 @@ impl Inner {
     /// Evicts from the LRU tail while a limit is exceeded; returns the victims.
     pub(crate) fn evict(&mut self, reg: &Registry<'_>, now: u64) -> *mut Header {
         let mut victims = ptr::null_mut();
-        // SAFETY: the tail, if any, is a cached header.
-        while let Some(t) = unsafe { self.lru_tail.as_mut() } {
-            let expired = now.saturating_sub(t.cached_ns) > self.limits.ttl_ns;
+        // A raw pointer, not `&mut Header`: `table.remove` rewrites chain links, this
+        // header's neighbours' included, through the table's own pointers.
+        while let Some(t) = ptr::NonNull::new(self.lru_tail) {
+            let t = t.as_ptr();
+            // SAFETY: the tail is a cached header, valid under the lock.
+            let expired = now.saturating_sub(unsafe { (*t).cached_ns }) > self.limits.ttl_ns;
             if !expired && self.entries <= self.limits.max_entries && self.bytes <= self.cap() {
                 break;
             }
             let removed = self.table.remove(reg.os(), t);
             debug_assert!(removed, "LRU entry missing from the table");
-            // SAFETY: `t` is listed.
-            unsafe { self.lru_unlink(t) };
-            t.state = LIVE;
+            // SAFETY: `t` is listed in the LRU.
+            unsafe {
+                self.lru_unlink(t);
+                (*t).state = LIVE;
+            }
             victims = victim(reg, t, victims);
         }
         victims
@@ -354,8 +367,8 @@ pub(crate) const HUGE_PAGE: usize = 2 << 20;
 /// Splits the unlisted block `h` after `round_up(need, GRANULE)` bytes, so both parts start
 /// on the registry's grid: `h` keeps the front (registered again at its new length) and the
 /// tail becomes a block of its own, registered as `Big`, with a LIVE header and `h`'s
-/// decommit state, for the caller to cache. `None` (nothing changed) if the tail would be
-/// empty or the registry refused.
+/// decommit state and `multi_map` flag, for the caller to cache. `None` (nothing changed) if
+/// the tail would be empty or the registry refused.
 ///
 /// # Safety
 /// `h` heads a block taken out of the cache (ours alone), `need <= map_len`, and the lock is
@@ -363,7 +376,7 @@ pub(crate) const HUGE_PAGE: usize = 2 << 20;
 unsafe fn split(reg: &Registry<'_>, h: *mut Header, need: usize) -> Option<*mut Header> {
     let base = h as usize;
     // SAFETY: forwarded: our block.
-    let (old, decommitted) = unsafe { ((*h).map_len, (*h).decommitted) };
+    let (old, decommitted, multi_map) = unsafe { ((*h).map_len, (*h).decommitted, (*h).multi_map) };
     let front = need.checked_next_multiple_of(GRANULE)?;
     if front >= old {
         return None;
@@ -388,6 +401,8 @@ unsafe fn split(reg: &Registry<'_>, h: *mut Header, need: usize) -> Option<*mut 
         Header::init(t, old - front, 0, 0);
         let th = t.cast::<Header>();
         (*th).decommitted = decommitted;
+        // Either part may hold pages of several mappings.
+        (*th).multi_map = multi_map;
         Some(th)
     }
 }

@@ -53,6 +53,10 @@ pub(crate) struct Header {
     pub(crate) size: usize,
     /// Whether the pages past the header page were decommitted when the block was cached.
     pub(crate) decommitted: bool,
+    /// Whether the block may span several kernel mappings (it was gathered, or split from a
+    /// gathered block). Such a block is never moved with `mremap`: kernels before 6.17 refuse
+    /// the move only after unmapping the destination, and later ones may stop part-way.
+    pub(crate) multi_map: bool,
     /// `hak_os::monotonic_ns()` when the block entered the cache.
     pub(crate) cached_ns: u64,
     /// Next header in the same hash bucket (cached blocks only).
@@ -79,6 +83,7 @@ impl Header {
             user_off,
             size,
             decommitted: false,
+            multi_map: false,
             cached_ns: 0,
             chain_next: ptr::null_mut(),
             lru_prev: ptr::null_mut(),

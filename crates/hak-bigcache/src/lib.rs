@@ -26,9 +26,11 @@
 //!   mappings of 2 MiB or more are whole 2 MiB huge pages (`map_len % 2 MiB == 0`), so the
 //!   kernel can back all of them with huge pages and `mremap` moves them a page table at a time;
 //! - a block may span several kernel mappings (VMAs) once it was gathered from cached pieces;
-//!   every `mremap` of a block keeps its length, which Linux 6.17 and later allow across
-//!   mappings, and where the kernel refuses, the fallback (unmap the piece and let its place
-//!   fault in fresh, or copy a `realloc`ed block) is always correct;
+//!   such a block (and both parts of one split) is marked `multi_map` and never moved with
+//!   `mremap` again: it is neither a piece of a later gathering nor moved by `realloc` (which
+//!   copies it instead). Only single-mapping blocks are moved, each move into a fresh mapping
+//!   of ours; if a move fails, the destination is treated as lost (the kernel may have
+//!   unmapped it already) and the whole fresh mapping is given up;
 //! - `registry.lookup(a) == Some(Big at base)` for every `a` in `[base, base + map_len)` of a
 //!   live or cached block; a block is unregistered before it is unmapped;
 //! - a block is in the cache iff `state == CACHED`; live blocks have `state == LIVE`;

@@ -319,6 +319,7 @@ mod tests {
             user_off: 4096,
             size: 0,
             decommitted: false,
+            multi_map: false,
             cached_ns: 0,
             chain_next: ptr::null_mut(),
             lru_prev: ptr::null_mut(),

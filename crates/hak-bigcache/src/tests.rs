@@ -146,12 +146,69 @@ fn a_larger_request_gathers_the_pages_of_smaller_cached_blocks() {
         let st = c.stats();
         assert_eq!((st.grown, st.cached_entries, st.cached_bytes), (1, 0, 0));
         fill(s, 6 * MIB - page, 3);
-        // A gathered block moves again as a whole (realloc) and is freed like any other.
+        // A gathered block spans several kernel mappings: realloc copies it rather than
+        // moving it with mremap (which older kernels refuse only after unmapping the target).
+        let (remaps, copies) = (os.stats().mremap_calls, c.stats().realloc_copy);
         // SAFETY: live and ours.
         let r = unsafe { c.realloc(s, 9 * MIB) }.unwrap();
         assert!(all_are(r, 6 * MIB - page, 3), "contents kept across the move");
+        assert_eq!(os.stats().mremap_calls, remaps, "no mremap of a gathered block");
+        assert_eq!(c.stats().realloc_copy, copies + 1);
         free(c, r);
         assert_eq!(c.stats().live_blocks.current, 0);
+        c.check_invariants();
+    });
+}
+
+#[test]
+fn a_gathered_block_is_never_a_piece_of_another_gathering() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let page = page_size();
+        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
+        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        free(c, b);
+        free(c, a);
+        let (s, _) = c.alloc(6 * MIB - page, 8).unwrap(); // gathered from a and b
+        assert_eq!(c.stats().grown, 1);
+        let (d, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        free(c, s);
+        free(c, d);
+        let remaps = os.stats().mremap_calls;
+        // 8 MiB: the gathered 6 MiB block and the 2 MiB one would fill it exactly; only the
+        // 2 MiB one (a single mapping) may move.
+        let (t, _) = c.alloc(8 * MIB - page, 8).unwrap();
+        assert!(os.stats().mremap_calls <= remaps + 1, "the gathered block was moved");
+        let sb = addr(s) - page;
+        assert!(reg.lookup(sb).is_some_and(|o| o.base.as_ptr() as usize == sb), "still cached");
+        free(c, t);
+        c.check_invariants();
+    });
+}
+
+#[test]
+fn a_failed_move_while_gathering_gives_up_the_new_mapping_and_maps_fresh() {
+    with_cache(KEEP_ALL, |os, reg, c| {
+        let page = page_size();
+        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
+        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        free(c, b);
+        free(c, a);
+        let evictions = c.stats().evictions;
+        // Let the gathering's mapping through, then fail its first move: the moved-into
+        // mapping is given up (the kernel may have unmapped the target already) and both
+        // pieces with it; the request is served by a fresh mapping.
+        os.fail_maps_after(1, 1);
+        let (s, z) = c.alloc(6 * MIB - page, 8).unwrap();
+        os.fail_next_maps(0);
+        assert!(z, "a fresh mapping");
+        assert!(all_are(s, 6 * MIB - page, 0), "fresh pages are zero");
+        fill(s, 6 * MIB - page, 9);
+        let st = c.stats();
+        assert_eq!((st.grown, st.cached_entries, st.cached_bytes), (0, 0, 0));
+        assert_eq!(st.evictions, evictions + 2, "both pieces were given up");
+        assert!(reg.lookup(addr(a)).is_none() && reg.lookup(addr(b)).is_none());
+        assert_eq!(st.live_blocks.current, 1);
+        free(c, s);
         c.check_invariants();
     });
 }

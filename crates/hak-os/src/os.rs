@@ -106,6 +106,8 @@ pub struct Os {
     decommitted_free: StatCounter,
     /// Test hook: the number of upcoming `map`/`remap` calls to refuse with ENOMEM.
     fail_maps: AtomicUsize,
+    /// Mapping calls to let through before the injected failures start.
+    fail_skip: AtomicUsize,
     /// `Decommit` as u8.
     decommit: AtomicU8,
     /// Next hint address for aligned maps (offset into the hint window). A hint only: races
@@ -132,6 +134,7 @@ impl Os {
             decommitted_dontneed: StatCounter::new(),
             decommitted_free: StatCounter::new(),
             fail_maps: AtomicUsize::new(0),
+            fail_skip: AtomicUsize::new(0),
             decommit: AtomicU8::new(Decommit::DontNeed as u8),
             hint: AtomicUsize::new(0),
         }
@@ -151,13 +154,36 @@ impl Os {
         }
     }
 
-    /// Test hook: the next `n` calls to [`Os::map`] (and [`Os::remap`]) fail with `ENOMEM`
-    /// without a syscall. `0` cancels.
+    /// Test hook: the next `n` calls to [`Os::map`] (and [`Os::remap`], [`Os::remap_to`]) fail
+    /// with `ENOMEM` without a syscall. `0` cancels.
     pub fn fail_next_maps(&self, n: usize) {
+        self.fail_maps_after(0, n);
+    }
+
+    /// Test hook: lets the next `skip` calls to [`Os::map`], [`Os::remap`] and
+    /// [`Os::remap_to`] through, then fails `n` of them (to reach a failure in the middle of a
+    /// sequence, e.g. a move after the mapping it moves into).
+    pub fn fail_maps_after(&self, skip: usize, n: usize) {
+        self.fail_skip.store(skip, Ordering::Relaxed);
         self.fail_maps.store(n, Ordering::Relaxed);
     }
 
     fn injected_failure(&self) -> bool {
+        if self.fail_maps.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let mut skip = self.fail_skip.load(Ordering::Relaxed);
+        while skip > 0 {
+            match self.fail_skip.compare_exchange_weak(
+                skip,
+                skip - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return false,
+                Err(now) => skip = now,
+            }
+        }
         let mut cur = self.fail_maps.load(Ordering::Relaxed);
         while cur > 0 {
             match self.fail_maps.compare_exchange_weak(
@@ -418,8 +444,13 @@ impl Os {
     /// `MREMAP_MAYMOVE | MREMAP_FIXED`). The kernel moves page-table entries, so committed pages
     /// stay committed and nothing is copied or faulted in; the range `[dst, dst+new_size)` is
     /// replaced, and past `min(old, new)` it reads as zero. Unlike [`Os::remap`] the caller
-    /// picks the address, so the result keeps whatever alignment `dst` has. On failure both
-    /// ranges are untouched.
+    /// picks the address, so the result keeps whatever alignment `dst` has.
+    ///
+    /// On failure the destination must be treated as lost: kernels before 6.17 unmap
+    /// `[dst, dst+new_size)` before checking the source (a source spanning several kernel
+    /// mappings is refused only then), and since 6.17 a move of several mappings can stop
+    /// part-way, leaving some of them moved. A source that is one whole mapping is left in
+    /// place on failure; callers move only such sources.
     ///
     /// # Safety
     /// `[ptr, ptr+old_size)` lies inside one mapping of this `Os` (a part of it may be moved)
@@ -547,6 +578,20 @@ mod tests {
         assert_eq!(err.op, OsOp::Map);
         assert_eq!(err.errno, libc::ENOMEM);
         assert_eq!(os.stats().map_failures, 1);
+    }
+
+    #[test]
+    fn injected_failures_can_start_after_some_calls() {
+        let os = Os::new();
+        os.fail_maps_after(1, 1);
+        let p = os.map(4096, 4096).expect("the first map is let through");
+        assert!(os.map(4096, 4096).is_err(), "the second fails");
+        let q = os.map(4096, 4096).expect("then mapping works again");
+        // SAFETY: unmapping what we mapped.
+        unsafe {
+            os.unmap(p, 4096).unwrap();
+            os.unmap(q, 4096).unwrap();
+        }
     }
 
     #[test]
