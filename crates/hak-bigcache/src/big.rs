@@ -211,8 +211,10 @@ impl<'r> BigCache<'r> {
     /// evicted, this keeps the resident memory in use. Returns the new block's base, or `None`
     /// if nothing suitable is cached or the OS refused.
     ///
-    /// Only single-mapping blocks are pieces (a gathered one is `multi_map`, see the crate
-    /// docs), and the result is `multi_map`. If any move fails, the kernel may already have
+    /// The result is `multi_map`. A `multi_map` piece is taken only for a huge request and
+    /// only if 2 MiB-aligned: its mapping boundaries then all lie on 2 MiB boundaries (pieces
+    /// of huge requests are whole 2 MiB multiples placed at 2 MiB offsets), so it moves one
+    /// 2 MiB window, that is one mapping, per call, which every kernel allows. If any move fails, the kernel may already have
     /// unmapped that piece's place in the new mapping, so the new mapping is given up whole
     /// (with the pieces moved into it, which held nothing anyone needs) and the remaining
     /// pieces are unmapped; the caller then maps a fresh block.
@@ -240,23 +242,31 @@ impl<'r> BigCache<'r> {
         let mut p = pieces;
         while let Some(v) = NonNull::new(p) {
             // SAFETY: the pieces left the cache unregistered: ours alone.
-            let (next, len) = unsafe { ((*p).lru_next, (*p).map_len) };
+            let (next, len, multi) = unsafe { ((*p).lru_next, (*p).map_len, (*p).multi_map) };
             debug_assert!(off + len <= need);
-            // SAFETY: `v` is a whole single-mapping block of ours, given up;
-            // `[dst+off, dst+off+len)` lies in our fresh mapping and is replaced; distinct
-            // mappings do not overlap.
-            if unsafe { os.remap_to(v.cast(), len, nn(dst.as_ptr() as usize + off), len) }.is_err()
-            {
-                // The piece is still in place, but its slot in `dst` may be a hole now: give
-                // up `dst` (and the pieces already in it) and every piece not yet moved.
-                // SAFETY: all ours, unregistered, and holding no one's data.
-                unsafe {
-                    let _ = os.unmap(dst, need);
-                    let _ = os.unmap(v.cast(), len);
+            // A single-mapping piece moves in one call; a gathered one (huge, 2 MiB-aligned,
+            // see `take_pieces`) one 2 MiB window at a time, each inside one of its mappings.
+            let step = if multi { HUGE_PAGE } else { len };
+            let mut done = 0;
+            while done < len {
+                let n = step.min(len - done);
+                let (from, to) = (v.as_ptr() as usize + done, dst.as_ptr() as usize + off + done);
+                // SAFETY: `[from, from+n)` lies in one mapping of a block of ours, given up;
+                // `[to, to+n)` lies in our fresh mapping and is replaced; they do not overlap.
+                if unsafe { os.remap_to(nn(from), n, nn(to), n) }.is_err() {
+                    // The rest of the piece is still in place, but its slot in `dst` may be a
+                    // hole now: give up `dst` (with what moved into it), the rest of this
+                    // piece, and every piece not yet moved.
+                    // SAFETY: all ours, unregistered, and holding no one's data.
+                    unsafe {
+                        let _ = os.unmap(dst, need);
+                        let _ = os.unmap(nn(from), len - done);
+                    }
+                    self.evictions.add(moved + 1);
+                    self.release(next);
+                    return None;
                 }
-                self.evictions.add(moved + 1);
-                self.release(next);
-                return None;
+                done += n;
             }
             off += len;
             moved += 1;

@@ -242,8 +242,10 @@ impl Inner {
                 h.map_len < need
                     && h.map_len <= room
                     && !h.decommitted
-                    && !h.multi_map
                     && h.map_len.is_multiple_of(unit)
+                    && (!h.multi_map
+                        || (unit == HUGE_PAGE
+                            && (h as *const Header as usize).is_multiple_of(HUGE_PAGE)))
             });
             let Some(h) = found else {
                 key -= 1;

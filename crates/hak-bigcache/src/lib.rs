@@ -26,11 +26,13 @@
 //!   mappings of 2 MiB or more are whole 2 MiB huge pages (`map_len % 2 MiB == 0`), so the
 //!   kernel can back all of them with huge pages and `mremap` moves them a page table at a time;
 //! - a block may span several kernel mappings (VMAs) once it was gathered from cached pieces;
-//!   such a block (and both parts of one split) is marked `multi_map` and never moved with
-//!   `mremap` again: it is neither a piece of a later gathering nor moved by `realloc` (which
-//!   copies it instead). Only single-mapping blocks are moved, each move into a fresh mapping
-//!   of ours; if a move fails, the destination is treated as lost (the kernel may have
-//!   unmapped it already) and the whole fresh mapping is given up;
+//!   such a block (and both parts of one split) is marked `multi_map`. Every `mremap` moves a
+//!   range inside one kernel mapping (kernels before 6.17 refuse other moves only after
+//!   unmapping the destination): `realloc` copies a `multi_map` block instead of moving it,
+//!   and a gathering takes a `multi_map` piece only when the request is huge and the piece
+//!   2 MiB-aligned, whose mapping boundaries then all lie on 2 MiB boundaries, and moves it one
+//!   2 MiB window per call. If a move fails, the destination is treated as lost (the kernel may
+//!   have unmapped it already): the whole fresh mapping and the pieces are given up;
 //! - `registry.lookup(a) == Some(Big at base)` for every `a` in `[base, base + map_len)` of a
 //!   live or cached block; a block is unregistered before it is unmapped;
 //! - a block is in the cache iff `state == CACHED`; live blocks have `state == LIVE`;
