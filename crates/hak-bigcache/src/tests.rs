@@ -187,8 +187,8 @@ fn a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time() {
         free(c, a);
         let (s, _) = c.alloc(6 * MIB - page, 8).unwrap(); // gathered from a and b
         assert_eq!(c.stats().grown, 1);
-        let sb = addr(s) - page;
-        assert!(!mapping_boundaries_in(sb, sb + 6 * MIB).is_empty(), "several mappings");
+        // Usually several kernel mappings now (the kernel may merge some; nothing below
+        // depends on how many).
         let (d, _) = c.alloc(2 * MIB - page, 8).unwrap();
         fill(s, 6 * MIB - page, 0x5A);
         fill(d, 2 * MIB - page, 0x6B);
