@@ -117,17 +117,24 @@ fn reuse_takes_blocks_up_to_one_and_a_quarter_times_the_request_only() {
     });
 }
 
+/// Maps blocks of exactly 4 MiB and 2 MiB (whole huge pages), fills them with `fa` and `fb`,
+/// and frees both into the cache; returns their (now cached) user pointers.
+fn cache_4_and_2_mib(c: &BigCache<'_>, fa: u8, fb: u8) -> (NonNull<u8>, NonNull<u8>) {
+    let page = page_size();
+    let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
+    let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
+    fill(a, 4 * MIB - page, fa);
+    fill(b, 2 * MIB - page, fb);
+    free(c, b);
+    free(c, a);
+    (a, b)
+}
+
 #[test]
 fn a_larger_request_gathers_the_pages_of_smaller_cached_blocks() {
     with_cache(KEEP_ALL, |os, reg, c| {
         let page = page_size();
-        // Mappings of exactly 4 MiB and 2 MiB (whole huge pages), marked, then cached.
-        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
-        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
-        fill(a, 4 * MIB - page, 0xA1);
-        fill(b, 2 * MIB - page, 0xB2);
-        free(c, b);
-        free(c, a);
+        let (a, b) = cache_4_and_2_mib(c, 0xA1, 0xB2);
         let (maps, remaps) = (os.stats().mmap_calls, os.stats().mremap_calls);
         // Needs 6 MiB: no cached block holds it, both together do.
         let (s, z) = c.alloc(6 * MIB - page, 8).unwrap();
@@ -181,11 +188,8 @@ fn mapping_boundaries_in(start: usize, end: usize) -> Vec<usize> {
 fn a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time() {
     with_cache(KEEP_ALL, |os, _, c| {
         let page = page_size();
-        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
-        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
-        free(c, b);
-        free(c, a);
-        let (s, _) = c.alloc(6 * MIB - page, 8).unwrap(); // gathered from a and b
+        cache_4_and_2_mib(c, 1, 2);
+        let (s, _) = c.alloc(6 * MIB - page, 8).unwrap(); // gathered from those two
         assert_eq!(c.stats().grown, 1);
         // Usually several kernel mappings now (the kernel may merge some; nothing below
         // depends on how many).
@@ -218,10 +222,7 @@ fn a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time() {
 fn a_failed_move_while_gathering_gives_up_the_new_mapping_and_maps_fresh() {
     with_cache(KEEP_ALL, |os, reg, c| {
         let page = page_size();
-        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
-        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
-        free(c, b);
-        free(c, a);
+        let (a, b) = cache_4_and_2_mib(c, 1, 2);
         let evictions = c.stats().evictions;
         // Let the gathering's mapping through, then fail its first move: the moved-into
         // mapping is given up (the kernel may have unmapped the target already) and both

@@ -64,11 +64,12 @@ pub(crate) unsafe fn set_next(b: *mut u8, n: *mut u8) {
 }
 
 /// Length of the null-terminated list at `head`, counting at most `limit + 1` blocks (so a
-/// cycle or an overlong list shows as `limit + 1` without looping): for debug checks.
+/// cycle or an overlong list shows as `limit + 1` without looping): for debug checks and
+/// tests.
 ///
 /// # Safety
 /// The blocks of the list are the caller's (see the module docs).
-#[cfg(debug_assertions)]
+#[cfg(any(test, debug_assertions))]
 pub(crate) unsafe fn list_len(head: *mut u8, limit: usize) -> usize {
     let mut n = 0;
     let mut b = head;

@@ -38,6 +38,15 @@ fn push_one(shards: &Shards, os: &Os, cur: &mut ShardCursor, addr: usize) -> boo
     }
 }
 
+/// What every model starts from: an `Os`, empty shards, and two test blocks (kept alive by the
+/// returned `Blocks`) with their addresses.
+fn setup() -> (&'static Os, Arc<Shards>, Blocks, [usize; 2]) {
+    let os: &'static Os = Box::leak(Box::new(Os::new()));
+    let mut blocks = Blocks::new(2);
+    let addrs = [blocks.addr(0), blocks.addr(1)];
+    (os, Arc::new(Shards::new()), blocks, addrs)
+}
+
 /// Checks conservation and that old tables were emptied, then unmaps the tables.
 fn finish(shards: Arc<Shards>, os: &Os, expect: usize) {
     let (current, old) = shards.count_blocks();
@@ -51,10 +60,7 @@ fn finish(shards: Arc<Shards>, os: &Os, expect: usize) {
 #[test]
 fn growth_while_another_thread_pushes_and_pops_loses_no_batch() {
     loom::model(|| {
-        let os: &'static Os = Box::leak(Box::new(Os::new()));
-        let shards = Arc::new(Shards::new());
-        let mut blocks = Blocks::new(2);
-        let (b0, b1) = (blocks.addr(0), blocks.addr(1));
+        let (os, shards, blocks, [b0, b1]) = setup();
         let mut cur = ShardCursor::with_seed(1);
         assert!(push_one(&shards, os, &mut cur, b0));
 
@@ -77,10 +83,7 @@ fn growth_while_another_thread_pushes_and_pops_loses_no_batch() {
 #[test]
 fn contention_triggers_growth_without_losing_batches() {
     loom::model(|| {
-        let os: &'static Os = Box::leak(Box::new(Os::new()));
-        let shards = Arc::new(Shards::new());
-        let mut blocks = Blocks::new(2);
-        let (b0, b1) = (blocks.addr(0), blocks.addr(1));
+        let (os, shards, blocks, [b0, b1]) = setup();
         // Map the first table before the threads start, to keep the model small.
         assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(0), 0), None);
 
@@ -111,10 +114,7 @@ static GREW: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::ne
 #[test]
 fn drain_at_thread_exit_racing_growth_neither_loses_nor_repeats_a_batch() {
     loom::model(|| {
-        let os: &'static Os = Box::leak(Box::new(Os::new()));
-        let shards = Arc::new(Shards::new());
-        let mut blocks = Blocks::new(2);
-        let (b0, b1) = (blocks.addr(0), blocks.addr(1));
+        let (os, shards, blocks, [b0, b1]) = setup();
         // Map the first table before the threads start, to keep the model small.
         assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(1), 0), None);
 

@@ -196,9 +196,10 @@ impl<'s> TableRef<'s> {
         unsafe { (*self.as_ptr()).len }
     }
 
-    fn prev(self) -> *mut Table {
-        // SAFETY: as in `len`.
-        unsafe { (*self.as_ptr()).prev }
+    /// The table this one replaced, if any.
+    fn prev(self) -> Option<TableRef<'s>> {
+        // SAFETY: as in `len`; replaced tables stay mapped while the `Shards` lives.
+        unsafe { TableRef::new((*self.as_ptr()).prev) }
     }
 
     fn shard(self, i: usize) -> &'s Shard {
@@ -279,17 +280,13 @@ impl Shards {
 
     /// The current table, mapping the first one if needed; `None` if that mapping fails.
     fn current(&self, os: &Os) -> Option<TableRef<'_>> {
-        // SAFETY: published tables are initialised (release/acquire) and never unmapped while
-        // `self` lives.
-        match unsafe { TableRef::new(self.table.load(Ordering::Acquire)) } {
-            Some(t) => Some(t),
-            None => self.init(os),
-        }
+        self.published().or_else(|| self.init(os))
     }
 
     /// The current table, if one was published.
     fn published(&self) -> Option<TableRef<'_>> {
-        // SAFETY: as in `current`.
+        // SAFETY: published tables are initialised (release/acquire) and never unmapped while
+        // `self` lives.
         unsafe { TableRef::new(self.table.load(Ordering::Acquire)) }
     }
 
@@ -309,7 +306,7 @@ impl Shards {
                 winner
             }
         };
-        // SAFETY: as in `current`.
+        // SAFETY: as in `published`.
         unsafe { TableRef::new(t) }
     }
 
@@ -509,8 +506,7 @@ impl Shards {
             for idx in 0..table.len() {
                 Self::drain_shard(table, idx, &mut f);
             }
-            // SAFETY: published tables and their `prev` chain stay mapped while `self` lives.
-            t = unsafe { TableRef::new(table.prev()) };
+            t = table.prev();
         }
     }
 
@@ -539,12 +535,7 @@ impl Shards {
                     while !h.is_null() {
                         // SAFETY: we hold the lock that owns these batches.
                         unsafe {
-                            let mut b = h;
-                            let mut k = 0;
-                            while !b.is_null() {
-                                k += 1;
-                                b = crate::block::next(b);
-                            }
+                            let k = crate::block::list_len(h, word(h, 2));
                             assert_eq!(k, word(h, 2), "batch length");
                             if first {
                                 current += k;
@@ -557,8 +548,7 @@ impl Shards {
                 }
             }
             first = false;
-            // SAFETY: as in `drain_all`.
-            t = unsafe { TableRef::new(table.prev()) };
+            t = table.prev();
         }
         (current, old)
     }

@@ -169,35 +169,12 @@ impl Os {
     }
 
     fn injected_failure(&self) -> bool {
-        if self.fail_maps.load(Ordering::Relaxed) == 0 {
+        if self.fail_maps.load(Ordering::Relaxed) == 0 || take_one(&self.fail_skip) {
             return false;
         }
-        let mut skip = self.fail_skip.load(Ordering::Relaxed);
-        while skip > 0 {
-            match self.fail_skip.compare_exchange_weak(
-                skip,
-                skip - 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return false,
-                Err(now) => skip = now,
-            }
-        }
-        let mut cur = self.fail_maps.load(Ordering::Relaxed);
-        while cur > 0 {
-            match self.fail_maps.compare_exchange_weak(
-                cur,
-                cur - 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    self.map_failures.add(1);
-                    return true;
-                }
-                Err(now) => cur = now,
-            }
+        if take_one(&self.fail_maps) {
+            self.map_failures.add(1);
+            return true;
         }
         false
     }
@@ -498,6 +475,11 @@ impl Os {
         self.mapped.decrease(old_size as u64);
         Ok(())
     }
+}
+
+/// Takes one from a test-hook counter if it is above zero; whether it did.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
 }
 
 #[cfg(test)]
