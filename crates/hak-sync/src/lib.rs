@@ -9,7 +9,10 @@
 //! - [`atomic`]: `AtomicUsize`, `AtomicPtr`, `AtomicU32`, `AtomicU64`, `AtomicU8`, `AtomicBool`, `Ordering`,
 //!   `fence`, mirroring `core::sync::atomic`.
 //! - [`cell::UnsafeCell`] with loom's closure API (`with`, `with_mut`).
-//! - [`Mutex`] and [`MutexGuard`]: `lock` and `try_lock`, no poisoning.
+//! - [`Mutex`] and [`MutexGuard`]: `lock` and `try_lock`, no poisoning; [`Mutex::fork_lock`] and
+//!   [`Mutex::fork_unlock`] hold a lock across `fork()` without a guard (not under loom).
+//! - [`check!`] and [`fatal`]: internal consistency checks that report on stderr and abort
+//!   instead of panicking (a panic allocates, and inside the allocator that hangs).
 //! - [`hint::spin_loop`] and [`thread::yield_now`].
 //! - [`stat::StatCounter`]: a relaxed counter for statistics, always `core`'s (see its docs).
 //! - [`maybe_const_fn!`]: declares a function `const` except under loom, whose atomics have no
@@ -88,6 +91,9 @@ pub mod cell {
 
 mod mutex;
 pub use mutex::{Mutex, MutexGuard};
+
+mod check;
+pub use check::{fatal, fatal_at};
 
 pub mod stat;
 
