@@ -436,6 +436,9 @@ impl<'p> ThreadCache<'p> {
     /// Counts a slow-path event of `class`; every `GC_PERIOD` events, bins of classes that had
     /// none in the window give half their blocks back and halve their capacity.
     fn note_event(&mut self, class: usize) {
+        // A due purge runs here too, so a thread that keeps allocating a little keeps giving
+        // back memory that stays unused (a relaxed load when nothing waits).
+        self.pool.maybe_purge();
         self.active_mask |= 1u64 << class;
         self.events += 1;
         if self.events >= GC_PERIOD {
@@ -460,7 +463,6 @@ impl<'p> ThreadCache<'p> {
             self.stats().gc_blocks.add(k as u64);
             self.return_oldest(c, k, true);
         }
-        self.pool.maybe_purge();
     }
 
     /// Moves up to half a bin of blocks from the class's slabs (acquiring one when it has
