@@ -8,12 +8,12 @@ use hak_superslab::{Inbox, RemoteFree, Retract, SlabRef, SsRef};
 use hak_sync::stat::LocalCounter;
 
 use crate::classes::{CLASS_SIZES, NUM_CLASSES};
-use crate::list::{SlabList, ON_AVAIL, ON_FULL, ON_NONE};
+use crate::list::{SlabList, ON_AVAIL, ON_EMPTY, ON_FULL, ON_NONE};
 
 /// Capacity ceiling of any bin (blocks).
 pub const BIN_MAX: usize = 256;
-/// Most slabs with free blocks a thread keeps per class when one empties (the setting's
-/// upper bound; see [`ThreadCache::activate`]).
+/// Most empty slabs a thread keeps per class for reuse (the setting's upper bound; see
+/// [`ThreadCache::activate`]).
 pub const WARM_MAX: usize = 16;
 
 /// Bytes a bin may hold at its ceiling: small classes cache more blocks than big ones.
@@ -153,10 +153,15 @@ struct ClassSlabs {
     avail: SlabList,
     /// Slabs with no free block; armed, so a remote free brings them back via the inbox.
     full: SlabList,
+    /// Slabs with no block in use, most recently emptied first (at most `warm_limit`).
+    empty: SlabList,
 }
 
-const CLASS_SLABS: ClassSlabs =
-    ClassSlabs { avail: SlabList::new(ON_AVAIL), full: SlabList::new(ON_FULL) };
+const CLASS_SLABS: ClassSlabs = ClassSlabs {
+    avail: SlabList::new(ON_AVAIL),
+    full: SlabList::new(ON_FULL),
+    empty: SlabList::new(ON_EMPTY),
+};
 
 /// The per-thread cache. See the crate docs for its invariants.
 ///
@@ -171,7 +176,7 @@ pub struct ThreadCache<'p> {
     me: *const Inbox,
     shared: *const CacheShared,
     pool: &'p SharedPool<'p>,
-    /// Slabs with free blocks a class keeps when one empties, `1..=WARM_MAX`.
+    /// Empty slabs a class keeps for reuse, `1..=WARM_MAX`.
     warm_limit: u32,
     /// Slow-path events in this adaptation window, and the classes that had one.
     events: u32,
@@ -231,7 +236,8 @@ impl<'p> ThreadCache<'p> {
 
     /// Turns an inactive cache into a working one owned by the calling thread: its identity
     /// becomes `shared`'s inbox, capacities start at their floors, and a class keeps up to
-    /// `warm_limit` slabs with free blocks when one empties (clamped to `1..=WARM_MAX`).
+    /// `warm_limit` empty slabs for reuse (clamped to `1..=WARM_MAX`); more go back to the
+    /// shared pool as they empty, and all of an idle class's go back at the next adaptation.
     ///
     /// # Safety
     /// `shared` outlives every slab this cache will own and does not move (its inbox's address
@@ -436,11 +442,14 @@ impl<'p> ThreadCache<'p> {
     /// Counts a slow-path event of `class`; every `GC_PERIOD` events, bins of classes that had
     /// none in the window give half their blocks back and halve their capacity.
     fn note_event(&mut self, class: usize) {
-        // A due purge runs here too, so a thread that keeps allocating a little keeps giving
-        // back memory that stays unused (a relaxed load when nothing waits).
-        self.pool.maybe_purge();
         self.active_mask |= 1u64 << class;
         self.events += 1;
+        // A due purge runs from here too, so a thread that keeps allocating a little keeps
+        // giving back memory that stays unused (a relaxed load, or a clock read while slabs
+        // wait for their purge: every 32 events, so churn does not pay it each time).
+        if self.events.is_multiple_of(32) {
+            self.pool.maybe_purge();
+        }
         if self.events >= GC_PERIOD {
             self.gc();
         }
@@ -463,6 +472,17 @@ impl<'p> ThreadCache<'p> {
             self.stats().gc_blocks.add(k as u64);
             self.return_oldest(c, k, true);
         }
+        for c in 0..NUM_CLASSES {
+            if idle & (1u64 << c) == 0 {
+                continue;
+            }
+            // SAFETY: listed slabs are ours, empty and disarmed.
+            while let Some(s) = unsafe { self.slabs[c].empty.pop_back() } {
+                self.stats().slabs_released.add(1);
+                // SAFETY: as above; off every list.
+                unsafe { self.pool.release(s) };
+            }
+        }
     }
 
     /// Moves up to half a bin of blocks from the class's slabs (acquiring one when it has
@@ -481,6 +501,12 @@ impl<'p> ThreadCache<'p> {
                 // SAFETY: the shared part is ours.
                 if !self.shared().inbox.is_empty() {
                     self.drain_inbox();
+                    continue;
+                }
+                // SAFETY: listed slabs are ours.
+                if let Some(e) = unsafe { self.slabs[class].empty.pop_front() } {
+                    // SAFETY: as above; off every list now.
+                    unsafe { self.slabs[class].avail.push_front(e) };
                     continue;
                 }
                 if acquired || !self.acquire(class) {
@@ -606,8 +632,8 @@ impl<'p> ThreadCache<'p> {
     }
 
     /// Returns a run of blocks to their slab, which we own: a full slab becomes available
-    /// again, and one that empties goes back to the pool if `release_empty` and the class
-    /// keeps `warm_limit` other slabs with free blocks.
+    /// again, and one that empties (if `release_empty`) moves to the class's empty list, or
+    /// back to the pool if that list already holds `warm_limit` slabs.
     ///
     /// # Safety
     /// The run holds `n` distinct live blocks of `slab`, linked `head -> tail`; we own `slab`.
@@ -635,10 +661,14 @@ impl<'p> ThreadCache<'p> {
                     Retract::Delivered => self.drain_inbox(),
                 }
             }
-            if used == 0 && release_empty && self.slabs[class].avail.len > self.warm_limit {
+            if used == 0 && release_empty {
                 self.slabs[class].avail.remove(slab);
-                self.stats().slabs_released.add(1);
-                self.pool.release(slab);
+                if self.slabs[class].empty.len >= self.warm_limit {
+                    self.stats().slabs_released.add(1);
+                    self.pool.release(slab);
+                } else {
+                    self.slabs[class].empty.push_front(slab);
+                }
             }
         }
     }
@@ -676,11 +706,15 @@ impl<'p> ThreadCache<'p> {
             loop {
                 // SAFETY: listed slabs are ours.
                 let s = unsafe {
-                    match self.slabs[class].avail.pop_front() {
+                    let l = &mut self.slabs[class];
+                    match l.avail.pop_front() {
                         Some(s) => s,
-                        None => match self.slabs[class].full.pop_front() {
+                        None => match l.full.pop_front() {
                             Some(s) => s,
-                            None => break,
+                            None => match l.empty.pop_front() {
+                                Some(s) => s,
+                                None => break,
+                            },
                         },
                     }
                 };
@@ -739,6 +773,9 @@ impl<'p> ThreadCache<'p> {
                         }
                         if slab.links().tag != tag || slab.class() as usize != c {
                             return Err("a slab on the wrong list");
+                        }
+                        if tag == ON_EMPTY && !slab.is_empty() {
+                            return Err("a slab with blocks in use on the empty list");
                         }
                         s = slab.links().next;
                     }

@@ -28,16 +28,18 @@
 //!   as one linked chain with one compare-exchange when the entry holds 32 KiB of blocks (at
 //!   most 64), when another slab needs its place, or on the thread's next refill, drain, flush
 //!   or exit. So a batch waits at most until the freeing thread next takes a slow path.
-//! - A slab that empties goes back to the shared pool (where any class can reuse it and a
-//!   purge returns its pages after a delay) unless its class keeps fewer than `warm_limit`
-//!   slabs with free blocks.
+//! - A slab that empties moves to its class's empty list (at most `warm_limit` of them, 4 by
+//!   default), where the class's next refill finds it before asking the pool; past that it
+//!   goes back to the shared pool, where any class can reuse it and a purge returns its pages
+//!   after a delay.
 //! - Every 256 slow-path events, bins of classes that had none in that window give half their
-//!   blocks back and halve their capacity, so a class that went quiet stops holding memory.
+//!   blocks back and halve their capacity, and their empty slabs go back to the pool, so a
+//!   class that went quiet stops holding memory.
 //!
 //! Invariants:
 //! - Every slab this cache owns (`slab.owner()` is its inbox) is on exactly one of its lists
-//!   for the slab's class (avail or full), and every listed slab is owned by it. A slab in the
-//!   inbox is on a full list.
+//!   for the slab's class (avail, full or empty), and every listed slab is owned by it. A slab
+//!   in the inbox is on a full list; a slab on the empty list has no block in use.
 //! - Every block in a bin is a live block of its class in a slab this cache owns. Blocks of
 //!   slabs it does not own never enter a bin: they go to the stash, then the slab's remote
 //!   stack.
@@ -47,7 +49,7 @@
 //!   detached (the first block freed back publishes them).
 //! - What an idle thread keeps: its bins (at most 64 KiB of blocks per class, shrinking while
 //!   other classes are busy), its stash (at most 16 entries of 32 KiB), and the slabs it owns
-//!   with blocks in use plus at most `warm_limit` per class with none; all of it goes back
+//!   with blocks in use plus at most `warm_limit` empty ones per class; all of it goes back
 //!   when the thread exits.
 //!
 //! Concurrency: a `ThreadCache` is used by one thread at a time (the facade keeps it in a

@@ -10,17 +10,20 @@ pub(crate) const ON_NONE: u8 = 0;
 pub(crate) const ON_AVAIL: u8 = 1;
 /// Tag of a slab on a class's list of full slabs.
 pub(crate) const ON_FULL: u8 = 2;
+/// Tag of a slab on a class's list of slabs with no block in use.
+pub(crate) const ON_EMPTY: u8 = 3;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SlabList {
     pub(crate) head: Option<SlabRef>,
+    pub(crate) tail: Option<SlabRef>,
     pub(crate) len: u32,
     tag: u8,
 }
 
 impl SlabList {
     pub(crate) const fn new(tag: u8) -> SlabList {
-        SlabList { head: None, len: 0, tag }
+        SlabList { head: None, tail: None, len: 0, tag }
     }
 
     /// Pushes `s` at the front.
@@ -32,10 +35,13 @@ impl SlabList {
         unsafe {
             hak_sync::check!(s.links().tag == ON_NONE, "slab already on a list");
             s.set_links(OwnerLinks { next: self.head, prev: None, tag: self.tag });
-            if let Some(h) = self.head {
-                let mut l = h.links();
-                l.prev = Some(s);
-                h.set_links(l);
+            match self.head {
+                Some(h) => {
+                    let mut l = h.links();
+                    l.prev = Some(s);
+                    h.set_links(l);
+                }
+                None => self.tail = Some(s),
             }
         }
         self.head = Some(s);
@@ -59,10 +65,13 @@ impl SlabList {
                 }
                 None => self.head = l.next,
             }
-            if let Some(n) = l.next {
-                let mut nl = n.links();
-                nl.prev = l.prev;
-                n.set_links(nl);
+            match l.next {
+                Some(n) => {
+                    let mut nl = n.links();
+                    nl.prev = l.prev;
+                    n.set_links(nl);
+                }
+                None => self.tail = l.prev,
             }
             s.set_links(OwnerLinks { next: None, prev: None, tag: ON_NONE });
         }
@@ -75,6 +84,19 @@ impl SlabList {
     /// As for [`SlabList::remove`].
     pub(crate) unsafe fn pop_front(&mut self) -> Option<SlabRef> {
         let s = self.head?;
+        // SAFETY: forwarded; `s` is on this list.
+        unsafe { self.remove(s) };
+        Some(s)
+    }
+}
+
+impl SlabList {
+    /// Pops the back (oldest pushed) slab.
+    ///
+    /// # Safety
+    /// As for [`SlabList::remove`].
+    pub(crate) unsafe fn pop_back(&mut self) -> Option<SlabRef> {
+        let s = self.tail?;
         // SAFETY: forwarded; `s` is on this list.
         unsafe { self.remove(s) };
         Some(s)

@@ -65,10 +65,10 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
     OptionDef {
         name: c"HAKMEM_WARM_POOL_SIZE",
         min: 1,
-        default: 1,
+        default: 4,
         max: hak_tiny_front::WARM_MAX as u64,
-        doc: "slabs with free blocks a thread keeps per class when one empties, instead of \
-              returning it to the shared pool (count, 1..=16)",
+        doc: "empty slabs a thread keeps per size class for reuse instead of returning them to \
+              the shared pool (count, 1..=16)",
     },
     OptionDef {
         name: c"HAKMEM_STATS",
