@@ -143,10 +143,12 @@ mod imp {
         /// Callers use a failure as a measure of contention.
         #[inline]
         pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.word
-                .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-                .then_some(MutexGuard { m: self })
+            // Not `then_some`: its argument is built (and, on failure, dropped, which would
+            // unlock another thread's lock) whatever the outcome.
+            match self.word.compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => Some(MutexGuard { m: self }),
+                Err(_) => None,
+            }
         }
 
         #[inline]
@@ -243,6 +245,17 @@ mod tests {
         *g += 1;
         drop(g);
         assert_eq!(*m.lock(), 6);
+    }
+
+    #[test]
+    fn a_failed_try_lock_leaves_the_holder_s_lock_alone() {
+        let m = Mutex::new(0u32);
+        let g = m.lock();
+        for _ in 0..3 {
+            assert!(m.try_lock().is_none());
+        }
+        assert!(m.try_lock().is_none(), "still held by `g`");
+        drop(g);
     }
 
     #[test]
