@@ -1,9 +1,10 @@
-//! hak-bench: the allocator-comparison workloads behind `cargo xtask bench`.
+//! hak-bench-workloads: the allocator-comparison workloads behind `cargo xtask bench`.
 //!
-//! This crate owns the workload code only. The binary (`src/main.rs`) picks the
-//! `#[global_allocator]` with a cargo feature (`hakmem`, `system`, `mimalloc`, `jemalloc`) and
-//! runs one workload per process; the library itself never sets an allocator, so its tests run
-//! against the system allocator. Every allocator runs this identical code.
+//! This crate owns the workload code only. The `hak-bench` binary (`benches/src/main.rs`) picks
+//! the `#[global_allocator]` with a cargo feature (`hakmem`, `system`, `mimalloc`, `jemalloc`)
+//! and runs one workload per process; this library never sets an allocator (so its tests run
+//! against the system allocator) and has no features, so cargo compiles it once for all four
+//! binaries. Every allocator runs this identical code.
 //!
 //! Workloads (see `docs/bench.md` for what each one stresses):
 //!
