@@ -133,7 +133,7 @@ pub fn run(args: &[String]) -> Result<Outcome, String> {
         "regex" => real::regex(a.get(0, 50_000)?, a.get(1, 3)?),
         "collections" => real::collections(a.get(0, 100_000)?, a.get(1, 4)?),
         "vec_grow" => real::vec_grow(a.get(0, 8 << 20)?, a.get(1, 5)?),
-        "reserve" => real::reserve(a.get(0, 40_000)?, a.get(1, 8)?, a.get(2, 6)?),
+        "reserve" => real::reserve(a.get(0, 20_000)?, a.get(1, 8)?, a.get(2, 6)?),
         "tokio" => mt::tokio_msgs(a.get(0, 64)?, a.get(1, 8_000)?, a.get(2, 7)?),
         "rayon" => mt::rayon_pipeline(a.get(0, 200_000)?, a.get(1, 8)?),
         _ => Err(format!("unknown workload `{name}`\n{}", usage())),
