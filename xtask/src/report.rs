@@ -452,6 +452,7 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
         let mut chart = ChartBuilder::on(&left)
             .caption("throughput: hakmem ÷ peer (median ops/s)", ("sans-serif", 13))
             .margin(8)
+            .margin_right(28)
             .x_label_area_size(30)
             .y_label_area_size(150)
             .build_cartesian_2d((lo..hi).log_scale(), -0.5..slots as f64 - 0.5)
@@ -461,7 +462,7 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
             .disable_y_mesh()
             .y_labels(slots)
             .y_label_formatter(&names)
-            .x_label_formatter(&|x| format!("{}×", sig3(*x)))
+            .x_label_formatter(&|x| format!("{}×", short(*x)))
             .x_desc("log scale; right of 1× = hakmem faster")
             .draw()
             .map_err(e)?;
@@ -536,7 +537,7 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(0)
-            .x_label_formatter(&|x| sig3(*x))
+            .x_label_formatter(&|x| short(*x))
             .x_desc("MiB, log scale; shorter = leaner")
             .draw()
             .map_err(e)?;
@@ -569,6 +570,16 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
         root.present().map_err(e)?;
     }
     Ok(out)
+}
+
+/// An axis label: [`sig3`] without trailing zeros (`0.01`, `1`, `250`).
+fn short(x: f64) -> String {
+    let s = sig3(x);
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
 }
 
 /// An axis range of whole decades covering `xs`, at least `min_lo..min_hi`, at most four
@@ -743,6 +754,15 @@ mod tests {
         let mut none = sample();
         none.allocators[0] = "jemalloc".into();
         assert!(svg(&none).unwrap().contains("no hakmem results"));
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(short(0.01), "0.01");
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(10.0), "10");
+        assert_eq!(short(1000.0), "1000");
+        assert_eq!(short(0.125), "0.125");
     }
 
     #[test]
