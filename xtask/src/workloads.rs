@@ -115,8 +115,8 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "big/sparse",
-        full: "big 10000 8 3 sparse",
-        quick: "big 2500 8 3 sparse",
+        full: "big 4000 8 3 sparse",
+        quick: "big 1000 8 3 sparse",
         smoke: "big 10 2 3 sparse",
     },
     Workload {
@@ -127,20 +127,20 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "realloc_grow/1m_sparse",
-        full: "realloc_grow 20000 1048576 sparse",
-        quick: "realloc_grow 5000 1048576 sparse",
+        full: "realloc_grow 4000 1048576 sparse",
+        quick: "realloc_grow 1000 1048576 sparse",
         smoke: "realloc_grow 5 1048576 sparse",
     },
     Workload {
         id: "realloc_grow/64m_dense",
-        full: "realloc_grow 8 67108864 dense",
+        full: "realloc_grow 4 67108864 dense",
         quick: "realloc_grow 2 67108864 dense",
         smoke: "realloc_grow 1 67108864 dense",
     },
     Workload {
         id: "realloc_grow/64m_sparse",
-        full: "realloc_grow 200 67108864 sparse",
-        quick: "realloc_grow 50 67108864 sparse",
+        full: "realloc_grow 20 67108864 sparse",
+        quick: "realloc_grow 5 67108864 sparse",
         smoke: "realloc_grow 1 67108864 sparse",
     },
     Workload {
@@ -166,8 +166,8 @@ pub(crate) const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "reserve",
-        full: "reserve 40000 8 6",
-        quick: "reserve 10000 8 6",
+        full: "reserve 20000 8 6",
+        quick: "reserve 5000 8 6",
         smoke: "reserve 20 2 6",
     },
     Workload {

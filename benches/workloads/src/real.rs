@@ -148,6 +148,8 @@ pub fn json(records: u64, seed: u32) -> Result<Outcome, String> {
 
 /// Rust source with `items` structs, each with an impl of a few functions using the common
 /// expression kinds (closures, iterators, match, loops, method calls, macros).
+// Not inlined, so a profile can subtract this untimed setup from the workload.
+#[inline(never)]
 pub(crate) fn rust_source(items: u64, seed: u32) -> String {
     let mut rng = XorShift32::new(seed);
     let mut s = String::from("//! Generated.\nuse std::collections::HashMap;\n\n");
@@ -231,6 +233,8 @@ pub fn syn_parse(items: u64, seed: u32) -> Result<Outcome, String> {
 // regex
 
 /// A log of `lines` lines like a web server's.
+// Not inlined, so a profile can subtract this untimed setup from the workload.
+#[inline(never)]
 pub(crate) fn log_text(lines: u64, seed: u32) -> String {
     let mut rng = XorShift32::new(seed);
     let mut s = String::with_capacity(lines as usize * 120);

@@ -1,9 +1,10 @@
-//! hak-bench: the allocator-comparison workloads behind `cargo xtask bench`.
+//! hak-bench-workloads: the allocator-comparison workloads behind `cargo xtask bench`.
 //!
-//! This crate owns the workload code only. The binary (`src/main.rs`) picks the
-//! `#[global_allocator]` with a cargo feature (`hakmem`, `system`, `mimalloc`, `jemalloc`) and
-//! runs one workload per process; the library itself never sets an allocator, so its tests run
-//! against the system allocator. Every allocator runs this identical code.
+//! This crate owns the workload code only. The `hak-bench` binary (`benches/src/main.rs`) picks
+//! the `#[global_allocator]` with a cargo feature (`hakmem`, `system`, `mimalloc`, `jemalloc`)
+//! and runs one workload per process; this library never sets an allocator (so its tests run
+//! against the system allocator) and has no features, so cargo compiles it once for all four
+//! binaries. Every allocator runs this identical code.
 //!
 //! Workloads (see `docs/bench.md` for what each one stresses):
 //!
@@ -132,7 +133,7 @@ pub fn run(args: &[String]) -> Result<Outcome, String> {
         "regex" => real::regex(a.get(0, 50_000)?, a.get(1, 3)?),
         "collections" => real::collections(a.get(0, 100_000)?, a.get(1, 4)?),
         "vec_grow" => real::vec_grow(a.get(0, 8 << 20)?, a.get(1, 5)?),
-        "reserve" => real::reserve(a.get(0, 40_000)?, a.get(1, 8)?, a.get(2, 6)?),
+        "reserve" => real::reserve(a.get(0, 20_000)?, a.get(1, 8)?, a.get(2, 6)?),
         "tokio" => mt::tokio_msgs(a.get(0, 64)?, a.get(1, 8_000)?, a.get(2, 7)?),
         "rayon" => mt::rayon_pipeline(a.get(0, 200_000)?, a.get(1, 8)?),
         _ => Err(format!("unknown workload `{name}`\n{}", usage())),
