@@ -30,9 +30,9 @@ fn superslab(os: &Os, lg: u32) -> Region<'_> {
     Region { os, ss, len }
 }
 
-/// An owner identity for tests that play the owner.
-fn owner() -> &'static Inbox {
-    std::boxed::Box::leak(std::boxed::Box::new(Inbox::new()))
+/// An owner identity for tests that play the owner (kept alive by the test).
+fn owner() -> std::boxed::Box<Inbox> {
+    std::boxed::Box::new(Inbox::new())
 }
 
 fn assign(ss: SsRef, i: usize, bs: u32, me: &Inbox) -> SlabRef {
@@ -74,7 +74,7 @@ fn header_bytes_are_never_handed_out() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
-    let slab = assign(r.ss, 0, 16, me);
+    let slab = assign(r.ss, 0, 16, &me);
     let header_end = r.ss.base().as_ptr() as usize + core::mem::size_of::<SuperSlab>();
     // SAFETY: we own the slab.
     while let Some(b) = unsafe { slab.alloc() } {
@@ -89,7 +89,7 @@ fn carving_fills_the_slab_and_never_crosses_its_end() {
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
     for (i, bs) in [(1usize, 16u32), (2, 48), (3, 1024), (4, 2048), (5, 1040)] {
-        let slab = assign(r.ss, i, bs, me);
+        let slab = assign(r.ss, i, bs, &me);
         let (lo, hi) = r.ss.slab_range(i);
         let mut got = Vec::new();
         // SAFETY: we own the slab.
@@ -118,7 +118,7 @@ fn blocks_keep_alignment_of_power_of_two_classes() {
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
     for (i, bs) in [(0usize, 64u32), (1, 1024), (2, 2048), (3, 192)] {
-        let slab = assign(r.ss, i, bs, me);
+        let slab = assign(r.ss, i, bs, &me);
         let want = 1usize << bs.trailing_zeros();
         // SAFETY: we own the slab.
         while let Some(b) = unsafe { slab.alloc() } {
@@ -131,7 +131,8 @@ fn blocks_keep_alignment_of_power_of_two_classes() {
 fn local_free_is_reused_before_carving_and_counts_used() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(r.ss, 1, 64, owner());
+    let me = owner();
+    let slab = assign(r.ss, 1, 64, &me);
     // SAFETY: we own the slab and its blocks.
     unsafe {
         let a = slab.alloc().unwrap();
@@ -151,7 +152,8 @@ fn a_batch_goes_back_with_one_splice_and_comes_back_whole() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     for (i, bs) in [(2usize, 16u32), (3, 32), (4, 256)] {
-        let slab = assign(r.ss, i, bs, owner());
+        let me = owner();
+        let slab = assign(r.ss, i, bs, &me);
         let mut out = [core::ptr::null_mut(); 40];
         // SAFETY: we own the slab and its blocks.
         unsafe {
@@ -176,7 +178,8 @@ fn a_refill_from_carriers_reads_only_the_carriers() {
     // read the carried blocks (scribbled over here, as a user would after the free).
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(r.ss, 5, 256, owner());
+    let me = owner();
+    let slab = assign(r.ss, 5, 256, &me);
     let mut out = [core::ptr::null_mut(); 31];
     // SAFETY: we own the slab; the scribbled blocks are free and ours until reused.
     unsafe {
@@ -200,7 +203,8 @@ fn a_refill_from_carriers_reads_only_the_carriers() {
 fn a_partly_taken_carrier_keeps_the_rest() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(r.ss, 6, 128, owner());
+    let me = owner();
+    let slab = assign(r.ss, 6, 128, &me);
     let mut out = [core::ptr::null_mut(); 15]; // one node carrying 14
                                                // SAFETY: we own the slab and its blocks.
     unsafe {
@@ -225,7 +229,8 @@ fn a_partly_taken_carrier_keeps_the_rest() {
 fn remote_batches_are_collected_with_one_exchange() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(r.ss, 2, 32, owner());
+    let me = owner();
+    let slab = assign(r.ss, 2, 32, &me);
     let mut out = [core::ptr::null_mut(); 10];
     // SAFETY: we own the slab; remote frees give blocks up.
     unsafe {
@@ -259,7 +264,7 @@ fn an_armed_full_slab_is_delivered_to_its_owner_exactly_once() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
-    let slab = assign(r.ss, 3, 2048, me);
+    let slab = assign(r.ss, 3, 2048, &me);
     let mut blocks = [core::ptr::null_mut(); 64];
     // SAFETY: we own the slab; the test plays owner and remote freers.
     unsafe {
@@ -285,7 +290,7 @@ fn a_retracted_slab_is_not_delivered() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
-    let slab = assign(r.ss, 4, 4096, me);
+    let slab = assign(r.ss, 4, 4096, &me);
     let mut blocks = [core::ptr::null_mut(); 16];
     // SAFETY: we own the slab.
     unsafe {
@@ -306,7 +311,7 @@ fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
     let other = owner();
-    let slab = assign(r.ss, 3, 2048, me);
+    let slab = assign(r.ss, 3, 2048, &me);
     let mut blocks = [core::ptr::null_mut(); 64];
     // SAFETY: we own the slab; the test plays owner and remote freers.
     unsafe {
@@ -314,7 +319,7 @@ fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
         assert!(!slab.has_local(), "full");
         assert_eq!(slab.free_remote(nn(blocks[0])), RemoteFree::Pushed);
         assert!(!slab.try_detach(), "pending remote free keeps it owned");
-        assert_eq!(slab.owner(), me as *const Inbox);
+        assert_eq!(slab.owner(), &*me as *const Inbox);
         assert_eq!(slab.collect_remote(), 1);
         assert_eq!(slab.alloc(), Some(nn(blocks[0])));
         assert!(slab.try_detach());
@@ -324,8 +329,8 @@ fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
             assert_eq!(slab.free_remote(nn(b)), RemoteFree::Pushed);
         }
         assert!(me.is_empty(), "a detached slab goes to no inbox");
-        assert_eq!(slab.adopt(other) as usize, n - 1);
-        assert_eq!(slab.owner(), other as *const Inbox);
+        assert_eq!(slab.adopt(&*other) as usize, n - 1);
+        assert_eq!(slab.owner(), &*other as *const Inbox);
         assert_eq!(slab.counts().0, 1, "blocks[0] is still out");
         slab.check_invariants().unwrap();
     }
@@ -336,14 +341,14 @@ fn owner_links_round_trip_and_start_clear() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let me = owner();
-    let a = assign(r.ss, 5, 64, me);
-    let b = assign(r.ss, 6, 64, me);
+    let a = assign(r.ss, 5, 64, &me);
+    let b = assign(r.ss, 6, 64, &me);
     // SAFETY: we own both slabs.
     unsafe {
         assert_eq!(a.links(), OwnerLinks { next: None, prev: None, tag: 0 });
         a.set_links(OwnerLinks { next: Some(b), prev: None, tag: 2 });
         assert_eq!(a.links(), OwnerLinks { next: Some(b), prev: None, tag: 2 });
-        a.assign(me, 3, 64);
+        a.assign(&*me, 3, 64);
         assert_eq!(a.links().tag, 0, "assign starts a slab on no list");
     }
 }
@@ -359,7 +364,8 @@ proptest! {
         let bs = [16u32, 48, 64, 208, 1024, 2048][bs_idx];
         let os = Os::new();
         let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-        let slab = assign(r.ss, 7, bs, owner());
+        let me = owner();
+        let slab = assign(r.ss, 7, bs, &me);
         let mut live: Vec<usize> = Vec::new();
         let mut set: HashSet<usize> = HashSet::new();
         for (op, x) in ops {
