@@ -15,6 +15,12 @@ pub const MAX_CLASSES: usize = 64;
 /// Default delay after which an EMPTY slab's pages go back to the OS: 1 s.
 pub const DEFAULT_PURGE_DELAY_NS: u64 = 1_000_000_000;
 
+/// Live SuperSlabs (2 MiB each) from which a fresh one is advised for transparent huge pages:
+/// a program whose small-object heap has grown past 16 MiB uses its SuperSlabs densely
+/// (slabs are carved in order and stage 2 fills existing SuperSlabs first), so one 2 MiB fault
+/// replaces 512 small ones; a small program never pays a 2 MiB fault for a 64 KiB need.
+const HUGE_AFTER: usize = 8;
+
 /// Most slots one purge pass takes under the lock (then decommits outside it), and most one
 /// call purges before leaving the rest to the next slow path.
 const PURGE_BATCH: usize = 32;
@@ -343,6 +349,7 @@ impl<'r> SharedPool<'r> {
     #[cold]
     fn grow(&self, class: usize) -> Option<Slot> {
         let size = 1usize << self.lg_size;
+        let dense = self.state.lock().live >= HUGE_AFTER;
         let base = match self.cache.pop(size) {
             Some(b) => {
                 self.lru_hits.add(1);
@@ -360,6 +367,11 @@ impl<'r> SharedPool<'r> {
                 b
             }
         };
+        if dense {
+            // SAFETY: a whole mapping of ours that nobody uses yet; advice changes no contents.
+            // Refused advice (no THP in the kernel) only costs the faults it would have saved.
+            let _ = unsafe { self.registry.os().advise_huge(base, size, true) };
+        }
         // SAFETY: a registered region of the right size that nobody else references (fresh, or
         // popped from the cache). It is formatted before any slot of it is handed out.
         let ss = unsafe { SsRef::init(base, self.lg_size) };
