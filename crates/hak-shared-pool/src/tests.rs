@@ -271,7 +271,10 @@ fn empty_slabs_give_their_pages_back_after_the_purge_delay() {
     let os = Os::new();
     let reg = Registry::new(&os);
     let p = pool(&reg);
-    p.set_purge_delay(50_000_000); // 50 ms
+    // A long delay, and time moved forward by hand: the test must not depend on how fast it
+    // runs (under Miri, milliseconds pass between any two lines).
+    const DELAY: u64 = 10_000_000_000;
+    p.set_purge_delay(DELAY);
     let anchor = acq(&p, 0, 16, OWNER).unwrap();
     let a = acq(&p, 3, 64, OWNER).unwrap();
     let (lo, hi) = ss_of(&a).slab_range(a.slab.index());
@@ -281,11 +284,12 @@ fn empty_slabs_give_their_pages_back_after_the_purge_delay() {
     assert_eq!(resident_pages(lo, len), len / hak_os::page_size());
     // SAFETY: owned, no block handed out.
     unsafe { p.release(a.slab) };
+    let now = hak_os::monotonic_ns();
     p.maybe_purge();
+    p.purge(now, false);
     assert_eq!(p.stats().purged, 0, "not before the delay");
     assert_eq!(resident_pages(lo, len), len / hak_os::page_size(), "still warm");
-    std::thread::sleep(std::time::Duration::from_millis(80));
-    p.maybe_purge();
+    p.purge(now + 2 * DELAY, false);
     assert_eq!(p.stats().purged, 1);
     assert_eq!(resident_pages(lo, len), 0, "the slab's pages went back");
     p.check_invariants().unwrap();
@@ -308,15 +312,15 @@ fn a_slot_reused_before_the_delay_is_not_purged() {
     let os = Os::new();
     let reg = Registry::new(&os);
     let p = pool(&reg);
-    p.set_purge_delay(30_000_000);
+    const DELAY: u64 = 10_000_000_000;
+    p.set_purge_delay(DELAY);
     let _anchor = acq(&p, 0, 16, OWNER).unwrap();
     let a = acq(&p, 3, 64, OWNER).unwrap();
     // SAFETY: owned and empty.
     unsafe { p.release(a.slab) };
     let b = acq(&p, 3, 64, OWNER).unwrap();
     assert_eq!(b.slab, a.slab);
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    p.maybe_purge();
+    p.purge(hak_os::monotonic_ns() + 2 * DELAY, false);
     assert_eq!(p.stats().purged, 0, "an ACTIVE slab is never purged");
     p.check_invariants().unwrap();
 }
