@@ -404,7 +404,7 @@ impl SlabRef {
                 Ok(_) if f & FULL != 0 => {
                     // Pair with the owner's release in `mark_full`/`try_detach`, so the owner
                     // word and the slab's state are seen as they were when it was marked.
-                    hak_sync::atomic::fence(Ordering::Acquire);
+                    hak_sync::atomic::acquire_fence_after(&r.remote);
                     // SAFETY: we consumed FULL, so the delivery is ours.
                     return unsafe { self.deliver() };
                 }
@@ -625,6 +625,27 @@ impl SlabRef {
         }
     }
 
+    /// Clears a `DELIVERING` mark that no thread will clear: after `fork()`, in the child, the
+    /// thread that was delivering the slab does not exist. Returns whether it was set.
+    ///
+    /// # Safety
+    /// The caller owns the slab and no other thread can be delivering it (a forked child,
+    /// before it starts threads).
+    pub unsafe fn forget_delivery(self) -> bool {
+        let r = self.rec();
+        let mut h = r.remote.load(Ordering::Relaxed);
+        loop {
+            if head_flags(h) & DELIVERING == 0 {
+                return false;
+            }
+            let new = h.map_addr(|a| a & !DELIVERING);
+            match r.remote.compare_exchange_weak(h, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => h = now,
+            }
+        }
+    }
+
     /// Gives up ownership of a slab that has no free block anywhere, so that the first block
     /// freed back to it makes its freer publish it ([`RemoteFree::Publish`]). Returns `false`
     /// (and keeps ownership) if remote frees are waiting: collect them instead.
@@ -668,7 +689,8 @@ impl SlabRef {
     /// non-null and stays valid while it owns the slab.
     pub unsafe fn adopt(self, owner: *const Inbox) -> u32 {
         let r = self.rec();
-        hak_sync::atomic::fence(Ordering::Acquire);
+        // (The list the slab came from hands it over under the pool's lock: that orders what
+        // its former owner and publisher wrote before what we do.)
         // SAFETY: exclusive; a detached slab carries no armed flag of a former owner.
         r.local.with_mut(|l| unsafe { (*l).flags = 0 });
         r.owner.store(owner.cast_mut(), Ordering::Release);

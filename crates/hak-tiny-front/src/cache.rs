@@ -385,7 +385,10 @@ impl<'p> ThreadCache<'p> {
             st.remote_frees.add(1);
             st.bytes_back.add(CLASS_SIZES[class] as u64);
         }
-        let i = (slab.as_ptr().addr() >> 6) % STASH_SLOTS;
+        // Slab records are 64 bytes apart and SuperSlabs 2 MiB-aligned: mix both in, so slab i
+        // of one SuperSlab and slab i of the next do not keep evicting each other.
+        let a = slab.as_ptr().addr();
+        let i = ((a >> 6) ^ (a >> 21)) % STASH_SLOTS;
         if self.stash[i].slab != Some(slab) {
             if self.stash[i].slab.is_some() {
                 self.flush_stash_entry(i);
@@ -554,7 +557,10 @@ impl<'p> ThreadCache<'p> {
         true
     }
 
-    /// Moves every slab delivered to the inbox from its full list to its avail list.
+    /// Moves every slab delivered to the inbox from its full list to its avail list. Each one
+    /// is disarmed first, which waits until its deliverer has let go of it (it clears
+    /// `DELIVERING` after the push that put the slab here): until then the slab must not be
+    /// released, since the deliverer still writes its record.
     fn drain_inbox(&mut self) {
         // SAFETY: the shared part is ours; delivered slabs are ours and on our full lists.
         let slabs = self.shared().inbox.take();
@@ -564,12 +570,49 @@ impl<'p> ThreadCache<'p> {
             unsafe {
                 let c = s.class() as usize;
                 hak_sync::check!(s.links().tag == ON_FULL, "inbox slab not on a full list");
+                let _ = s.retract_full();
                 self.slabs[c].full.remove(s);
                 self.slabs[c].avail.push_front(s);
             }
             n += 1;
         }
         self.stats().inbox_slabs.add(n);
+    }
+
+    /// Repairs the cache in a child process right after `fork()`: a delivery another thread of
+    /// the parent had under way stopped half-way (that thread does not exist here), leaving a
+    /// slab marked `DELIVERING` for ever, and it may or may not have reached the inbox. Every
+    /// full slab's stale mark is cleared, the inbox drained, and the rest of the full slabs
+    /// disarmed and made available again (a refill re-arms those still full).
+    ///
+    /// # Safety
+    /// Called in a forked child, before anything else uses this cache there, by the thread
+    /// that owns it (the only thread the child has).
+    pub unsafe fn after_fork_in_child(&mut self) {
+        if !self.is_active() {
+            return;
+        }
+        for c in 0..NUM_CLASSES {
+            let mut s = self.slabs[c].full.head;
+            while let Some(slab) = s {
+                // SAFETY: listed slabs are ours; no other thread exists to deliver.
+                unsafe {
+                    s = slab.links().next;
+                    slab.forget_delivery();
+                }
+            }
+        }
+        self.drain_inbox();
+        for c in 0..NUM_CLASSES {
+            // SAFETY: listed slabs are ours, nobody delivers any more.
+            while let Some(slab) = unsafe { self.slabs[c].full.pop_front() } {
+                // SAFETY: as above.
+                unsafe {
+                    let _ = slab.retract_full();
+                    self.slabs[c].avail.push_front(slab);
+                }
+            }
+        }
     }
 
     /// Returns the older half of a full bin to its slabs.
@@ -723,7 +766,9 @@ impl<'p> ThreadCache<'p> {
                 if slab.try_detach() {
                     return;
                 }
-                // A remote free raced in: collect it and decide again.
+                // A remote free raced in: collect it and decide again (yielding, in case it is
+                // a delivery of the slab's past that is finishing).
+                hak_sync::thread::yield_now();
             }
         }
     }
@@ -736,7 +781,8 @@ impl<'p> ThreadCache<'p> {
             if self.tops[c] > self.caps[c] || self.caps[c] as usize > BIN_MAX {
                 return Err("bin top above capacity");
             }
-            for (list, tag) in [(&self.slabs[c].avail, ON_AVAIL), (&self.slabs[c].full, ON_FULL)] {
+            let l = &self.slabs[c];
+            for (list, tag) in [(&l.avail, ON_AVAIL), (&l.full, ON_FULL), (&l.empty, ON_EMPTY)] {
                 let mut s = list.head;
                 let mut n = 0;
                 while let Some(slab) = s {

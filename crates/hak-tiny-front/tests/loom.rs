@@ -11,8 +11,9 @@ use std::ptr::NonNull;
 use hak_os::Os;
 use hak_registry::{CacheLimits, Registry};
 use hak_shared_pool::SharedPool;
+use hak_superslab::Inbox;
 use hak_superslab::LG_SUPERSLAB_DEFAULT;
-use hak_tiny_front::{CacheShared, ThreadCache, NUM_CLASSES};
+use hak_tiny_front::{CacheShared, ThreadCache, CLASS_SIZES, NUM_CLASSES};
 
 const LG: u32 = LG_SUPERSLAB_DEFAULT;
 const CLASS: usize = NUM_CLASSES - 1; // 48 KiB blocks: 10 per slab under loom's 512 KiB slabs
@@ -137,6 +138,60 @@ fn batched_remote_free_races_thread_exit() {
         pool.trim();
         assert_eq!(pool.stats().releases, 1, "{:?}", pool.stats());
         pool.check_invariants().unwrap();
+        drop(owner);
+        drop_pool(pool);
+    });
+}
+
+#[test]
+fn the_owner_never_releases_a_slab_its_deliverer_still_writes() {
+    // A remote freer delivers the owner's full slab S into its inbox; the owner takes S back,
+    // frees every block, flushes, and the pool retires S's SuperSlab at once (no purge delay,
+    // no SuperSlab cache: it is unmapped). The deliverer must have let go of S's record before
+    // that: the owner waits out the delivery when it drains its inbox. Without that wait the
+    // deliverer's last write lands on an unmapped header.
+    loom::model(|| {
+        let os: &'static Os = Box::leak(Box::new(Os::new()));
+        let reg: &'static Registry<'static> = Box::leak(Box::new(Registry::new(os)));
+        let limits = CacheLimits { decommit: false, max_count: 0, ..CacheLimits::DEFAULT };
+        let pool: &'static SharedPool<'static> =
+            Box::leak(Box::new(SharedPool::new(reg, LG, limits)));
+        pool.set_purge_delay(0);
+        let holder: &'static Inbox = Box::leak(Box::new(Inbox::new()));
+        // SAFETY: `holder` is leaked: valid and in place for every slab it owns.
+        let acq = || unsafe { pool.acquire(0, CLASS_SIZES[0], holder) }.unwrap().slab;
+        // SuperSlab 1 stays (held by `holder`), so SuperSlab 2 is not the pool's last one.
+        let _first: Vec<_> = (0..4).map(|_| acq()).collect();
+        let (mut owner, shared) = new_cache(pool);
+        // Slab 0 of SuperSlab 2 is the owner's S; `holder` takes the other three for now.
+        let mut blocks = vec![alloc(&mut owner).as_ptr() as usize];
+        let others: Vec<_> = (0..3).map(|_| acq()).collect();
+        while blocks.len() < 10 {
+            blocks.push(alloc(&mut owner).as_ptr() as usize);
+        }
+        // The refill that finds S full arms it; the OS refuses a new slab.
+        os.fail_next_maps(usize::MAX);
+        // SAFETY: our cache, valid class.
+        assert!(unsafe { ThreadCache::pop(&mut *owner, CLASS) }.is_null());
+        assert!(owner.alloc_slow(CLASS).is_none());
+        os.fail_next_maps(0);
+        let x = blocks[0];
+        let t = loom::thread::spawn(move || remote_free(pool, &[x]));
+        while shared.inbox.is_empty() {
+            loom::thread::yield_now();
+        }
+        // The refill drains the inbox and hands the freed block out again.
+        assert_eq!(alloc(&mut owner).as_ptr() as usize, x);
+        for s in others {
+            // SAFETY: owned by `holder`, no block handed out.
+            unsafe { pool.release(s) };
+        }
+        for &b in &blocks {
+            free(&mut owner, b);
+        }
+        owner.flush();
+        assert_eq!(pool.stats().cache.evictions, 1, "SuperSlab 2 was unmapped");
+        t.join().unwrap();
         drop(owner);
         drop_pool(pool);
     });

@@ -51,4 +51,14 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     release_all();
+    // A delivery another parent thread had half done can never finish here; see
+    // `ThreadCache::after_fork_in_child`.
+    let ts = crate::thread::current();
+    // SAFETY: the calling thread's own state (or the sentinel, which is inactive and skipped),
+    // in the child, where it is the only thread.
+    unsafe {
+        if (*ts).tc.is_active() {
+            (*ts).tc.after_fork_in_child();
+        }
+    }
 }
