@@ -12,8 +12,8 @@
 //!   [`SharedPool::publish`] lists an ownerless slab with free blocks for adoption (only thread
 //!   exit creates those). [`SharedPool::purge`] / [`SharedPool::maybe_purge`] give back the
 //!   pages of slabs that stayed EMPTY for the purge delay ([`SharedPool::set_purge_delay`],
-//!   default [`DEFAULT_PURGE_DELAY_NS`]); [`SharedPool::trim`] does all of that at once and
-//!   reclaims abandoned slabs that emptied. [`SharedPool::prefork`] / `postfork` hold its locks
+//!   default [`DEFAULT_PURGE_DELAY_NS`]), and release a few abandoned slabs whose blocks all
+//!   came back; [`SharedPool::trim`] does all of that at once. [`SharedPool::prefork`] / `postfork` hold its locks
 //!   across `fork()`.
 //! - [`Acquired`], [`Stage`], [`PoolStats`], [`MAX_CLASSES`].
 //!

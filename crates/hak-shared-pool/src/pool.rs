@@ -25,6 +25,8 @@ const HUGE_AFTER: usize = 8;
 /// call purges before leaving the rest to the next slow path.
 const PURGE_BATCH: usize = 32;
 const PURGE_MAX: usize = 512;
+/// Abandoned slabs a purge call looks at (see `reclaim_abandoned`).
+const RECLAIM_PER_PURGE: usize = 4;
 
 /// Which source [`SharedPool::acquire`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,9 @@ struct State {
     /// SuperSlabs with EMPTY slots whose pages are still committed, roughly oldest first.
     dirty: SsHead,
     live: usize,
+    /// Slabs on the abandoned lists, and the class the bounded reclaim looks at next.
+    abandoned_count: usize,
+    reclaim_cursor: usize,
 }
 
 /// The shared pool. See the crate docs.
@@ -148,6 +153,8 @@ impl<'r> SharedPool<'r> {
                     all: SsHead::EMPTY,
                     dirty: SsHead::EMPTY,
                     live: 0,
+                    abandoned_count: 0,
+                    reclaim_cursor: 0,
                 }),
                 trim_owner: Inbox::new(),
                 purge_delay: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
@@ -263,6 +270,7 @@ impl<'r> SharedPool<'r> {
         // SAFETY: lock held (caller).
         unsafe {
             if let Some(s) = st.abandoned[class].pop() {
+                st.abandoned_count -= 1;
                 return Some((s, Stage::Adopted));
             }
             if let Some(s) = st.empty[class].pop() {
@@ -506,9 +514,57 @@ impl<'r> SharedPool<'r> {
         // SAFETY: an ACTIVE slab's SuperSlab is mapped.
         let class = unsafe { slab.class() } as usize;
         self.published.add(1);
-        let mut st = self.state.lock();
-        // SAFETY: lock held; the slot is on no list.
-        unsafe { st.abandoned[class].push(Slot::of(slab)) };
+        {
+            let mut st = self.state.lock();
+            // SAFETY: lock held; the slot is on no list.
+            unsafe { st.abandoned[class].push(Slot::of(slab)) };
+            st.abandoned_count += 1;
+        }
+        // Its blocks may all come back with no acquire of its class to adopt it: let the purge
+        // schedule look at it (see `reclaim_abandoned`).
+        let due = hak_os::monotonic_ns().saturating_add(self.purge_delay.load(Ordering::Relaxed));
+        self.next_purge.fetch_min(due, Ordering::Relaxed);
+    }
+
+    /// Looks at up to `max` abandoned slabs, one class after another: releases those whose
+    /// blocks have all come back, and moves the others to the back of their list. Returns the
+    /// number released. Bounded work, so the purge schedule can run it: slabs of classes no
+    /// thread asks for again do not stay until `trim()`.
+    fn reclaim_abandoned(&self, max: usize) -> usize {
+        let mut released = 0;
+        for _ in 0..max {
+            let s = {
+                let mut st = self.state.lock();
+                if st.abandoned_count == 0 {
+                    break;
+                }
+                let mut c = st.reclaim_cursor;
+                while st.abandoned[c].head.is_none() {
+                    c = (c + 1) % MAX_CLASSES;
+                }
+                st.reclaim_cursor = (c + 1) % MAX_CLASSES;
+                st.abandoned_count -= 1;
+                // SAFETY: lock held; the list is not empty.
+                unsafe { st.abandoned[c].pop() }
+            };
+            let Some(s) = s else { break };
+            // SAFETY: an ACTIVE slot keeps its SuperSlab mapped; popped: exclusive.
+            unsafe {
+                let slab = s.slab();
+                slab.adopt(&self.trim_owner);
+                if slab.is_empty() {
+                    self.release(slab);
+                    released += 1;
+                } else {
+                    slab.disown();
+                    let class = slab.class() as usize;
+                    let mut st = self.state.lock();
+                    st.abandoned[class].push_back(s);
+                    st.abandoned_count += 1;
+                }
+            }
+        }
+        released
     }
 
     /// Runs a purge pass if one is due (cheap otherwise: a clock read and a relaxed load).
@@ -530,6 +586,9 @@ impl<'r> SharedPool<'r> {
     /// first. Takes at most 32 slots per lock hold and decommits them outside it; stops after
     /// 512 (leaving the rest for the next call) unless `force`. Returns the number purged.
     pub fn purge(&self, now: u64, force: bool) -> usize {
+        if !force {
+            self.reclaim_abandoned(RECLAIM_PER_PURGE);
+        }
         let delay = self.purge_delay.load(Ordering::Relaxed);
         let delay_ms = ms(delay);
         let mut total = 0;
@@ -575,6 +634,9 @@ impl<'r> SharedPool<'r> {
                 if n == PURGE_BATCH && !st.dirty.head.is_null() {
                     next = now; // more may be due: the next check continues
                 }
+                if next == u64::MAX && st.abandoned_count > 0 {
+                    next = now.saturating_add(delay); // abandoned slabs to look at again
+                }
                 self.next_purge.store(next, Ordering::Relaxed);
             }
             if n == 0 {
@@ -608,43 +670,13 @@ impl<'r> SharedPool<'r> {
         }
     }
 
-    /// Reclaims memory: abandoned slabs whose blocks have all come back are released (their
-    /// SuperSlabs may go to the cache), the others are listed again; EMPTY slabs give their
-    /// pages back; then the cache evicts what its TTL excludes. Returns the number of slabs
-    /// released.
+    /// Reclaims memory at once: abandoned slabs whose blocks have all come back are released
+    /// (the purge schedule does this a few at a time too), the others are listed again; EMPTY
+    /// slabs give their pages back without waiting for the delay; then the cache evicts what its
+    /// TTL excludes. Returns the number of abandoned slabs released.
     pub fn trim(&self) -> usize {
-        let mut released = 0;
-        for class in 0..MAX_CLASSES {
-            let mut keep = SlotList::EMPTY;
-            loop {
-                let s = {
-                    let mut st = self.state.lock();
-                    // SAFETY: lock held.
-                    unsafe { st.abandoned[class].pop() }
-                };
-                let Some(s) = s else { break };
-                // SAFETY: an ACTIVE slot keeps its SuperSlab mapped; popped: exclusive.
-                unsafe {
-                    let slab = s.slab();
-                    slab.adopt(&self.trim_owner);
-                    if slab.is_empty() {
-                        self.release(slab);
-                        released += 1;
-                    } else {
-                        slab.disown();
-                        // Relist after the loop so this pass ends.
-                        let _g = self.state.lock();
-                        keep.push(s);
-                    }
-                }
-            }
-            let mut st = self.state.lock();
-            // SAFETY: lock held; slots we popped above and chained while we held them.
-            while let Some(s) = unsafe { keep.pop() } {
-                // SAFETY: as above.
-                unsafe { st.abandoned[class].push(s) };
-            }
-        }
+        let n = self.state.lock().abandoned_count;
+        let released = self.reclaim_abandoned(n);
         self.purge(hak_os::monotonic_ns(), true);
         self.cache.evict_expired();
         released

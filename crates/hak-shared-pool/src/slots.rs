@@ -119,10 +119,11 @@ pub(crate) unsafe fn ext<'x>(ss: SsRef) -> &'x mut PoolExt {
 #[derive(Clone, Copy)]
 pub(crate) struct SlotList {
     pub(crate) head: Slot,
+    pub(crate) tail: Slot,
 }
 
 impl SlotList {
-    pub(crate) const EMPTY: SlotList = SlotList { head: Slot::NONE };
+    pub(crate) const EMPTY: SlotList = SlotList { head: Slot::NONE, tail: Slot::NONE };
 
     /// # Safety
     /// Pool lock held; `s` is on no list; listed slots' SuperSlabs are mapped.
@@ -134,11 +135,34 @@ impl SlotList {
                 e.next[s.index()] = self.head;
                 e.prev[s.index()] = Slot::NONE;
             }
-            if !self.head.is_none() {
+            if self.head.is_none() {
+                self.tail = s;
+            } else {
                 ext(self.head.ss()).prev[self.head.index()] = s;
             }
         }
         self.head = s;
+    }
+
+    /// Appends `s` at the tail.
+    ///
+    /// # Safety
+    /// As for [`SlotList::push`].
+    pub(crate) unsafe fn push_back(&mut self, s: Slot) {
+        // SAFETY: forwarded; each access borrows an extension area briefly.
+        unsafe {
+            {
+                let e = ext(s.ss());
+                e.next[s.index()] = Slot::NONE;
+                e.prev[s.index()] = self.tail;
+            }
+            if self.tail.is_none() {
+                self.head = s;
+            } else {
+                ext(self.tail.ss()).next[self.tail.index()] = s;
+            }
+        }
+        self.tail = s;
     }
 
     /// # Safety
@@ -155,7 +179,9 @@ impl SlotList {
             } else {
                 ext(p.ss()).next[p.index()] = n;
             }
-            if !n.is_none() {
+            if n.is_none() {
+                self.tail = p;
+            } else {
                 ext(n.ss()).prev[n.index()] = p;
             }
         }

@@ -340,3 +340,29 @@ fn trim_purges_every_empty_slab_at_once() {
     assert_eq!(p.stats().purged, 10);
     p.check_invariants().unwrap();
 }
+
+#[test]
+fn the_purge_schedule_releases_abandoned_slabs_that_emptied() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let p = pool(&reg);
+    const DELAY: u64 = 10_000_000_000;
+    p.set_purge_delay(DELAY);
+    let _anchor = acq(&p, 0, 16, OWNER).unwrap();
+    let a = acq(&p, 9, 192, OWNER).unwrap();
+    let mut x = [core::ptr::null_mut(); 3];
+    // SAFETY: owner operations, then remote frees of every block, as other threads would.
+    unsafe {
+        assert_eq!(a.slab.alloc_batch(&mut x), 3);
+        a.slab.disown();
+        p.publish(a.slab);
+        for blk in x {
+            let _ = a.slab.free_remote(core::ptr::NonNull::new(blk).unwrap());
+        }
+    }
+    assert_eq!(p.stats().releases, 0);
+    // No acquire of class 9 comes, no trim(): the purge schedule finds it.
+    p.purge(hak_os::monotonic_ns() + 2 * DELAY, false);
+    assert_eq!(p.stats().releases, 1, "the emptied abandoned slab went back");
+    p.check_invariants().unwrap();
+}
