@@ -37,6 +37,7 @@ mod large;
 mod options;
 mod stats;
 mod thread;
+mod tls;
 
 pub use stats::{stats, MidStats, Stats, TinyStats};
 
