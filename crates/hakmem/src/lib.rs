@@ -32,9 +32,12 @@ use core::ptr::{self, NonNull};
 use hak_superslab::SuperSlab;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
+mod check;
+mod environ;
 mod global;
 mod large;
 mod options;
+pub mod raw;
 mod stats;
 mod thread;
 mod tls;
