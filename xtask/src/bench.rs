@@ -193,7 +193,15 @@ pub(crate) fn run(opts: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if failures > 0 || binaries.iter().any(Result::is_err) {
+    // The C rows (cbench.rs) follow when every Rust row was asked for.
+    let c_ok = opts.workloads.len() != WORKLOADS.len()
+        || crate::cbench::run(&crate::cbench::COptions::from_bench(
+            opts.mode,
+            opts.runs,
+            opts.timeout,
+            &opts.allocators,
+        )) == ExitCode::SUCCESS;
+    if failures > 0 || binaries.iter().any(Result::is_err) || !c_ok {
         eprintln!("bench: {failures} failed runs (see the Failures section)");
         ExitCode::FAILURE
     } else {
