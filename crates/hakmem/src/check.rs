@@ -108,7 +108,7 @@ fn bit_of(addr: usize, create: bool) -> Option<(&'static AtomicU64, u64)> {
 /// not tracked (the big tier checks its own headers).
 #[cold]
 #[inline(never)]
-pub(crate) fn on_alloc(p: *mut u8) -> *mut u8 {
+pub(crate) extern "C" fn on_alloc(p: *mut u8) -> *mut u8 {
     match REGISTRY.lookup(p as usize).map(|o| o.kind) {
         Some(OwnerKind::SuperSlab | OwnerKind::Mid) => {}
         _ => return p,

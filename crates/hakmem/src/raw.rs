@@ -21,7 +21,9 @@
 //!
 //! Invariants: nothing here allocates through the global allocator or panics; every fast path
 //! is the tiny thread cache (a pop or a push after a registry lookup), everything else is in
-//! `#[cold]` functions that save and restore `errno`.
+//! `#[cold]` functions that save and restore `errno`. Those the fast paths call are
+//! `extern "C"`: they cannot unwind, so the exported C functions (which must abort rather
+//! than unwind) need no landing pad around the call and can tail-call them.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -74,7 +76,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 
 #[cold]
 #[inline(never)]
-fn malloc_slow(size: usize) -> *mut u8 {
+extern "C" fn malloc_slow(size: usize) -> *mut u8 {
     let saved = errno();
     let p = if let Some(class) = class_of(size, MALLOC_ALIGN) {
         crate::tiny_alloc_slow(class)
@@ -127,7 +129,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 
 #[cold]
 #[inline(never)]
-fn calloc_slow(total: usize) -> *mut u8 {
+extern "C" fn calloc_slow(total: usize) -> *mut u8 {
     let saved = errno();
     let p = if let Some(class) = class_of(total, MALLOC_ALIGN) {
         let p = crate::tiny_alloc_slow(class);
@@ -176,8 +178,8 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free(ptr: *mut u8) {
     // Null needs no test of its own on the fast path: the registry never knows address 0.
-    match REGISTRY.lookup(ptr as usize) {
-        Some(o) if o.kind == OwnerKind::SuperSlab => {
+    match REGISTRY.kind(ptr as usize) {
+        Some(OwnerKind::SuperSlab) => {
             // SAFETY: the registry says a SuperSlab owns the address: it is mapped and
             // formatted while registered, and a live block keeps it registered.
             let class = unsafe { tiny_class_of(ptr) };
@@ -189,10 +191,10 @@ pub unsafe fn free(ptr: *mut u8) {
             unsafe { free_tiny(class, ptr) }
         }
         // SAFETY: forwarded.
-        Some(o) => unsafe { free_large(ptr, o.kind) },
+        Some(kind) => unsafe { free_large(ptr, kind) },
         None => {
             if !ptr.is_null() {
-                refuse(b"hakmem: free of a pointer hakmem never returned; ignored\n");
+                refuse_foreign_free();
             }
         }
     }
@@ -229,7 +231,7 @@ unsafe fn free_tiny(class: usize, ptr: *mut u8) {
 /// `ptr` lies in a registered SuperSlab and its slab serves `class`.
 #[cold]
 #[inline(never)]
-unsafe fn free_tiny_checked(class: usize, ptr: *mut u8) {
+unsafe extern "C" fn free_tiny_checked(class: usize, ptr: *mut u8) {
     // SAFETY: forwarded; once checked, a live block of `class`.
     unsafe {
         if check::on_free_tiny(ptr) {
@@ -242,7 +244,7 @@ unsafe fn free_tiny_checked(class: usize, ptr: *mut u8) {
 /// `ptr` is a live tiny block of `class`.
 #[cold]
 #[inline(never)]
-unsafe fn free_tiny_slow(class: usize, ptr: *mut u8) {
+unsafe extern "C" fn free_tiny_slow(class: usize, ptr: *mut u8) {
     let saved = errno();
     // SAFETY: forwarded.
     unsafe { crate::tiny_free_slow(class, ptr) };
@@ -255,7 +257,7 @@ unsafe fn free_tiny_slow(class: usize, ptr: *mut u8) {
 /// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_large(ptr: *mut u8, kind: OwnerKind) {
+unsafe extern "C" fn free_large(ptr: *mut u8, kind: OwnerKind) {
     let saved = errno();
     let size = if kind == OwnerKind::Mid {
         // SAFETY: a registered mid address; live if it is a block start (contract).
@@ -277,6 +279,12 @@ unsafe fn free_large(ptr: *mut u8, kind: OwnerKind) {
         unsafe { large::dealloc(ptr, Layout::from_size_align_unchecked(size, MALLOC_ALIGN)) };
     }
     set_errno(saved);
+}
+
+#[cold]
+#[inline(never)]
+extern "C" fn refuse_foreign_free() {
+    refuse(b"hakmem: free of a pointer hakmem never returned; ignored\n");
 }
 
 #[cold]
