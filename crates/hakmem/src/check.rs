@@ -28,7 +28,7 @@
 use core::ptr::{self, NonNull};
 
 use hak_registry::OwnerKind;
-use hak_superslab::SuperSlab;
+use hak_superslab::SsRef;
 use hak_sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use crate::global::{LG_SS, OS, REGISTRY};
@@ -132,11 +132,12 @@ pub(crate) extern "C" fn on_alloc(p: *mut u8) -> *mut u8 {
 /// # Safety
 /// `p` lies in a registered SuperSlab.
 unsafe fn tiny_start(p: *mut u8, what: &[u8]) -> bool {
-    // SAFETY: forwarded.
-    let ss = unsafe { SuperSlab::from_block(p, LG_SS) };
-    let i = ss.slab_index_of(p);
+    // SAFETY: forwarded: a registered SuperSlab is formatted and mapped.
+    let ss = unsafe { SsRef::from_block(p, LG_SS) };
+    let i = ss.slab_index_of(p.addr());
     let (start, end) = ss.slab_range(i);
-    let bs = ss.slab(i).block_size() as usize;
+    // SAFETY: as above; `i` is below the SuperSlab's slab count (the address lies in it).
+    let bs = unsafe { ss.slab(i).block_size() } as usize;
     let (a, s) = (p as usize, start as usize);
     if bs == 0 || a < s || a >= end as usize || (a - s) % bs != 0 {
         say(what, b" of a pointer into the middle of a tiny block");

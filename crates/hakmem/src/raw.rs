@@ -29,7 +29,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use hak_registry::OwnerKind;
-use hak_superslab::SuperSlab;
+use hak_superslab::SsRef;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES, NUM_CLASSES};
 
 use crate::global::{LG_SS, REGISTRY};
@@ -206,9 +206,8 @@ pub unsafe fn free(ptr: *mut u8) {
 /// `ptr` lies in a registered SuperSlab.
 #[inline(always)]
 unsafe fn tiny_class_of(ptr: *mut u8) -> usize {
-    // SAFETY: forwarded.
-    let ss = unsafe { SuperSlab::from_block(ptr, LG_SS) };
-    let class = ss.slab_of(ptr).class() as usize;
+    // SAFETY: forwarded: a registered SuperSlab is formatted and mapped.
+    let class = unsafe { SsRef::from_block(ptr, LG_SS).slab_of(ptr.addr()).class() } as usize;
     hak_sync::check!(class < NUM_CLASSES, "slab record holds a class out of range");
     class
 }
