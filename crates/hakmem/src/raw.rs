@@ -57,6 +57,38 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// `errno` as a slow path found it: one `__errno_location` call, then plain loads and stores
+/// through the thread's errno address.
+struct SavedErrno {
+    loc: *mut i32,
+    value: i32,
+}
+
+impl SavedErrno {
+    #[inline]
+    fn new() -> SavedErrno {
+        // SAFETY: __errno_location returns a valid pointer to the calling thread's errno, which
+        // lives as long as the thread.
+        let loc = unsafe { libc::__errno_location() };
+        // SAFETY: as above.
+        SavedErrno { loc, value: unsafe { *loc } }
+    }
+
+    /// Puts `errno` back as it was.
+    #[inline]
+    fn restore(&self) {
+        // SAFETY: the calling thread's errno (a `SavedErrno` never leaves its thread).
+        unsafe { *self.loc = self.value };
+    }
+
+    /// Sets `errno` to `e`.
+    #[inline]
+    fn set(&self, e: i32) {
+        // SAFETY: as in `restore`.
+        unsafe { *self.loc = e };
+    }
+}
+
 /// `malloc`: a block of at least `size` bytes aligned to [`MALLOC_ALIGN`], or null with
 /// `errno = ENOMEM`. `size` 0 gives a unique minimal block.
 #[inline(always)]
@@ -77,7 +109,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 extern "C" fn malloc_slow(size: usize) -> *mut u8 {
-    let saved = errno();
+    let saved = SavedErrno::new();
     let p = if let Some(class) = class_of(size, MALLOC_ALIGN) {
         crate::tiny_alloc_slow(class)
     } else if size > MAX_REQUEST {
@@ -92,11 +124,11 @@ extern "C" fn malloc_slow(size: usize) -> *mut u8 {
 /// Common tail of the slow allocation paths: `errno` back to `saved` on success, `ENOMEM` on
 /// failure; check mode marks the block live.
 #[inline]
-fn finish_alloc(p: *mut u8, saved: i32) -> *mut u8 {
+fn finish_alloc(p: *mut u8, saved: SavedErrno) -> *mut u8 {
     if p.is_null() {
-        set_errno(libc::ENOMEM);
+        saved.set(libc::ENOMEM);
     } else {
-        set_errno(saved);
+        saved.restore();
         if check::enabled() {
             return check::on_alloc(p);
         }
@@ -130,7 +162,7 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 extern "C" fn calloc_slow(total: usize) -> *mut u8 {
-    let saved = errno();
+    let saved = SavedErrno::new();
     let p = if let Some(class) = class_of(total, MALLOC_ALIGN) {
         let p = crate::tiny_alloc_slow(class);
         if !p.is_null() {
@@ -154,7 +186,7 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
     if align <= MALLOC_ALIGN {
         return malloc(size);
     }
-    let saved = errno();
+    let saved = SavedErrno::new();
     // `GlobalAlloc` wants a non-zero size; a zero-size request gets one aligned byte.
     let p = match Layout::from_size_align(size.max(1), align) {
         Ok(l) if size <= MAX_REQUEST => {
@@ -244,10 +276,10 @@ unsafe extern "C" fn free_tiny_checked(class: usize, ptr: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_tiny_slow(class: usize, ptr: *mut u8) {
-    let saved = errno();
+    let saved = SavedErrno::new();
     // SAFETY: forwarded.
     unsafe { crate::tiny_free_slow(class, ptr) };
-    set_errno(saved);
+    saved.restore();
 }
 
 /// Frees a mid or big block (the registry said `kind`).
