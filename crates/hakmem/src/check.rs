@@ -29,11 +29,12 @@ use core::ptr::{self, NonNull};
 
 use hak_registry::OwnerKind;
 use hak_superslab::SsRef;
-use hak_sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use hak_sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::global::{LG_SS, OS, REGISTRY};
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+static ENABLED: hak_sync::atomic::AtomicBool = hak_sync::atomic::AtomicBool::new(false);
 
 /// log2 of the bytes one bit covers (the smallest block alignment).
 const GRAIN_SHIFT: u32 = 4;
@@ -58,13 +59,60 @@ struct Leaf {
 static TOP: [AtomicPtr<Leaf>; 1 << TOP_BITS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; 1 << TOP_BITS];
 
+// On x86-64 the flag is a hidden byte defined in assembly and read with one RIP-relative
+// load: a Rust static read from inlined code in another crate (the exported `malloc` and
+// `free`) goes through the GOT in a shared library, one dependent load more on every call.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+core::arch::global_asm!(
+    ".pushsection .bss.__hakmem_check_enabled,\"aw\",@nobits",
+    ".globl __hakmem_check_enabled",
+    ".hidden __hakmem_check_enabled",
+    ".type __hakmem_check_enabled,@object",
+    ".size __hakmem_check_enabled, 1",
+    "__hakmem_check_enabled:",
+    ".zero 1",
+    ".popsection",
+);
+
+/// Whether check mode is on (one load; the flag never changes after initialisation, which
+/// sets it before handing out the first block).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(always)]
+pub(crate) fn enabled() -> bool {
+    let v: u32;
+    // SAFETY: reads the one-byte flag defined above; no other memory, no flags.
+    unsafe {
+        core::arch::asm!(
+            "movzx {v:e}, byte ptr [rip + __hakmem_check_enabled]",
+            v = out(reg) v,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    v != 0
+}
+
+/// Turns check mode on; called by initialisation before any block is handed out (other
+/// threads see it after they observe initialisation done, with acquire ordering).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) fn enable() {
+    // SAFETY: writes the one-byte flag defined above.
+    unsafe {
+        core::arch::asm!(
+            "mov byte ptr [rip + __hakmem_check_enabled], 1",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// Whether check mode is on (one relaxed load; the flag never changes after initialisation).
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
 /// Turns check mode on; called by initialisation before any block is handed out.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
