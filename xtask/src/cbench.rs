@@ -264,9 +264,15 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
     };
     let allocators: Vec<String> = ready.iter().map(|r| r.name.clone()).collect();
     let mut rows = Vec::new();
-    let total = opts.rows.len() * opts.runs * ready.len();
+    let total =
+        opts.rows.iter().filter(|r| missing_program(r).is_none()).count() * opts.runs * ready.len();
     let mut step = 0;
     for crow in &opts.rows {
+        if let Some(missing) = missing_program(crow) {
+            eprintln!("cbench: skipping {}: {missing} is not installed", crow.id);
+            notes.push(format!("{} skipped: {missing} is not installed", crow.id));
+            continue;
+        }
         let (program, args, env) = command(crow, opts.mode, &bins);
         let mut row = Row {
             workload: crow.id.to_string(),
@@ -507,6 +513,18 @@ fn command(row: &CRow, mode: Mode, bins: &Path) -> (PathBuf, Vec<String>, Vec<(S
             (bins.join("run_program"), args, Vec::new())
         }
     }
+}
+
+/// The real program a row needs, if it is not on `PATH`.
+fn missing_program(row: &CRow) -> Option<&'static str> {
+    let program = match row.kind {
+        Kind::Bench(_) => return None,
+        Kind::Python => "python3",
+        Kind::Sqlite => "sqlite3",
+    };
+    let path = crate::env_var("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|d| d.join(program).is_file());
+    (!found).then_some(program)
 }
 
 /// The command of a row as the report shows it.
