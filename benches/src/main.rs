@@ -1,4 +1,4 @@
-//! The `hak-bench` binary: runs one workload of the `hak_bench` library under the allocator the
+//! The `hak-bench` binary: runs one workload of the `hak_bench_workloads` library under the allocator the
 //! cargo feature picked, and prints one `RESULT` line (plus `HAKMEM_SYSCALLS` under hakmem).
 //!
 //! `cargo xtask bench` builds this binary once per allocator and parses its stdout. Exit codes:
@@ -33,21 +33,26 @@ fn main() {
     if args.is_empty() || args[0] == "--help" || args[0] == "-h" {
         eprintln!(
             "usage: hak-bench WORKLOAD [ARGS...]\nworkloads: {}\nallocator: {ALLOCATOR}",
-            hak_bench::WORKLOADS.join(", ")
+            hak_bench_workloads::WORKLOADS.join(", ")
         );
         std::process::exit(2);
     }
-    match hak_bench::run(&args) {
+    match hak_bench_workloads::run(&args) {
         Ok(outcome) => {
             println!("{}", outcome.result_line(ALLOCATOR));
             print_syscalls();
         }
         Err(msg) => {
             eprintln!("hak-bench ({ALLOCATOR}): {}: {msg}", args[0]);
-            let known = hak_bench::WORKLOADS.contains(&args[0].as_str());
-            std::process::exit(if known && !msg.contains("must be a number") { 1 } else { 2 });
+            let known = hak_bench_workloads::WORKLOADS.contains(&args[0].as_str());
+            std::process::exit(if known && !is_usage_error(&msg) { 1 } else { 2 });
         }
     }
+}
+
+/// Whether `msg` is a bad-argument message (exit code 2) rather than a failed workload.
+fn is_usage_error(msg: &str) -> bool {
+    msg.contains(": argument ") && msg.contains(" must be ")
 }
 
 /// Prints hakmem's OS syscall counters (whole process, including the untimed prefault).

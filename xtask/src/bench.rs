@@ -1,15 +1,16 @@
-//! `cargo xtask bench`: build `hak-bench` once per allocator, run the plan interleaved, write
-//! the report.
+//! `cargo xtask bench`: build what the rows need once per allocator, run the plan interleaved,
+//! write the report.
 //!
-//! Order of work: parse [`Options`]; build each allocator's binary with
+//! Rows come from [`RowSource`]s ([`sources`] lists them): each offers its rows, gets ready once
+//! per allocator, and runs one row once. The Rust workloads are [`HakBench`]: it builds
 //! `$CARGO build --release -p hak-bench --features ALLOC --target-dir target/bench/build` and
-//! copy it to `target/bench/bin/hak-bench-ALLOC` (one shared target dir, so the dependencies
-//! common to all four builds compile once; the copies keep each build's binary when the next
-//! build overwrites `release/hak-bench`); then for each workload, for each run, for each
-//! allocator run the binary once (so run k of every allocator happens close together in time
-//! and drift hits all of them alike); then check that every allocator reported the same
-//! checksum, render and write the report. Any failed build, run, parse or checksum makes the
-//! exit code 1, after the report is written.
+//! copies the binary to `target/bench/bin/hak-bench-ALLOC` (one shared target dir, so the
+//! dependencies common to all four builds compile once; the copies keep each build's binary when
+//! the next build overwrites `release/hak-bench`). Then for each workload, for each run, for each
+//! allocator the row runs once (so run k of every allocator happens close together in time and
+//! drift hits all of them alike); then every allocator must have reported the same checksum; the
+//! report is rendered and written. Any failed build, run, parse or checksum makes the exit code
+//! 1, after the report is written.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,71 @@ use crate::child;
 use crate::machine::Machine;
 use crate::report::{self, Cell, Report, Row};
 use crate::workloads::{Mode, Workload, ALLOCATORS, WORKLOADS};
+
+/// A source of report rows. A new kind of row (another program, another harness) is another
+/// implementation listed in [`sources`]; the runner, the checks and the report stay as they are.
+pub(crate) trait RowSource {
+    /// The rows it offers, in report order; ids must be unique across all sources.
+    fn rows(&self) -> &'static [Workload];
+    /// Gets ready to run rows under `alloc` (e.g. builds a binary); called once per allocator
+    /// before any run. `bench_dir` is `target/bench`.
+    fn prepare(&mut self, bench_dir: &Path, alloc: &str) -> Result<(), String>;
+    /// Runs `row` once under `alloc` with `args` (the row's arguments at the chosen scale) and
+    /// returns what it measured; the run must have printed the row's id and the allocator.
+    fn run(
+        &self,
+        row: &Workload,
+        args: &str,
+        alloc: &str,
+        timeout: Duration,
+    ) -> Result<Measured, String>;
+}
+
+/// Every row source, in report order.
+pub(crate) fn sources() -> Vec<Box<dyn RowSource>> {
+    vec![Box::new(HakBench::default())]
+}
+
+/// The rows of all sources, in report order.
+fn all_rows(sources: &[Box<dyn RowSource>]) -> Vec<Workload> {
+    sources.iter().flat_map(|s| s.rows().iter().copied()).collect()
+}
+
+/// The Rust workloads: the `hak-bench` binary built once per allocator.
+#[derive(Debug, Default)]
+struct HakBench {
+    /// The binary of each allocator that was built.
+    bins: Vec<(String, PathBuf)>,
+}
+
+impl RowSource for HakBench {
+    fn rows(&self) -> &'static [Workload] {
+        WORKLOADS
+    }
+
+    fn prepare(&mut self, bench_dir: &Path, alloc: &str) -> Result<(), String> {
+        eprintln!("bench: building hak-bench with --features {alloc}");
+        let bin = build(bench_dir, alloc)?;
+        self.bins.push((alloc.to_string(), bin));
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        row: &Workload,
+        args: &str,
+        alloc: &str,
+        timeout: Duration,
+    ) -> Result<Measured, String> {
+        let (_, bin) = self
+            .bins
+            .iter()
+            .find(|(a, _)| a == alloc)
+            .ok_or_else(|| format!("no hak-bench binary for {alloc}"))?;
+        let args: Vec<&str> = args.split_ascii_whitespace().collect();
+        measure(bin, &args, timeout, row.id, alloc)
+    }
+}
 
 /// The parsed command line of `cargo xtask bench`.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,22 +103,27 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    /// Parses `[--quick | --smoke] [--runs N] [--alloc A,B] [--timeout S] [WORKLOAD...]`.
-    pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
+    /// Parses `[--quick | --smoke] [--runs N] [--alloc A,B] [--timeout S] [WORKLOAD...]`;
+    /// `known` are the rows a WORKLOAD may name.
+    pub(crate) fn parse<I>(args: I, known: &[Workload]) -> Result<Options, String>
+    where
+        I: IntoIterator,
+        I::Item: Into<std::ffi::OsString>,
+    {
+        use lexopt::prelude::*;
         let mut mode = Mode::Full;
         let mut runs = None;
         let mut timeout = None;
         let mut allocators: Vec<String> = ALLOCATORS.iter().map(|s| s.to_string()).collect();
         let mut filters = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value =
-                |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-            match a.as_str() {
-                "--quick" => mode = Mode::Quick,
-                "--smoke" => mode = Mode::Smoke,
-                "--runs" => {
-                    let v = value("--runs")?;
+        let mut p = lexopt::Parser::from_args(args);
+        let err = |e: lexopt::Error| e.to_string();
+        while let Some(arg) = p.next().map_err(err)? {
+            match arg {
+                Long("quick") => mode = Mode::Quick,
+                Long("smoke") => mode = Mode::Smoke,
+                Long("runs") => {
+                    let v = p.value().map_err(err)?.string().map_err(err)?;
                     runs = Some(
                         v.parse::<usize>()
                             .ok()
@@ -60,15 +131,15 @@ impl Options {
                             .ok_or_else(|| format!("--runs wants a positive number, got `{v}`"))?,
                     );
                 }
-                "--timeout" => {
-                    let v = value("--timeout")?;
+                Long("timeout") => {
+                    let v = p.value().map_err(err)?.string().map_err(err)?;
                     let secs = v.parse::<u64>().ok().filter(|&n| n > 0);
                     timeout = Some(Duration::from_secs(secs.ok_or_else(|| {
                         format!("--timeout wants a positive number of seconds, got `{v}`")
                     })?));
                 }
-                "--alloc" => {
-                    let v = value("--alloc")?;
+                Long("alloc") => {
+                    let v = p.value().map_err(err)?.string().map_err(err)?;
                     allocators = Vec::new();
                     for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                         if !ALLOCATORS.contains(&name) {
@@ -85,17 +156,17 @@ impl Options {
                         return Err("--alloc needs at least one allocator".into());
                     }
                 }
-                f if f.starts_with('-') => return Err(format!("unknown option `{f}`")),
-                f => filters.push(f.to_string()),
+                Value(v) => filters.push(v.string().map_err(err)?),
+                other => return Err(other.unexpected().to_string()),
             }
         }
         for f in &filters {
-            if !WORKLOADS.iter().any(|w| w.matches(f)) {
-                let ids: Vec<_> = WORKLOADS.iter().map(|w| w.id).collect();
+            if !known.iter().any(|w| w.matches(f)) {
+                let ids: Vec<_> = known.iter().map(|w| w.id).collect();
                 return Err(format!("unknown workload `{f}` (known: {})", ids.join(", ")));
             }
         }
-        let workloads = WORKLOADS
+        let workloads = known
             .iter()
             .filter(|w| filters.is_empty() || filters.iter().any(|f| w.matches(f)))
             .copied()
@@ -115,22 +186,47 @@ impl Options {
     }
 }
 
+/// Parses the command line and runs the whole benchmark; exit code 2 for a bad command line,
+/// else as [`run`].
+pub(crate) fn main(args: Vec<std::ffi::OsString>, help: &str) -> ExitCode {
+    let sources = sources();
+    match Options::parse(args, &all_rows(&sources)) {
+        Ok(opts) => run(&opts, sources),
+        Err(e) => {
+            eprintln!("xtask bench: {e}\n\n{help}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Runs the whole benchmark; the exit code is 1 if anything failed.
-pub(crate) fn run(opts: &Options) -> ExitCode {
+pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitCode {
     let started = Instant::now();
     let machine = Machine::probe();
     let bench_dir = crate::target_dir().join("bench");
     let out_dir =
         if opts.mode == Mode::Smoke { bench_dir.join("smoke") } else { bench_dir.clone() };
 
-    let mut binaries: Vec<Result<PathBuf, String>> = Vec::new();
-    for alloc in &opts.allocators {
-        eprintln!("bench: building hak-bench with --features {alloc}");
-        let b = build(&bench_dir, alloc);
-        if let Err(e) = &b {
-            eprintln!("bench: FAILED to build for {alloc}: {e}");
+    // Which source owns each selected row; only sources with selected rows get ready.
+    let owner: Vec<usize> = opts
+        .workloads
+        .iter()
+        .map(|w| sources.iter().position(|s| s.rows().iter().any(|r| r.id == w.id)).unwrap_or(0))
+        .collect();
+    // ready[source][allocator]: Ok, or why it could not get ready.
+    let mut ready: Vec<Vec<Result<(), String>>> = Vec::new();
+    let mut prepare_failed = false;
+    for (si, source) in sources.iter_mut().enumerate() {
+        let mut per_alloc = Vec::new();
+        for alloc in &opts.allocators {
+            let r = if owner.contains(&si) { source.prepare(&bench_dir, alloc) } else { Ok(()) };
+            if let Err(e) = &r {
+                eprintln!("bench: FAILED to get ready for {alloc}: {e}");
+                prepare_failed = true;
+            }
+            per_alloc.push(r);
         }
-        binaries.push(b);
+        ready.push(per_alloc);
     }
     let build_secs = started.elapsed().as_secs_f64();
 
@@ -146,15 +242,14 @@ pub(crate) fn run(opts: &Options) -> ExitCode {
     let total = opts.workloads.len() * opts.runs * opts.allocators.len();
     let mut progress = Progress::new(total);
     let runs_started = Instant::now();
-    for (w, row) in opts.workloads.iter().zip(rows.iter_mut()) {
-        let args: Vec<&str> = w.args(opts.mode).split_ascii_whitespace().collect();
+    for ((w, row), &si) in opts.workloads.iter().zip(rows.iter_mut()).zip(&owner) {
         for run in 1..=opts.runs {
             for (a, alloc) in opts.allocators.iter().enumerate() {
                 progress.step(&format!("{} {alloc} run {run}/{}", w.id, opts.runs));
                 let cell = &mut row.cells[a];
-                let outcome = match &binaries[a] {
+                let outcome = match &ready[si][a] {
                     Err(_) => Err("build failed".to_string()),
-                    Ok(bin) => measure(bin, &args, opts.timeout, w.id, alloc),
+                    Ok(()) => sources[si].run(w, w.args(opts.mode), alloc, opts.timeout),
                 };
                 match outcome {
                     Ok(m) => record(cell, m),
@@ -193,15 +288,16 @@ pub(crate) fn run(opts: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    // The C rows (cbench.rs) follow when every Rust row was asked for.
-    let c_ok = opts.workloads.len() != WORKLOADS.len()
+    // The C rows (cbench.rs: their own allocators, tcmalloc among them, and their own report)
+    // follow when every row was asked for.
+    let c_ok = opts.workloads.len() != all_rows(&sources).len()
         || crate::cbench::run(&crate::cbench::COptions::from_bench(
             opts.mode,
             opts.runs,
             opts.timeout,
             &opts.allocators,
         )) == ExitCode::SUCCESS;
-    if failures > 0 || binaries.iter().any(Result::is_err) || !c_ok {
+    if failures > 0 || prepare_failed || !c_ok {
         eprintln!("bench: {failures} failed runs (see the Failures section)");
         ExitCode::FAILURE
     } else {
@@ -236,14 +332,16 @@ fn build(bench_dir: &Path, alloc: &str) -> Result<PathBuf, String> {
 
 /// One successful run.
 #[derive(Debug)]
-struct Measured {
-    parsed: child::Parsed,
-    max_rss_kib: u64,
+pub(crate) struct Measured {
+    /// What the run printed.
+    pub(crate) parsed: child::Parsed,
+    /// Its peak RSS (`ru_maxrss`).
+    pub(crate) max_rss_kib: u64,
 }
 
-/// Runs one binary once and checks that it ran the expected workload under the expected
+/// Runs one binary once (see [`child::run`]) and checks that it ran the expected workload under the expected
 /// allocator.
-fn measure(
+pub(crate) fn measure(
     bin: &Path,
     args: &[&str],
     timeout: Duration,
@@ -306,7 +404,7 @@ fn write_reports(dir: &Path, report: &Report, md: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(dir.join("report.json"), report::json(report))?;
-    std::fs::write(dir.join("report.svg"), report::svg(report))
+    std::fs::write(dir.join("report.svg"), report::svg(report).map_err(std::io::Error::other)?)
 }
 
 /// The `[i/n] what` line on stderr: rewritten in place on a terminal, one line per step
@@ -350,7 +448,7 @@ mod tests {
     use super::*;
 
     fn opts(s: &str) -> Result<Options, String> {
-        Options::parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+        Options::parse(s.split_whitespace(), WORKLOADS)
     }
 
     #[test]
@@ -370,7 +468,16 @@ mod tests {
         let o = opts("--alloc system,jemalloc,system random_mixed big").unwrap();
         assert_eq!(o.allocators, ["system", "jemalloc"]);
         let ids: Vec<_> = o.workloads.iter().map(|w| w.id).collect();
-        assert_eq!(ids, ["random_mixed/400", "random_mixed/4096", "random_mixed/65536", "big"]);
+        assert_eq!(
+            ids,
+            [
+                "random_mixed/400",
+                "random_mixed/4096",
+                "random_mixed/65536",
+                "big/dense",
+                "big/sparse"
+            ]
+        );
         assert!(opts("--alloc tcmalloc").is_err());
         assert!(opts("--alloc ,").is_err());
         assert!(opts("nosuch").is_err());

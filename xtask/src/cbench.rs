@@ -314,7 +314,10 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
     let written = std::fs::create_dir_all(&out_dir)
         .and_then(|()| std::fs::write(out_dir.join("c-report.md"), &md))
         .and_then(|()| std::fs::write(out_dir.join("c-report.json"), json))
-        .and_then(|()| std::fs::write(out_dir.join("c-report.svg"), report::svg(&report)));
+        .and_then(|()| {
+            let svg = report::svg(&report).map_err(std::io::Error::other)?;
+            std::fs::write(out_dir.join("c-report.svg"), svg)
+        });
     match written {
         Ok(()) => eprintln!("cbench: wrote {}/c-report.{{md,json,svg}}", out_dir.display()),
         Err(e) => {

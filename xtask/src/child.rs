@@ -111,7 +111,7 @@ fn describe(wstatus: libc::c_int) -> Result<(), String> {
 }
 
 /// hakmem's OS syscall counts from a `HAKMEM_SYSCALLS` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub(crate) struct Syscalls {
     /// `mmap` calls.
     pub(crate) mmap: u64,

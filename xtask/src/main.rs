@@ -1,5 +1,5 @@
 //! xtask: hakmem's developer tasks, in the cargo-xtask style (`cargo xtask <TASK>` through the
-//! alias in `.cargo/config.toml`; cargo is invoked through `$CARGO`; std and libc only).
+//! alias in `.cargo/config.toml`; cargo is invoked through `$CARGO`).
 //!
 //! Tasks:
 //! - `cargo xtask test`: every check CI runs (see `test.rs`).
@@ -58,28 +58,25 @@ docs/bench.md explains the workloads and the report.
 ";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((task, rest)) = args.split_first() else {
+    let mut args = std::env::args_os().skip(1);
+    let Some(task) = args.next() else {
         eprint!("{HELP}");
         return ExitCode::from(2);
     };
-    match task.as_str() {
-        "bench" => match bench::Options::parse(rest) {
-            Ok(opts) => bench::run(&opts),
-            Err(e) => {
-                eprintln!("xtask bench: {e}\n\n{HELP}");
-                ExitCode::from(2)
-            }
-        },
-        "cbench" => match cbench::COptions::parse(rest) {
+    let rest: Vec<std::ffi::OsString> = args.collect();
+    let strings =
+        || -> Vec<String> { rest.iter().map(|a| a.to_string_lossy().into_owned()).collect() };
+    match task.to_string_lossy().as_ref() {
+        "bench" => bench::main(rest, HELP),
+        "cbench" => match cbench::COptions::parse(&strings()) {
             Ok(opts) => cbench::run(&opts),
             Err(e) => {
                 eprintln!("xtask cbench: {e}\n\n{HELP}");
                 ExitCode::from(2)
             }
         },
-        "test" => exit_code(test::run(rest)),
-        "loom" => exit_code(test::run_loom(rest)),
+        "test" => exit_code(test::run(&strings())),
+        "loom" => exit_code(test::run_loom(&strings())),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             ExitCode::SUCCESS

@@ -1,12 +1,16 @@
 //! The benchmark report: the measurements of one `cargo xtask bench` ([`Report`]) and its three
-//! renderings, all pure functions of it: Markdown ([`markdown`]), JSON written by hand
-//! ([`json`]) and an SVG bar chart of hakmem's ratios drawn as SVG text ([`svg`]).
+//! renderings, all pure functions of it: Markdown ([`markdown`]), JSON through serde_json
+//! ([`json`]) and an SVG chart drawn with plotters ([`svg`]): grouped bars per workload of
+//! hakmem's throughput ratio to each peer and of every allocator's peak RSS.
 //!
 //! Summary rules: every number shown is the median over the successful runs of a cell (one
 //! workload × one allocator); a ratio is hakmem's median ops/s ÷ the peer's median ops/s, so
 //! above 1 means hakmem is faster; a cell with any failed run shows `FAIL`.
 
 use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use serde::Serialize;
 
 use crate::child::Syscalls;
 use crate::machine::Machine;
@@ -275,264 +279,315 @@ pub(crate) fn markdown(r: &Report) -> String {
     s
 }
 
-/// A JSON string literal.
-fn jstr(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
+/// A JSON object whose keys keep the given order (allocators in report order), which a map
+/// type would sort.
+struct InOrder<'a, T>(Vec<(&'a str, T)>);
 
-/// A JSON number (`null` for NaN and infinities, which JSON lacks).
-fn jnum(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
+impl<T: Serialize> Serialize for InOrder<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
-fn jopt<T>(x: Option<T>, f: impl Fn(T) -> String) -> String {
-    x.map_or("null".into(), f)
+/// `report.json`: the schema `docs/bench.md` shows.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    date: &'a str,
+    mode: &'a str,
+    runs: usize,
+    machine: JsonMachine<'a>,
+    allocators: &'a [String],
+    workloads: Vec<JsonRow<'a>>,
 }
 
-fn jlist<T>(xs: &[T], f: impl Fn(&T) -> String) -> String {
-    format!("[{}]", xs.iter().map(f).collect::<Vec<_>>().join(", "))
+#[derive(Serialize)]
+struct JsonMachine<'a> {
+    nproc: usize,
+    cpu: &'a str,
+    mem_mib: u64,
+    kernel: &'a str,
+    toolchain: &'a str,
+    git: &'a str,
 }
 
-/// The report as JSON (hand-written; the schema is in `docs/bench.md`).
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    name: &'a str,
+    command: &'a str,
+    results: InOrder<'a, JsonCell<'a>>,
+    hakmem_ratio: InOrder<'a, Option<f64>>,
+}
+
+/// One cell; medians are `null` when no run succeeded, and non-finite numbers (which JSON
+/// lacks) are written as `null` by serde_json.
+#[derive(Serialize)]
+struct JsonCell<'a> {
+    ok: bool,
+    ops_per_sec_median: Option<f64>,
+    ops_per_sec_runs: &'a [f64],
+    peak_rss_kib_median: Option<u64>,
+    peak_rss_kib_runs: &'a [u64],
+    checksum: Option<u64>,
+    syscalls_median: Option<Syscalls>,
+    errors: &'a [String],
+}
+
+/// The report as JSON (schema in `docs/bench.md`).
 pub(crate) fn json(r: &Report) -> String {
     let m = &r.machine;
-    let mut s = String::from("{\n");
-    let _ = writeln!(s, "  \"date\": {},", jstr(&m.date));
-    let _ = writeln!(s, "  \"mode\": {},", jstr(r.mode.name()));
-    let _ = writeln!(s, "  \"runs\": {},", r.runs);
-    let _ = writeln!(
-        s,
-        "  \"machine\": {{\"nproc\": {}, \"cpu\": {}, \"mem_mib\": {}, \"kernel\": {}, \
-         \"toolchain\": {}, \"git\": {}}},",
-        m.nproc,
-        jstr(&m.cpu),
-        m.mem_mib,
-        jstr(&m.kernel),
-        jstr(&m.toolchain),
-        jstr(&m.git)
-    );
-    let _ = writeln!(s, "  \"allocators\": {},", jlist(&r.allocators, |a| jstr(a)));
-    s.push_str("  \"workloads\": [");
-    for (i, row) in r.rows.iter().enumerate() {
-        s.push_str(if i == 0 { "\n" } else { ",\n" });
-        let _ = writeln!(
-            s,
-            "    {{\"name\": {}, \"command\": {},",
-            jstr(&row.workload),
-            jstr(&row.command)
-        );
-        s.push_str("     \"results\": {");
-        for (j, (c, a)) in row.cells.iter().zip(&r.allocators).enumerate() {
-            s.push_str(if j == 0 { "\n" } else { ",\n" });
-            let sys = jopt(c.median_syscalls(), |k| {
-                format!(
-                    "{{\"mmap\": {}, \"munmap\": {}, \"madvise\": {}}}",
-                    k.mmap, k.munmap, k.madvise
-                )
-            });
-            let _ = write!(
-                s,
-                "       {}: {{\"ok\": {}, \"ops_per_sec_median\": {}, \"ops_per_sec_runs\": {}, \
-                 \"peak_rss_kib_median\": {}, \"peak_rss_kib_runs\": {}, \"checksum\": {}, \
-                 \"syscalls_median\": {}, \"errors\": {}}}",
-                jstr(a),
-                !c.failed() && c.median_ops().is_some(),
-                jopt(c.median_ops(), jnum),
-                jlist(&c.ops_per_sec, |&x| jnum(x)),
-                jopt(c.median_rss_kib(), |x| x.to_string()),
-                jlist(&c.rss_kib, |x| x.to_string()),
-                jopt(c.checksum, |x| x.to_string()),
-                sys,
-                jlist(&c.errors, |e| jstr(e))
-            );
-        }
-        s.push_str("\n     },\n     \"hakmem_ratio\": {");
-        let peers = r.peers();
-        for (j, &p) in peers.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}{}: {}",
-                if j == 0 { "" } else { ", " },
-                jstr(&r.allocators[p]),
-                jopt(row.ratio(&r.allocators, p), jnum)
-            );
-        }
-        s.push_str("}}");
-    }
-    s.push_str("\n  ]\n}\n");
-    s
-}
-
-/// Text safe inside SVG/XML.
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// Bar colours for the peers, in column order.
-const COLOURS: &[&str] = &["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"];
-
-/// A horizontal bar chart of hakmem's ratio to each peer per workload on a log scale centred
-/// on 1× (bars to the right: hakmem faster; to the left: slower), as standalone SVG text.
-pub(crate) fn svg(r: &Report) -> String {
-    const W: f64 = 900.0;
-    const LEFT: f64 = 170.0;
-    const RIGHT: f64 = 60.0;
-    const TOP: f64 = 78.0;
-    const BAR: f64 = 12.0;
-    const GAP: f64 = 2.0;
-    const PAD: f64 = 12.0;
     let peers = r.peers();
-    let ratios: Vec<f64> = r
-        .rows
-        .iter()
-        .flat_map(|row| peers.iter().filter_map(|&p| row.ratio(&r.allocators, p)))
-        .filter(|x| *x > 0.0 && x.is_finite())
-        .collect();
-    // Axis: whole decades from at most 0.1 to at least 10, at most 4 decades each way.
-    let lo = ratios.iter().fold(-1.0f64, |a, x| a.min(x.log10().floor())).max(-4.0);
-    let hi = ratios.iter().fold(1.0f64, |a, x| a.max(x.log10().ceil())).min(4.0);
-    let pw = W - LEFT - RIGHT;
-    let x_of = |ratio: f64| LEFT + (ratio.log10().clamp(lo, hi) - lo) / (hi - lo) * pw;
-    let group = peers.len().max(1) as f64 * (BAR + GAP) - GAP + PAD;
-    let plot_h = group * r.rows.len() as f64;
-    let h = TOP + plot_h + 40.0;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" \
-         viewBox=\"0 0 {W} {h}\" font-family=\"sans-serif\" font-size=\"11\">"
-    );
-    let _ = writeln!(s, "<rect width=\"{W}\" height=\"{h}\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">hakmem throughput ÷ \
-         peer (median ops/s; log scale; right of 1× = hakmem faster)</text>",
-        10
-    );
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"38\" fill=\"#555\">{} · {} mode, {} {} · {} CPUs · Linux {}</text>",
-        xml(&r.machine.date),
-        r.mode.name(),
-        r.runs,
-        run_word(r.runs),
-        r.machine.nproc,
-        xml(&r.machine.kernel)
-    );
-    if peers.is_empty() {
-        let _ = writeln!(s, "<text x=\"10\" y=\"60\">no hakmem results to compare</text>\n</svg>");
-        return s;
-    }
-    for (k, &p) in peers.iter().enumerate() {
-        let x = LEFT + k as f64 * 120.0;
-        let _ = writeln!(
-            s,
-            "<rect x=\"{x}\" y=\"50\" width=\"12\" height=\"12\" fill=\"{}\"/>\
-             <text x=\"{}\" y=\"60\">vs {}</text>",
-            COLOURS[k % COLOURS.len()],
-            x + 16.0,
-            xml(&r.allocators[p])
-        );
-    }
-    // Grid: each decade, plus 0.5× and 2× inside the central decade pair.
-    let bottom = TOP + plot_h;
-    let mut ticks: Vec<(f64, String)> =
-        (lo as i32..=hi as i32).map(|d| (10f64.powi(d), format!("{}×", tick(d)))).collect();
-    ticks.push((0.5, "0.5×".into()));
-    ticks.push((2.0, "2×".into()));
-    for (v, label) in &ticks {
-        let x = x_of(*v);
-        let (stroke, width) = if *v == 1.0 { ("#333", 1.5) } else { ("#ddd", 1.0) };
-        let _ = writeln!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{stroke}\" \
-             stroke-width=\"{width}\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" \
-             fill=\"#555\">{label}</text>",
-            bottom + 16.0
-        );
-    }
-    let one = x_of(1.0);
-    for (i, row) in r.rows.iter().enumerate() {
-        let y0 = TOP + i as f64 * group + PAD / 2.0;
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            LEFT - 8.0,
-            y0 + (group - PAD) / 2.0 + 4.0,
-            xml(&row.workload)
-        );
-        for (k, &p) in peers.iter().enumerate() {
-            let y = y0 + k as f64 * (BAR + GAP);
-            let ty = y + BAR - 2.0;
-            match row.ratio(&r.allocators, p) {
-                Some(v) if v > 0.0 && v.is_finite() => {
-                    let x = x_of(v);
-                    let (bx, bw) = (one.min(x), (x - one).abs().max(1.0));
-                    let _ = writeln!(
-                        s,
-                        "<rect x=\"{bx:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{BAR}\" \
-                         fill=\"{}\"><title>{} vs {}: {}×</title></rect>",
-                        COLOURS[k % COLOURS.len()],
-                        xml(&row.workload),
-                        xml(&r.allocators[p]),
-                        sig3(v)
-                    );
-                    let (tx, anchor) = if v >= 1.0 || x - 40.0 < LEFT {
-                        (one.max(x) + 3.0, "start")
-                    } else {
-                        (x - 3.0, "end")
-                    };
-                    let _ = writeln!(
-                        s,
-                        "<text x=\"{tx:.1}\" y=\"{ty:.1}\" text-anchor=\"{anchor}\" \
-                         font-size=\"10\">{}×</text>",
-                        sig3(v)
-                    );
-                }
-                _ => {
-                    let _ = writeln!(
-                        s,
-                        "<text x=\"{:.1}\" y=\"{ty:.1}\" font-size=\"10\" fill=\"#c00\">n/a \
-                         vs {}</text>",
-                        one + 3.0,
-                        xml(&r.allocators[p])
-                    );
-                }
-            }
-        }
-    }
-    s.push_str("</svg>\n");
+    let doc = JsonReport {
+        date: &m.date,
+        mode: r.mode.name(),
+        runs: r.runs,
+        machine: JsonMachine {
+            nproc: m.nproc,
+            cpu: &m.cpu,
+            mem_mib: m.mem_mib,
+            kernel: &m.kernel,
+            toolchain: &m.toolchain,
+            git: &m.git,
+        },
+        allocators: &r.allocators,
+        workloads: r
+            .rows
+            .iter()
+            .map(|row| JsonRow {
+                name: &row.workload,
+                command: &row.command,
+                results: InOrder(
+                    row.cells
+                        .iter()
+                        .zip(&r.allocators)
+                        .map(|(c, a)| {
+                            let cell = JsonCell {
+                                ok: !c.failed() && c.median_ops().is_some(),
+                                ops_per_sec_median: c.median_ops(),
+                                ops_per_sec_runs: &c.ops_per_sec,
+                                peak_rss_kib_median: c.median_rss_kib(),
+                                peak_rss_kib_runs: &c.rss_kib,
+                                checksum: c.checksum,
+                                syscalls_median: c.median_syscalls(),
+                                errors: &c.errors,
+                            };
+                            (a.as_str(), cell)
+                        })
+                        .collect(),
+                ),
+                hakmem_ratio: InOrder(
+                    peers
+                        .iter()
+                        .map(|&p| (r.allocators[p].as_str(), row.ratio(&r.allocators, p)))
+                        .collect(),
+                ),
+            })
+            .collect(),
+    };
+    // Serialising plain structs of strings and numbers to a String cannot fail.
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
     s
 }
 
-/// Decade tick label: 10^d without an exponent.
-fn tick(d: i32) -> String {
-    if d >= 0 {
-        format!("{}", 10u64.pow(d as u32))
-    } else {
-        format!("{:.*}", (-d) as usize, 10f64.powi(d))
+/// Colours of the allocators, in report column order (hakmem first).
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xb0, 0x7a, 0xa1),
+];
+
+/// Pixel height of one bar slot; each workload takes one slot per allocator plus a gap.
+const SLOT_PX: u32 = 7;
+/// Chart width in pixels.
+const CHART_W: u32 = 1100;
+
+/// The chart as standalone SVG: one row of grouped horizontal bars per workload, in two panels
+/// side by side: left, hakmem's throughput ÷ each peer's (log scale around 1×; bars to the right
+/// of the line are workloads where hakmem is faster); right, each allocator's peak RSS (MiB, log
+/// scale). Drawn with plotters' SVG backend.
+pub(crate) fn svg(r: &Report) -> Result<String, String> {
+    let peers = r.peers();
+    let k = r.allocators.len() + 1;
+    let slots = (r.rows.len() * k).max(1);
+    let h = 110 + SLOT_PX * slots as u32;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (CHART_W, h)).into_drawing_area();
+        let e = |e: DrawingAreaErrorKind<_>| format!("drawing the chart: {e}");
+        root.fill(&WHITE).map_err(e)?;
+        let title = format!(
+            "hakmem vs {} · {} · {} mode, {} {} · {} CPUs · Linux {}",
+            peers.iter().map(|&p| r.allocators[p].as_str()).collect::<Vec<_>>().join(", "),
+            r.machine.date,
+            r.mode.name(),
+            r.runs,
+            run_word(r.runs),
+            r.machine.nproc,
+            r.machine.kernel
+        );
+        let root = root.titled(&title, ("sans-serif", 15)).map_err(e)?;
+        let (left, right) = root.split_horizontally(CHART_W * 56 / 100);
+
+        // Left: hakmem ÷ peer.
+        let ratios: Vec<f64> = r
+            .rows
+            .iter()
+            .flat_map(|row| peers.iter().filter_map(|&p| row.ratio(&r.allocators, p)))
+            .filter(|x| *x > 0.0 && x.is_finite())
+            .collect();
+        let (lo, hi) = decades(&ratios, 0.1, 10.0);
+        let y_of = |row: usize, slot: usize| (slots - 1 - (row * k + slot)) as f64;
+        let names = |v: &f64| {
+            let s = slots - 1 - v.round().max(0.0) as usize;
+            // Name the row at its middle bar (bars take slots 0..k-1, the last slot is the gap).
+            if s % k == (k - 2) / 2 {
+                r.rows.get(s / k).map_or(String::new(), |row| row.workload.clone())
+            } else {
+                String::new()
+            }
+        };
+        let mut chart = ChartBuilder::on(&left)
+            .caption("throughput: hakmem ÷ peer (median ops/s)", ("sans-serif", 13))
+            .margin(8)
+            .margin_right(28)
+            .x_label_area_size(30)
+            .y_label_area_size(150)
+            .build_cartesian_2d((lo..hi).log_scale(), -0.5..slots as f64 - 0.5)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(slots)
+            .y_label_formatter(&names)
+            .x_label_formatter(&|x| format!("{}×", short(*x)))
+            .x_desc("log scale; right of 1× = hakmem faster")
+            .draw()
+            .map_err(e)?;
+        for (pi, &p) in peers.iter().enumerate() {
+            let colour = COLOURS[p % COLOURS.len()];
+            let bars: Vec<_> = r
+                .rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    let v = row.ratio(&r.allocators, p)?.clamp(lo, hi);
+                    let y = y_of(i, pi);
+                    Some(Rectangle::new([(1.0, y - 0.45), (v, y + 0.45)], colour.filled()))
+                })
+                .collect();
+            chart.draw_series(bars).map_err(e)?.label(format!("÷ {}", r.allocators[p])).legend(
+                move |(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], colour.filled()),
+            );
+            let labels: Vec<_> = r
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let y = y_of(i, pi);
+                    let text = row.ratio(&r.allocators, p).map_or_else(
+                        || format!("n/a vs {}", r.allocators[p]),
+                        |v| format!("{}×", sig3(v)),
+                    );
+                    let x = row.ratio(&r.allocators, p).map_or(1.0, |v| v.clamp(lo, hi).max(1.0));
+                    Text::new(text, (x, y + 0.5), ("sans-serif", 8).into_font())
+                })
+                .collect();
+            chart.draw_series(labels).map_err(e)?;
+        }
+        chart
+            .draw_series([PathElement::new(vec![(1.0, -0.5), (1.0, slots as f64 - 0.5)], BLACK)])
+            .map_err(e)?;
+        if peers.is_empty() {
+            chart
+                .draw_series([Text::new(
+                    "no hakmem results to compare",
+                    (1.0, slots as f64 / 2.0),
+                    ("sans-serif", 12).into_font(),
+                )])
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+
+        // Right: peak RSS per allocator.
+        let rss: Vec<f64> = r
+            .rows
+            .iter()
+            .flat_map(|row| row.cells.iter().filter_map(|c| c.median_rss_kib()))
+            .map(|kib| kib as f64 / 1024.0)
+            .filter(|x| *x > 0.0)
+            .collect();
+        let (rlo, rhi) = decades(&rss, 1.0, 10.0);
+        let mut chart = ChartBuilder::on(&right)
+            .caption("peak RSS of the process (MiB, median)", ("sans-serif", 13))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(10)
+            .build_cartesian_2d((rlo..rhi).log_scale(), -0.5..slots as f64 - 0.5)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_label_formatter(&|x| short(*x))
+            .x_desc("MiB, log scale; shorter = leaner")
+            .draw()
+            .map_err(e)?;
+        for (ai, alloc) in r.allocators.iter().enumerate() {
+            let colour = COLOURS[ai % COLOURS.len()];
+            let bars: Vec<_> = r
+                .rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    let mib = row.cells.get(ai)?.median_rss_kib()? as f64 / 1024.0;
+                    let y = y_of(i, ai);
+                    Some(Rectangle::new(
+                        [(rlo, y - 0.45), (mib.clamp(rlo, rhi), y + 0.45)],
+                        colour.filled(),
+                    ))
+                })
+                .collect();
+            chart.draw_series(bars).map_err(e)?.label(alloc.as_str()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 4), (x + 12, y + 4)], colour.filled())
+            });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
+        root.present().map_err(e)?;
     }
+    Ok(out)
+}
+
+/// An axis label: [`sig3`] without trailing zeros (`0.01`, `1`, `250`).
+fn short(x: f64) -> String {
+    let s = sig3(x);
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// An axis range of whole decades covering `xs`, at least `min_lo..min_hi`, at most four
+/// decades either side of 1.
+fn decades(xs: &[f64], min_lo: f64, min_hi: f64) -> (f64, f64) {
+    let lo = xs.iter().fold(min_lo.log10(), |a, x| a.min(x.log10().floor())).max(-4.0);
+    let hi = xs.iter().fold(min_hi.log10(), |a, x| a.max(x.log10().ceil())).min(4.0);
+    (10f64.powf(lo), 10f64.powf(hi))
 }
 
 #[cfg(test)]
@@ -639,64 +694,81 @@ mod tests {
     }
 
     #[test]
-    fn json_is_well_formed_and_escaped() {
+    fn json_has_the_documented_shape() {
         let j = json(&sample());
-        assert!(j.contains("\"command\": \"big 250 8 \\\"3\\\"\""), "{j}");
-        assert!(j.contains("\"hakmem_ratio\": {\"system\": 2, \"mimalloc\": 0.5}"), "{j}");
-        assert!(j.contains("\"system\": {\"ok\": false, \"ops_per_sec_median\": null"), "{j}");
-        assert!(j.contains("\"syscalls_median\": {\"mmap\": 10, \"munmap\": 2, \"madvise\": 3}"));
-        assert_eq!(jstr("a\u{1}\n"), "\"a\\u0001\\n\"");
-        assert_eq!(jnum(f64::NAN), "null");
-        assert_balanced(&j, '{', '}');
-        assert_balanced(&j, '[', ']');
-    }
-
-    fn assert_balanced(s: &str, open: char, close: char) {
-        let mut depth = 0i32;
-        let mut in_str = false;
-        let mut esc = false;
-        for c in s.chars() {
-            if in_str {
-                match (esc, c) {
-                    (true, _) => esc = false,
-                    (false, '\\') => esc = true,
-                    (false, '"') => in_str = false,
-                    _ => {}
-                }
-                continue;
-            }
-            if c == '"' {
-                in_str = true;
-            } else if c == open {
-                depth += 1;
-            } else if c == close {
-                depth -= 1;
-                assert!(depth >= 0);
-            }
-        }
-        assert_eq!(depth, 0);
+        let v: serde_json::Value = serde_json::from_str(&j).expect("report.json parses");
+        assert_eq!(v["mode"], "quick");
+        assert_eq!(v["runs"], 3);
+        assert_eq!(v["machine"]["cpu"], "Test CPU");
+        assert_eq!(v["allocators"], serde_json::json!(["hakmem", "system", "mimalloc"]));
+        let w = &v["workloads"];
+        assert_eq!(w[1]["command"], "big 250 8 \"3\"");
+        assert_eq!(w[0]["hakmem_ratio"], serde_json::json!({"system": 2.0, "mimalloc": 0.5}));
+        assert_eq!(w[1]["hakmem_ratio"]["system"], serde_json::Value::Null);
+        let h = &w[0]["results"]["hakmem"];
+        assert_eq!(h["ok"], true);
+        assert_eq!(h["ops_per_sec_median"], 20e6);
+        assert_eq!(h["ops_per_sec_runs"], serde_json::json!([30e6, 10e6, 20e6]));
+        assert_eq!(h["peak_rss_kib_median"], 3072);
+        assert_eq!(h["checksum"], 42);
+        assert_eq!(
+            h["syscalls_median"],
+            serde_json::json!({"mmap": 10, "munmap": 2, "madvise": 3})
+        );
+        let sys = &w[1]["results"]["system"];
+        assert_eq!(sys["ok"], false);
+        assert_eq!(sys["ops_per_sec_median"], serde_json::Value::Null);
+        assert_eq!(sys["errors"], serde_json::json!(["exited with code 1"]));
+        assert_eq!(w[0]["results"]["system"]["syscalls_median"], serde_json::Value::Null);
+        // Allocators keep report order, which a sorted map would lose.
+        let order: Vec<_> = w[0]["results"].as_object().unwrap().keys().cloned().collect();
+        assert!(j.find("\"hakmem\": {").unwrap() < j.find("\"system\": {").unwrap(), "{order:?}");
+        // JSON has no NaN: a non-finite run is null.
+        let mut nan = sample();
+        nan.rows[0].cells[1].ops_per_sec.push(f64::NAN);
+        let v: serde_json::Value = serde_json::from_str(&json(&nan)).unwrap();
+        assert_eq!(
+            v["workloads"][0]["results"]["system"]["ops_per_sec_runs"][3],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
-    fn svg_draws_a_bar_per_ratio() {
-        let out = svg(&sample());
-        assert!(out.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    fn svg_draws_grouped_bars_for_ratios_and_rss() {
+        // plotters puts a text element's content on lines of its own.
+        let flat = |o: String| o.replace('\n', "");
+        let out = flat(svg(&sample()).unwrap());
+        assert!(out.starts_with("<svg"), "{out}");
         assert!(out.trim_end().ends_with("</svg>"));
-        // Three ratios exist (2, 0.5, 0.5) and one is missing.
-        assert_eq!(out.matches("<title>").count(), 3);
-        assert!(out.contains(">2.00×</text>"));
+        // Three ratios exist (2, 0.5, 0.5) and one is missing; the missing one is named.
+        assert!(out.contains(">2.00×<"), "{out}");
+        assert_eq!(out.matches(">0.500×<").count(), 2, "{out}");
         assert!(out.contains("n/a vs system"));
-        assert!(out.contains("random_mixed/400"));
-        assert_balanced(&out, '<', '>');
+        // Workload names on the left axis, legends for both panels.
+        assert!(out.contains(">random_mixed/400<") && out.contains(">big<"), "{out}");
+        assert!(out.contains("÷ mimalloc") && out.contains(">hakmem<"), "{out}");
+        let bars = |o: &str| o.matches("<rect").count();
+        let mut fewer = sample();
+        fewer.rows[0].cells[2].rss_kib.clear();
+        assert_eq!(bars(&flat(svg(&fewer).unwrap())), bars(&out) - 1, "one RSS bar fewer");
         let mut none = sample();
         none.allocators[0] = "jemalloc".into();
-        assert!(svg(&none).contains("no hakmem results"));
+        assert!(svg(&none).unwrap().contains("no hakmem results"));
     }
 
     #[test]
-    fn tick_labels() {
-        assert_eq!(tick(0), "1");
-        assert_eq!(tick(2), "100");
-        assert_eq!(tick(-2), "0.01");
+    fn axis_labels_are_short() {
+        assert_eq!(short(0.01), "0.01");
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(10.0), "10");
+        assert_eq!(short(1000.0), "1000");
+        assert_eq!(short(0.125), "0.125");
+    }
+
+    #[test]
+    fn decade_ranges() {
+        assert_eq!(decades(&[], 0.1, 10.0), (0.1, 10.0));
+        assert_eq!(decades(&[0.004, 2.0], 0.1, 10.0), (0.001, 10.0));
+        assert_eq!(decades(&[3.0, 250.0], 1.0, 10.0), (1.0, 1000.0));
     }
 }

@@ -33,6 +33,7 @@ use hak_superslab::SsRef;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
 mod check;
+mod decay;
 mod environ;
 mod fork;
 mod global;
