@@ -22,8 +22,19 @@ pub(crate) struct Finished {
 
 /// Runs `bin args...` to completion (or until `timeout`, then SIGKILL).
 pub(crate) fn run(bin: &Path, args: &[&str], timeout: Duration) -> std::io::Result<Finished> {
+    run_env(bin, args, &[], timeout)
+}
+
+/// [`run`] with extra environment variables (`LD_PRELOAD` for the C rows).
+pub(crate) fn run_env(
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<Finished> {
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -15,6 +15,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bench;
+mod cbench;
 mod child;
 mod machine;
 mod report;
@@ -43,7 +44,14 @@ tasks:
         --timeout seconds before a run is killed and counted as failed
                   (default 300; --quick 120; --smoke 60)
         WORKLOAD  names or prefixes (e.g. random_mixed, random_mixed/400, big);
-                  default: all of them
+                  default: all of them, followed by the C rows (see cbench)
+  cbench [--quick | --smoke] [--runs N] [--alloc A,B,...] [--timeout SECS] [ROW...]
+        The C rows alone: C programs (benches/c/) and real programs (python3, sqlite3)
+        under LD_PRELOAD of libhakmem.so, glibc (system), mimalloc, jemalloc and tcmalloc
+        (Debian's libraries, installed with apt-get when missing and running as root).
+        Same options; --alloc also takes tcmalloc; ROW: c/random_mixed/400, c/larson,
+        c/xthread, c/mid_big, prog/python3, prog/sqlite3, or a prefix (c, prog).
+        Writes target/bench/c-report.{md,json,svg}.
   help  Print this text.
 
 docs/bench.md explains the workloads and the report.
@@ -60,6 +68,13 @@ fn main() -> ExitCode {
         || -> Vec<String> { rest.iter().map(|a| a.to_string_lossy().into_owned()).collect() };
     match task.to_string_lossy().as_ref() {
         "bench" => bench::main(rest, HELP),
+        "cbench" => match cbench::COptions::parse(&strings()) {
+            Ok(opts) => cbench::run(&opts),
+            Err(e) => {
+                eprintln!("xtask cbench: {e}\n\n{HELP}");
+                ExitCode::from(2)
+            }
+        },
         "test" => exit_code(test::run(&strings())),
         "loom" => exit_code(test::run_loom(&strings())),
         "help" | "--help" | "-h" => {

@@ -601,6 +601,17 @@ impl<'r> BigCache<'r> {
         }
     }
 
+    /// The bytes usable at `ptr` if it is the user pointer of a LIVE big block (checked under
+    /// the lock, like a free), else `None`: an unknown address, a pointer into a block's
+    /// middle, a freed block. Safe for any address. Lets the C ABI refuse a bad `realloc` before
+    /// it copies anything.
+    pub fn live_usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        let _g = self.inner.lock();
+        let h = self.validate_inner(ptr.as_ptr() as usize).ok()?;
+        // SAFETY: validated under the lock: a LIVE header, mapped while registered.
+        Some(unsafe { (*h).map_len - (*h).user_off })
+    }
+
     /// Whether `addr` lies in a block of this tier (live or cached): the registry says `Big`
     /// and the header's magic is right. Safe for any address.
     pub fn owns(&self, addr: usize) -> bool {

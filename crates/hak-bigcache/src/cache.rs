@@ -175,7 +175,10 @@ impl Inner {
         now: u64,
     ) -> (Option<*mut Header>, *mut Header) {
         let mut victims = self.evict(reg, now);
-        let most = need.saturating_add(need / 4);
+        // No cached block is longer than all cached bytes together: bounding the key ranges by
+        // that keeps the scans below independent of the request (a request of 2^62 bytes would
+        // otherwise walk 2^42 keys before the OS refuses it).
+        let most = need.saturating_add(need / 4).min(self.bytes);
         let aligned = |h: &Header| (h as *const Header as usize).is_multiple_of(align);
         let mut found = self.table.take(reg.os(), key_of(need), key_of(most), |h| {
             h.map_len >= need && h.map_len <= most && aligned(h)
@@ -186,7 +189,7 @@ impl Inner {
             // granule boundary past the request: the block handed out keeps at most 1 MiB of
             // slack, the cache spares a fresh mapping and its page faults, and the tail stays
             // cached (still committed) for the next request.
-            let widest = need.saturating_mul(TRIM_FIT);
+            let widest = need.saturating_mul(TRIM_FIT).min(self.bytes);
             found = self.table.take(reg.os(), key_of(most), key_of(widest), |h| {
                 h.map_len > most && h.map_len <= widest && aligned(h)
             });

@@ -744,3 +744,41 @@ fn realloc_growth_copies_into_a_cached_block_instead_of_remapping() {
         c.check_invariants();
     });
 }
+
+#[test]
+fn live_usable_size_answers_only_for_a_live_block_start() {
+    with_cache(KEEP_ALL, |_, _, c| {
+        let (p, _) = c.alloc(3 * MIB, 16).expect("alloc");
+        // SAFETY: `p` is live and ours.
+        let usable = unsafe { c.usable_size(p) };
+        assert_eq!(c.live_usable_size(p), Some(usable));
+        let inner = NonNull::new(p.as_ptr().wrapping_add(4096)).unwrap();
+        assert_eq!(c.live_usable_size(inner), None, "interior pointer");
+        assert_eq!(c.live_usable_size(NonNull::from(&usable).cast()), None, "foreign pointer");
+        let before = c.stats().invalid_frees;
+        free(c, p);
+        assert_eq!(c.live_usable_size(p), None, "freed (cached) block");
+        assert_eq!(c.stats().invalid_frees, before, "asking is not counted as a bad free");
+    });
+}
+
+#[test]
+fn impossible_requests_fail_without_scanning_a_range_as_wide_as_the_request() {
+    // Before the scans were bounded by the cached bytes, a cached block plus a request of
+    // 2^62 bytes walked 2^42 table keys (hours). Run it on a thread so a regression fails
+    // instead of hanging the test run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        with_cache(KEEP_ALL, |_, _, c| {
+            let (p, _) = c.alloc(2 * MIB, 16).expect("alloc");
+            free(c, p);
+            for size in [1usize << 62, usize::MAX / 2, 1 << 50] {
+                assert!(c.alloc(size, 16).is_none(), "{size}");
+            }
+            let (q, _) = c.alloc(2 * MIB, 16).expect("the cached block still serves");
+            free(c, q);
+        });
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).expect("huge requests fail promptly");
+}

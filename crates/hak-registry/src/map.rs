@@ -162,6 +162,28 @@ impl<'os> Registry<'os> {
         decode(e)
     }
 
+    /// The kind of owner of the granule holding `addr`, without the base: [`Registry::lookup`]
+    /// cut to what a `free` without a size needs first, a few instructions shorter (one bounds
+    /// check for the address range, no decoding of the base). Wait-free; safe for any address.
+    #[inline(always)]
+    pub fn kind(&self, addr: usize) -> Option<OwnerKind> {
+        if addr >= ADDR_LIMIT {
+            return None;
+        }
+        let leaf = self.top.slot(addr >> (GRANULE_SHIFT + LEAF_BITS)).load(Ordering::Acquire);
+        if leaf.is_null() {
+            return None;
+        }
+        let j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1);
+        // SAFETY: as in `lookup`.
+        match unsafe { (*leaf).entries[j].load(Ordering::Acquire) }.addr() & KIND_MASK {
+            1 => Some(OwnerKind::SuperSlab),
+            2 => Some(OwnerKind::Mid),
+            3 => Some(OwnerKind::Big),
+            _ => None,
+        }
+    }
+
     /// Claims every granule of `[base, base + len)` for `kind`.
     ///
     /// `base` must be [`GRANULE`]-aligned; `len` may be any non-zero size (the last granule is
@@ -329,6 +351,7 @@ mod tests {
         let r = Registry::new(&os);
         for a in [0usize, 1, 0x1234_5678, usize::MAX, ADDR_LIMIT, 0x7fff_ffff_f000] {
             assert_eq!(r.lookup(a), None, "{a:#x}");
+            assert_eq!(r.kind(a), None, "{a:#x}");
         }
         assert_eq!(os.stats().mmap_calls, 0, "lookups never map");
     }
@@ -345,8 +368,13 @@ mod tests {
         }
         assert_eq!(r.lookup(base - 1), None);
         assert_eq!(r.lookup(base + 3 * GRANULE), None);
+        for a in [base, base + 5, base + GRANULE, base + 3 * GRANULE - 1] {
+            assert_eq!(r.kind(a), Some(OwnerKind::Big), "{a:#x}");
+        }
+        assert_eq!(r.kind(base - 1), None);
         r.unregister(nn(base), 2 * GRANULE + 1);
         assert_eq!(r.lookup(base), None);
+        assert_eq!(r.kind(base), None);
         assert_eq!(r.lookup(base + 2 * GRANULE), None);
     }
 

@@ -83,10 +83,13 @@ fn init_slow() {
     if prewarm > 0 {
         POOL.cache().prewarm(prewarm, 1 << LG_SS, 1 << LG_SS);
     }
-    if v[Opt::Stats as usize] == 1 {
-        // SAFETY: registering a plain extern "C" fn; glibc's atexit does not use our allocator.
-        unsafe { libc::atexit(crate::stats::print_at_exit) };
+    if v[Opt::Check as usize] == 1 {
+        crate::check::enable();
     }
+    // No atexit here: under the C ABI this can run inside glibc's atexit, which calls calloc
+    // with its handler lock held once its static slots are used up; registering would wait
+    // for that lock forever. The printer is an ELF destructor that looks at this flag.
+    crate::stats::print_at_exit_if(v[Opt::Stats as usize] == 1);
     // SAFETY: only this thread writes CONFIG, before publishing DONE.
     unsafe {
         *CONFIG.0.get() = Config { warm_pool_size: v[Opt::WarmPoolSize as usize] as usize, key };

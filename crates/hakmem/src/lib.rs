@@ -32,13 +32,17 @@ use core::ptr::{self, NonNull};
 use hak_superslab::SsRef;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
+mod check;
 mod decay;
+mod environ;
 mod fork;
 mod global;
 mod large;
 mod options;
+pub mod raw;
 mod stats;
 mod thread;
+mod tls;
 
 pub use stats::{stats, MidStats, Stats, TinyStats};
 

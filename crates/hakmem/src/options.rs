@@ -1,6 +1,8 @@
 //! The option table: every `HAKMEM_*` variable, its default, unit and meaning, read once at
-//! initialisation with `getenv` (no allocation; `std::env` allocates). A value that is not a
-//! plain decimal number within range is reported once on stderr and the default is used.
+//! initialisation with `getenv` (no allocation; `std::env` allocates), or, if the first
+//! allocation comes before libc has set up `environ`, from the initial environment (see
+//! `environ.rs`). A value that is not a plain decimal number within range is reported once on
+//! stderr and the default is used.
 
 use hak_os::write_stderr;
 
@@ -30,6 +32,7 @@ pub(crate) enum Opt {
     MidDecommitBudgetMb,
     MidMaxEmptyChunks,
     PurgeDelayMs,
+    Check,
 }
 
 /// The table: one entry per variable. Keep in the order of [`Opt`].
@@ -121,29 +124,49 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
         doc: "how long freed memory that stays unused keeps its pages before they go back to \
               the OS (milliseconds)",
     },
+    OptionDef {
+        name: c"HAKMEM_CHECK",
+        min: 0,
+        default: 0,
+        max: 1,
+        doc: "check mode for the malloc-style functions: refuse tiny double frees and interior \
+              pointers, mid double frees (0/1)",
+    },
 ];
 
 /// Number of options.
-pub(crate) const N: usize = 12;
+pub(crate) const N: usize = 13;
 
 /// Reads every option; `values[i]` is option `i`'s value.
 pub(crate) fn read_all() -> [u64; N] {
     let mut out = [0u64; N];
-    for (i, o) in OPTIONS.iter().enumerate() {
-        out[i] = read(o);
+    if crate::environ::getenv_works() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            // SAFETY: getenv takes a NUL-terminated name and returns null or a NUL-terminated
+            // string that stays valid until the environment is modified; we read it at once.
+            let p = unsafe { libc::getenv(o.name.as_ptr()) };
+            // SAFETY: a non-null getenv result is a valid C string.
+            let value = (!p.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes());
+            out[i] = value_of(o, value);
+        }
+        return out;
     }
+    // Before libc's start-up code: the initial environment, one pass over all entries.
+    for (i, o) in OPTIONS.iter().enumerate() {
+        out[i] = o.default;
+    }
+    crate::environ::scan_initial(|name, value| {
+        if let Some(i) = OPTIONS.iter().position(|o| o.name.to_bytes() == name) {
+            // An over-long value is no valid number: report it as such.
+            out[i] = value_of(&OPTIONS[i], Some(value.unwrap_or(b"(too long)")));
+        }
+    });
     out
 }
 
-fn read(o: &OptionDef) -> u64 {
-    // SAFETY: getenv takes a NUL-terminated name and returns null or a NUL-terminated string
-    // that stays valid until the environment is modified; we read it at once.
-    let p = unsafe { libc::getenv(o.name.as_ptr()) };
-    if p.is_null() {
-        return o.default;
-    }
-    // SAFETY: non-null getenv result is a valid C string.
-    let bytes = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+/// The value of option `o` given the variable's text (`None`: not set).
+fn value_of(o: &OptionDef, text: Option<&[u8]>) -> u64 {
+    let Some(bytes) = text else { return o.default };
     match parse(bytes) {
         Some(v) if (o.min..=o.max).contains(&v) => v,
         _ => {
@@ -197,9 +220,20 @@ mod tests {
         assert_eq!(OPTIONS[Opt::BigcacheTtlSec as usize].name, c"HAKMEM_BIGCACHE_TTL_SEC");
         assert_eq!(OPTIONS[Opt::MidMaxEmptyChunks as usize].name, c"HAKMEM_MID_MAX_EMPTY_CHUNKS");
         assert_eq!(OPTIONS[Opt::PurgeDelayMs as usize].name, c"HAKMEM_PURGE_DELAY_MS");
+        assert_eq!(OPTIONS[Opt::Check as usize].name, c"HAKMEM_CHECK");
         assert_eq!(OPTIONS.len(), N);
+        assert_eq!(OPTIONS.len(), Opt::Check as usize + 1);
         for o in &OPTIONS {
             assert!(o.min <= o.default && o.default <= o.max, "{:?}", o.name);
         }
+    }
+
+    #[test]
+    fn values_fall_back_to_the_default_when_unset_or_invalid() {
+        let o = &OPTIONS[Opt::WarmPoolSize as usize];
+        assert_eq!(value_of(o, None), o.default);
+        assert_eq!(value_of(o, Some(b"8")), 8);
+        assert_eq!(value_of(o, Some(b"99")), o.default, "above the maximum");
+        assert_eq!(value_of(o, Some(b"(too long)")), o.default);
     }
 }

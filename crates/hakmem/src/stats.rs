@@ -103,7 +103,30 @@ fn line(name: &[u8], v: u64) {
     write_stderr(b"\n");
 }
 
-/// Prints the counters to stderr (registered with `atexit` when `HAKMEM_STATS=1`).
+/// Whether `HAKMEM_STATS=1` asked for the report at exit.
+static PRINT_AT_EXIT: hak_sync::atomic::AtomicBool = hak_sync::atomic::AtomicBool::new(false);
+
+/// The report at exit runs as an ELF destructor (`.fini_array`): at `exit()` after every
+/// `atexit` handler, and nothing has to be registered at initialisation, which may run inside
+/// glibc's `atexit` (see `global.rs`).
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: extern "C" fn() = at_exit;
+
+extern "C" fn at_exit() {
+    if PRINT_AT_EXIT.load(hak_sync::atomic::Ordering::Relaxed) {
+        print_at_exit();
+    }
+}
+
+/// Turns the report at exit on (initialisation, `HAKMEM_STATS=1`).
+pub(crate) fn print_at_exit_if(on: bool) {
+    // Naming the destructor keeps the object that holds it in every link.
+    core::hint::black_box(&AT_EXIT);
+    PRINT_AT_EXIT.store(on, hak_sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints the counters to stderr (at exit when `HAKMEM_STATS=1`; `malloc_stats()`).
 pub(crate) extern "C" fn print_at_exit() {
     // The exiting thread's caches still hold counts no one has folded (the mid tier folds
     // per thread); flushing them makes the totals describe the whole run. Later allocations

@@ -13,7 +13,7 @@
 //! States are never unmapped: flushed ones go on a free list for the next thread, and all are
 //! on a push-only list that `stats()` walks.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 
 use hak_l25::MidThreadCache;
@@ -44,7 +44,7 @@ pub(crate) struct ThreadState {
 }
 
 /// The shared, never-written sentinel state.
-pub(crate) struct Sentinel(UnsafeCell<ThreadState>);
+pub(crate) struct Sentinel(pub(crate) UnsafeCell<ThreadState>);
 // SAFETY: the sentinel is only ever read (its caches have capacity 0, so every operation on it
 // misses before writing), and its atomics are never used.
 unsafe impl Sync for Sentinel {}
@@ -58,12 +58,6 @@ pub(crate) static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(ThreadState {
     next_free: ptr::null_mut(),
 }));
 
-thread_local! {
-    /// The calling thread's state; const-initialised and without `Drop`, so access is a plain
-    /// TLS load with no lazy-init check and no registered destructor.
-    static STATE: Cell<*mut ThreadState> = const { Cell::new(SENTINEL.0.get()) };
-}
-
 static ALL: AtomicPtr<ThreadState> = AtomicPtr::new(ptr::null_mut());
 
 pub(crate) struct FreeList(*mut ThreadState);
@@ -71,10 +65,10 @@ pub(crate) struct FreeList(*mut ThreadState);
 unsafe impl Send for FreeList {}
 pub(crate) static FREE: Mutex<FreeList> = Mutex::new(FreeList(ptr::null_mut()));
 
-/// The calling thread's state (maybe the sentinel).
+/// The calling thread's state (maybe the sentinel). The pointer lives in `tls.rs`.
 #[inline(always)]
 pub(crate) fn current() -> *mut ThreadState {
-    STATE.with(|s| s.get())
+    crate::tls::get()
 }
 
 /// The calling thread's real state, built if it has none. Null if the OS refuses memory.
@@ -96,7 +90,7 @@ pub(crate) fn current_or_init() -> *mut ThreadState {
     unsafe { (*ts).tc.activate(ptr::addr_of!((*ts).shared), cfg.warm_pool_size) };
     // SAFETY: the key was created by `ensure_init`; the value is our state.
     unsafe { libc::pthread_setspecific(cfg.key, ts.cast()) };
-    STATE.with(|s| s.set(ts));
+    crate::tls::set(ts);
     ts
 }
 
@@ -141,11 +135,9 @@ pub(crate) extern "C" fn thread_exit(arg: *mut libc::c_void) {
         return;
     }
     // Frees from later destructors must not reach the state being retired.
-    STATE.with(|s| {
-        if s.get() == ts {
-            s.set(SENTINEL.0.get());
-        }
-    });
+    if crate::tls::get() == ts {
+        crate::tls::set(SENTINEL.0.get());
+    }
     // SAFETY: the state belonged to the exiting thread, which no longer uses it.
     unsafe {
         (*ts).tc.flush();
