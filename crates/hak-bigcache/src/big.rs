@@ -21,8 +21,8 @@ use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 use hak_sync::{Mutex, MutexGuard};
 
 use crate::cache::{BigLimits, Inner, Want, GROW_FROM_MIN, HUGE_PAGE};
+use crate::density::{self, Density};
 use crate::header::{layout_for, Block, Header, FREEING, LIVE};
-use crate::thp::{self, HugePolicy};
 
 /// The largest size or alignment the big tier tries to map: the user address space a process
 /// gets (128 TiB on x86-64, 256 TiB on arm64 with 48-bit addresses). Larger requests are
@@ -88,7 +88,7 @@ pub struct BigStats {
     pub realloc_copy: u64,
     /// Cached blocks decommitted on their way into the cache.
     pub decommits: u64,
-    /// Density probes made (see the `thp` module), and how many found the block dense.
+    /// Density probes made (see the `density` module), and how many found the block dense.
     pub probes: u64,
     /// As above: probes that found the block dense.
     pub dense_probes: u64,
@@ -108,8 +108,9 @@ pub struct BigCache<'r> {
     registry: &'r Registry<'r>,
     /// The cache: bins, LRU list, accounting, limits.
     inner: Mutex<Inner>,
-    /// Huge-page advice from the program's behaviour.
-    thp: HugePolicy,
+    /// Whether the program fills its blocks: huge-page advice, residency of cached blocks,
+    /// gathering (see the `density` module).
+    density: Density,
     hits: StatCounter,
     misses: StatCounter,
     evictions: StatCounter,
@@ -181,7 +182,7 @@ impl<'r> BigCache<'r> {
             BigCache {
                 registry,
                 inner: Mutex::new(Inner::new(limits)),
-                thp: HugePolicy::new(),
+                density: Density::new(),
                 hits: StatCounter::new(),
                 misses: StatCounter::new(),
                 evictions: StatCounter::new(),
@@ -226,13 +227,13 @@ impl<'r> BigCache<'r> {
     /// host; advice the host ignores changes nothing else.
     #[doc(hidden)]
     pub fn set_thp_mode(&self, mode: Option<hak_os::ThpMode>) {
-        self.thp.set_mode(mode);
+        self.density.set_mode(mode);
     }
 
     /// Whether the huge-page policy currently counts the program's big blocks as dense.
     #[doc(hidden)]
     pub fn counts_as_dense(&self) -> bool {
-        self.thp.dense()
+        self.density.dense()
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two; any value, including above
@@ -250,7 +251,7 @@ impl<'r> BigCache<'r> {
         if let Some(b) = self.cache_take(want, hak_os::monotonic_ns()) {
             return Some((self.hand_out_hit(b, user_off), false));
         }
-        if user_off == page && need > GROW_FROM_MIN {
+        if user_off == page && need > GROW_FROM_MIN && self.density.dense() {
             if let Some(b) = self.gather(need, size) {
                 // SAFETY: `user_off < need`, inside the block.
                 return Some((unsafe { b.at(user_off) }, false));
@@ -285,10 +286,17 @@ impl<'r> BigCache<'r> {
         Some((unsafe { b.at(user_off) }, true))
     }
 
-    /// Accounts a block taken from the cache and returns its user pointer.
+    /// Accounts a block taken from the cache and returns its user pointer. While the program
+    /// counts as sparse, some reused blocks on base pages are measured at their free too (see
+    /// the `density` module): a program that fills reused blocks is recognised without
+    /// waiting for a fresh mapping.
     fn hand_out_hit(&self, b: Block, user_off: usize) -> NonNull<u8> {
         // SAFETY: `b` came out of the cache LIVE: the block is ours alone.
-        let map_len = unsafe { b.map_len() };
+        let (map_len, huge) = unsafe { (b.map_len(), b.huge()) };
+        if !huge && map_len >= density::PROBE_MIN && self.density.probe_reused() {
+            // SAFETY: as above.
+            unsafe { b.set_probe(true) };
+        }
         self.hits.add(1);
         self.live_bytes.increase(map_len as u64);
         self.live_blocks.increase(1);
@@ -318,7 +326,7 @@ impl<'r> BigCache<'r> {
         self.release(victims);
         Block::from_link(pieces)?;
         let os = self.os();
-        let fresh = self.thp.fresh(os, need, false);
+        let fresh = self.density.fresh(os, need, false);
         let Ok(dst) = os.map(need, if need >= HUGE_PAGE { HUGE_PAGE } else { GRANULE }) else {
             self.restore(pieces);
             return None;
@@ -418,11 +426,11 @@ impl<'r> BigCache<'r> {
     ) -> Option<Block> {
         let os = self.os();
         // Mappings of a huge page or more are aligned to one, so the kernel can back them with
-        // huge pages where the policy asks for them (see the `thp` module).
+        // huge pages where the policy asks for them (see the `density` module).
         let huge_sized = map_len >= HUGE_PAGE;
         let align = if huge_sized { HUGE_PAGE.max(user_off) } else { GRANULE.max(user_off) };
         let base = os.map(map_len, align).ok()?;
-        let fresh = self.thp.fresh(os, map_len, true);
+        let fresh = self.density.fresh(os, map_len, true);
         if let Some(on) = fresh.advice {
             // SAFETY: the whole fresh mapping is ours; advice changes no contents.
             if unsafe { os.advise_huge(base, map_len, on) }.is_ok() && on {
@@ -441,7 +449,7 @@ impl<'r> BigCache<'r> {
             b.set_probe(fresh.probe);
         }
         if fresh.probe {
-            self.thp.remember(b.addr(), block_len);
+            self.density.remember(b.addr(), block_len);
         }
         if self.registry.register(base, map_len, OwnerKind::Big).is_err() {
             // SAFETY: never published; nobody else can reach it.
@@ -504,8 +512,9 @@ impl<'r> BigCache<'r> {
         // Header fields are accessed through `b` under the lock only while the block may be
         // reached by a racing (invalid) second free, which reads it to refuse itself.
         // SAFETY: validated under the lock: a LIVE header the caller gives up.
-        let (len, block_len, user_off, size, probe) =
-            unsafe { (b.map_len(), b.block_len(), b.user_off(), b.size(), b.probe()) };
+        let (len, block_len, user_off, size, probe, uses) = unsafe {
+            (b.map_len(), b.block_len(), b.user_off(), b.size(), b.probe(), b.uses() + 1)
+        };
         self.live_bytes.decrease(len as u64);
         self.live_blocks.decrease(1);
         g.live = self.live_bytes.get().current as usize;
@@ -521,15 +530,20 @@ impl<'r> BigCache<'r> {
             }
         }
         let len = tail.map_or(len, |(cut, _)| cut);
-        let decommit = g.would_keep(len) && len > page && g.wants_decommit(len);
+        let keep = g.would_keep(len) && len > page;
+        let over = keep && g.wants_decommit(len);
+        // A block of a sparse program (or measured sparse below) is decommitted too: see the
+        // `density` module.
+        let maybe_sparse = keep && uses >= density::SPARSE_USES && (probe || !self.density.dense());
         // SAFETY: as above.
         unsafe {
             b.set_map_len(len);
             b.set_block_len(len);
             b.set_decommitted(false);
             b.set_probe(false);
+            b.set_uses(uses);
         }
-        if tail.is_some() || probe || decommit {
+        if tail.is_some() || probe || over || maybe_sparse {
             // Slow work outside the lock; FREEING makes a racing second free a double free.
             // SAFETY: as above.
             unsafe { b.set_state(FREEING) };
@@ -538,16 +552,18 @@ impl<'r> BigCache<'r> {
                 // SAFETY: the reserve past `cut` was never handed out and is unregistered.
                 let _ = unsafe { self.os().unmap(b.at(cut), n) };
             }
+            let mut measured = None;
             if probe {
                 // The part the user asked for, whole pages only.
                 let end = (user_off + size) & !(page - 1);
                 // SAFETY: `user_off <= end <= len`, inside our mapping.
                 let start = unsafe { b.at(user_off) };
-                let dense = thp::is_dense(self.os(), start, end - user_off, page);
-                self.note_density(dense);
+                measured = density::is_dense(self.os(), start, end - user_off, page);
+                self.note_density(measured);
             }
+            let sparse = maybe_sparse && !measured.unwrap_or_else(|| self.density.dense());
             let mut decommitted = false;
-            if decommit {
+            if over || sparse {
                 // SAFETY: the pages past the header page are the user's, who gave them up.
                 decommitted = unsafe { self.os().decommit(b.at(page), len - page) }.is_ok();
                 if decommitted {
@@ -556,7 +572,12 @@ impl<'r> BigCache<'r> {
             }
             g = self.inner.lock();
             // SAFETY: as above (FREEING: nobody else writes it).
-            unsafe { b.set_decommitted(decommitted) };
+            unsafe {
+                b.set_decommitted(decommitted);
+                if decommitted {
+                    b.set_uses(0);
+                }
+            }
         }
         // SAFETY: validated block, registered as Big at its base, without reserve, ours until
         // cached.
@@ -571,7 +592,7 @@ impl<'r> BigCache<'r> {
             if d {
                 self.dense_probes.add(1);
             }
-            self.thp.record(d);
+            self.density.record(d);
         }
     }
 
@@ -626,7 +647,7 @@ impl<'r> BigCache<'r> {
     /// see the crate docs), its pages move (`mremap` to a fixed address, no copy) into a fresh
     /// granule-aligned mapping of [`GROW_RESERVE`] times the new size, which the move grows
     /// the block's own mapping into; its density is probed first and the new mapping advised
-    /// to match (see the `thp` module). For larger alignments, gathered blocks, or if that
+    /// to match (see the `density` module). For larger alignments, gathered blocks, or if that
     /// fails: a new block with room to grow ([`BigCache::alloc_growing`]), a copy of the old
     /// usable bytes, and the old block freed into the cache.
     ///
@@ -730,7 +751,7 @@ impl<'r> BigCache<'r> {
         } else {
             // SAFETY: `page < map_len`, inside the block, which is ours.
             let start = unsafe { b.at(page) };
-            let d = thp::is_dense(os, start, end.saturating_sub(page), page);
+            let d = density::is_dense(os, start, end.saturating_sub(page), page);
             self.note_density(d);
             d
         };
@@ -751,7 +772,7 @@ impl<'r> BigCache<'r> {
             let _ = unsafe { os.unmap(dst, dst_len) };
             return None;
         }
-        let (advice, now_huge) = self.thp.growing(dst_len, dense.unwrap_or(false), huge);
+        let (advice, now_huge) = self.density.growing(dst_len, dense.unwrap_or(false), huge);
         if let Some(on) = advice {
             // SAFETY: our mapping; advice changes no contents.
             if unsafe { os.advise_huge(dst, dst_len, on) }.is_ok() && on {

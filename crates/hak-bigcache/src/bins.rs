@@ -283,6 +283,7 @@ mod tests {
                 multi_map: false,
                 huge: false,
                 probe: false,
+                uses: 0,
                 cached_ns: 0,
                 bin_next: ptr::null_mut(),
                 bin_prev: ptr::null_mut(),

@@ -61,7 +61,7 @@
 //!   measures how many of its pages are resident (`mincore`, bounded), and fresh mappings of
 //!   2 MiB or more are advised `MADV_HUGEPAGE` only while the program's recent blocks were
 //!   dense; otherwise they get no advice, or `MADV_NOHUGEPAGE` where the host's THP mode is
-//!   `always` (see the `thp` module). A block `realloc` moves is advised by its own density.
+//!   `always` (see the `density` module). A block `realloc` moves is advised by its own density.
 //!
 //! Growth: `realloc` beyond a block's mapping moves its pages (`mremap`, no copy) into a fresh
 //! mapping [`GROW_RESERVE`] times the new size, growing the block's own mapping into it, so a
@@ -103,8 +103,11 @@
 //! `a_failed_move_while_gathering_gives_up_the_new_mapping_and_maps_fresh`), the growth tests
 //! that check a move (`realloc_growth_moves_the_pages_and_reserves_room_to_grow_in_place`,
 //! `realloc_growth_keeps_the_prefix_and_the_registration`), and the tests that read
-//! `/proc/self/maps` or `mincore` (`a_sparse_program_gets_no_huge_pages_and_a_dense_one_does`,
-//! `density_is_measured_from_resident_pages`).
+//! `/proc/self/smaps` or `mincore` (`a_sparse_program_gets_no_huge_pages_and_a_dense_one_does`,
+//! `where_every_block_gets_huge_pages_sparse_ones_are_advised_against_them`,
+//! `a_sparse_programs_freed_blocks_keep_no_pages_and_are_not_gathered`,
+//! `density_is_measured_from_resident_pages`,
+//! `the_next_fresh_mapping_counts_the_last_one_if_it_is_dense_already`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
@@ -114,8 +117,8 @@ extern crate std;
 mod big;
 mod bins;
 mod cache;
+mod density;
 mod header;
-mod thp;
 
 #[cfg(all(test, not(hak_loom)))]
 mod tests;

@@ -131,6 +131,7 @@ fn cache_4_and_2_mib(c: &BigCache<'_>, fa: u8, fb: u8) -> (NonNull<u8>, NonNull<
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "needs mremap moves")]
 fn a_larger_request_gathers_the_pages_of_smaller_cached_blocks() {
     with_cache(KEEP_ALL, |os, reg, c| {
         let page = page_size();
@@ -185,6 +186,7 @@ fn mapping_boundaries_in(start: usize, end: usize) -> Vec<usize> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "needs mremap moves")]
 fn a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time() {
     with_cache(KEEP_ALL, |os, _, c| {
         let page = page_size();
@@ -219,6 +221,7 @@ fn a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "needs mremap moves")]
 fn a_failed_move_while_gathering_gives_up_the_new_mapping_and_maps_fresh() {
     with_cache(KEEP_ALL, |os, reg, c| {
         let page = page_size();
@@ -457,8 +460,9 @@ fn blocks_past_the_decommit_threshold_are_decommitted_and_still_reusable() {
     with_cache(BigLimits { decommit_over: 3 * MIB, ..KEEP_ALL }, |os, _, c| {
         let a = c.alloc(2 * MIB - page_size(), 8).unwrap().0;
         let b = c.alloc(2 * MIB - page_size(), 8).unwrap().0;
-        // SAFETY: live blocks of 2 MiB less a page (mappings of exactly 2 MiB).
-        unsafe { b.as_ptr().add(MIB).write(7) };
+        // Dense blocks, which the cache keeps resident below the threshold.
+        fill(a, 2 * MIB - page_size(), 7);
+        fill(b, 2 * MIB - page_size(), 7);
         free(c, a); // 2 MiB committed: under the threshold
         assert_eq!(c.stats().decommits, 0);
         free(c, b); // would make 4 MiB: decommitted
@@ -525,6 +529,7 @@ fn realloc_within_the_mapping_stays_in_place_and_big_shrinks_release_the_tail() 
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "needs mremap moves")]
 fn realloc_growth_keeps_the_prefix_and_the_registration() {
     with_cache(KEEP_ALL, |_, reg, c| {
         for align in [8, page_size(), 2 * MIB] {
@@ -831,7 +836,7 @@ fn resident(os: &Os, p: NonNull<u8>, len: usize) -> usize {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "reads /proc and mincore")]
+#[cfg_attr(miri, ignore = "reads /proc/self/smaps and mincore")]
 fn a_sparse_program_gets_no_huge_pages_and_a_dense_one_does() {
     with_cache(BigLimits::DEFAULT, |os, _, c| {
         c.set_thp_mode(Some(hak_os::ThpMode::Madvise));
@@ -865,7 +870,7 @@ fn a_sparse_program_gets_no_huge_pages_and_a_dense_one_does() {
         c.trim();
         // Sparse blocks again: the first probe among them (one fresh block in PROBE_EVERY)
         // switches back.
-        for _ in 0..=crate::thp::PROBE_EVERY {
+        for _ in 0..=crate::density::PROBE_EVERY {
             let (p, _) = c.alloc(8 * MIB, 8).unwrap();
             fill(p, 64, 3);
             free(c, p);
@@ -880,7 +885,7 @@ fn a_sparse_program_gets_no_huge_pages_and_a_dense_one_does() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "reads /proc")]
+#[cfg_attr(miri, ignore = "reads /proc/self/smaps")]
 fn where_every_block_gets_huge_pages_sparse_ones_are_advised_against_them() {
     with_cache(BigLimits::DEFAULT, |_, _, c| {
         c.set_thp_mode(Some(hak_os::ThpMode::Always));
@@ -892,27 +897,29 @@ fn where_every_block_gets_huge_pages_sparse_ones_are_advised_against_them() {
         free(c, p);
         c.set_thp_mode(Some(hak_os::ThpMode::Never));
         c.trim();
-        let probes = c.stats().probes;
         let (p, _) = c.alloc(8 * MIB, 8).unwrap();
         assert!(!has_flag(addr(p), "nh") && !has_flag(addr(p), "hg"), "never: no advice");
         free(c, p);
-        assert_eq!(c.stats().probes, probes, "never: no probe either");
         c.set_thp_mode(None);
     });
 }
 
 #[test]
-fn a_block_is_probed_once_on_its_first_free() {
+fn a_fresh_block_is_measured_at_its_first_free_and_a_reused_one_only_while_sparse() {
     with_cache(KEEP_ALL, |_, _, c| {
         c.set_thp_mode(Some(hak_os::ThpMode::Madvise));
         let (p, _) = c.alloc(4 * MIB, 8).unwrap();
+        fill(p, 4 * MIB, 1);
         free(c, p);
         let probes = c.stats().probes;
         assert!(probes <= 1, "one probe (none where the kernel cannot say)");
         let (q, _) = c.alloc(4 * MIB, 8).unwrap();
         assert_eq!(q, p, "reused");
         free(c, q);
-        assert_eq!(c.stats().probes, probes, "a reused block is not probed again");
+        if probes == 1 {
+            assert!(c.counts_as_dense());
+            assert_eq!(c.stats().probes, 1, "a dense program's reused block is not measured");
+        }
         c.set_thp_mode(None);
     });
 }
@@ -1005,5 +1012,59 @@ fn prefork_holds_the_lock_until_postfork() {
             unsafe { c.postfork() };
         });
         assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    });
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "reads mincore")]
+fn a_sparse_programs_freed_blocks_keep_no_pages_and_are_not_gathered() {
+    with_cache(KEEP_ALL, |os, _, c| {
+        let page = page_size();
+        let touch_ends = |p: NonNull<u8>, len: usize| {
+            fill(p, 64, 1);
+            // SAFETY: the block holds `len` bytes.
+            fill(unsafe { NonNull::new_unchecked(p.as_ptr().add(len - 64)) }, 64, 1);
+        };
+        let (a, _) = c.alloc(4 * MIB - page, 8).unwrap();
+        let (b, _) = c.alloc(2 * MIB - page, 8).unwrap();
+        touch_ends(a, 4 * MIB - page);
+        touch_ends(b, 2 * MIB - page);
+        free(c, b);
+        free(c, a);
+        assert!(!c.counts_as_dense());
+        assert_eq!(c.stats().decommits, 0, "a sparse block keeps its few pages for a while");
+        // Each user of the block touches other pages; after SPARSE_USES users they are dropped.
+        for i in 1..crate::density::SPARSE_USES as usize {
+            let len = 4 * MIB - page - i * 8 * page;
+            let (x, _) = c.alloc(len, 8).unwrap();
+            assert_eq!(x, a, "the same block, reused");
+            touch_ends(x, len);
+            free(c, x);
+        }
+        assert_eq!(c.stats().decommits, 1, "decommitted on its way back after 8 users");
+        assert_eq!(resident(os, a, 4 * MIB - page), 0, "the cache keeps no scattered pages");
+        let remaps = os.stats().mremap_calls;
+        let (s, z) = c.alloc(6 * MIB - page, 8).unwrap();
+        assert!(z, "a fresh mapping: a sparse program's cached blocks are not gathered");
+        assert_eq!((os.stats().mremap_calls, c.stats().grown), (remaps, 0));
+        free(c, s);
+        // A program that fills the blocks it reuses is recognised (one reused block in
+        // PROBE_REUSED_EVERY is measured while it counts as sparse), and then its blocks stay
+        // resident.
+        for _ in 0..=crate::density::PROBE_REUSED_EVERY {
+            let (d, _) = c.alloc(4 * MIB - page, 8).unwrap();
+            fill(d, 4 * MIB - page, 2);
+            free(c, d);
+            if c.counts_as_dense() {
+                break;
+            }
+        }
+        assert!(c.counts_as_dense(), "reused blocks are measured while the program is sparse");
+        let decommits = c.stats().decommits;
+        let (d, _) = c.alloc(4 * MIB - page, 8).unwrap();
+        fill(d, 4 * MIB - page, 2);
+        free(c, d);
+        assert_eq!(c.stats().decommits, decommits, "a dense block is kept resident");
+        c.check_invariants();
     });
 }

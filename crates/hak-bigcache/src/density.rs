@@ -1,34 +1,51 @@
-//! [`HugePolicy`]: when the big tier asks for transparent huge pages, decided from what the
-//! program does with its blocks rather than from their size.
+//! [`Density`]: whether the program fills its big blocks or touches them sparsely, measured
+//! from what it does, and what the big tier does about it: transparent huge pages, keeping
+//! freed pages resident, and gathering cached blocks.
 //!
 //! Why: a huge page is faulted in (and zeroed) whole, 2 MiB at a time. For a block the program
 //! fills that is 512 faults in one; for a block it touches at both ends (a buffer reserved
 //! large and filled partly) it is 4 MiB of zeroing and resident memory where 8 KiB would do.
-//! Neither the size nor the alignment says which kind a block is; the program's own past
-//! blocks do.
+//! Likewise a cached block's resident pages are worth keeping (and moving into a larger
+//! block) only if the next user fills them again; for a sparse program they are scattered
+//! pages that accumulate as blocks are reused at other sizes, and a gathering moves a few of
+//! them at the cost of several `mremap`s. Neither the size nor the alignment says which kind a
+//! block is; the program's own past blocks do.
 //!
-//! How: the first free of a fresh block of base pages asks the kernel how many of its pages
-//! are resident (`mincore`, over at most [`PROBE_PAGES`] pages spread through the block: one
-//! to four syscalls whatever the block's size); a block at least half resident is dense. So
-//! that a program which fills its blocks as it gets them need not wait for a free, the next
-//! fresh mapping also looks at the previous fresh block while it is still live, and counts it
-//! if it is dense already (a sparse answer then proves nothing: the block may fill later). The
-//! last block measured decides whether the program counts as dense (at the start it does not).
-//! Then, for a fresh mapping of 2 MiB or more:
-//! - dense: `MADV_HUGEPAGE` (in `madvise` mode; `always` needs nothing), except one fresh
-//!   single mapping in [`PROBE_EVERY`], which stays on base pages so the policy keeps learning
-//!   (a block on huge pages looks dense to `mincore` as soon as each 2 MiB is touched once);
+//! How: the first free of a fresh block of 1 MiB or more (on base pages) asks the kernel how
+//! many of its pages are resident (`mincore`, over at most [`PROBE_PAGES`] pages in two
+//! windows, at the start and the middle of the block: at most two syscalls whatever the
+//! block's size); a
+//! block at least half resident is dense. While the program counts as sparse, one block in
+//! [`PROBE_REUSED_EVERY`] reused from the cache is measured at its free too (a sparse block's
+//! few cached pages do not make it look dense, so what is resident is mostly what its user
+//! touched). So that a program which fills its blocks as it gets them need not wait
+//! for a free, the next fresh mapping also looks at the previous fresh block while it is still
+//! live, and counts it if it is dense already (a sparse answer then proves nothing: the block
+//! may fill later). The last block measured decides whether the program counts as dense (at
+//! the start it does not). Then:
+//! - fresh mappings of 2 MiB or more, dense: `MADV_HUGEPAGE` (in `madvise` mode; `always`
+//!   needs nothing), except one fresh single mapping in [`PROBE_EVERY`], which stays on base
+//!   pages so the policy keeps learning (a block on huge pages looks dense to `mincore` as
+//!   soon as each 2 MiB is touched once);
 //! - sparse (and at the start): no advice in `madvise` mode, `MADV_NOHUGEPAGE` in `always`
-//!   mode, so a sparse block faults 4 KiB at a time whatever the host's setting;
-//! - THP mode `never`: no advice and no probes.
+//!   mode, so a sparse block faults 4 KiB at a time whatever the host's setting; THP mode
+//!   `never`: no advice;
+//! - freeing (`BigCache::dealloc`): a block measured sparse, or any block while the program
+//!   counts as sparse, is decommitted on its way into the cache once it has had
+//!   [`SPARSE_USES`] users since it was mapped or last decommitted (its pages zapped, one
+//!   syscall): each user of a sparse block leaves a few pages at its own offsets, so the
+//!   cache would otherwise collect scattered pages without bound, while zapping at every free
+//!   would cost a syscall and fresh faults each time. Dense blocks stay resident;
+//! - a request no cached block fits gathers smaller cached blocks only while the program
+//!   counts as dense.
 //!
 //! So a sparse program never gets a huge page, a dense one switches after its first block,
 //! and a change of phase is noticed within [`PROBE_EVERY`] fresh blocks (in sparse mode every
 //! fresh block is a probe).
 //!
 //! A block that `realloc` moves is probed on the spot (its old pages tell whether the program
-//! fills it) and advised to match before it grows. Cached blocks keep their pages and advice.
-//! The state and the counters are relaxed atomics: hints that no hand-off depends on.
+//! fills it) and advised to match before it grows. The state and the counters are relaxed
+//! atomics: hints that no hand-off depends on.
 
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -37,13 +54,22 @@ use hak_os::{Os, ThpMode};
 
 use crate::cache::HUGE_PAGE;
 
-/// Most pages one density probe looks at (4096: 16 MiB of 4 KiB pages), in at most four
-/// windows spread through the block.
-pub(crate) const PROBE_PAGES: usize = 4096;
+/// Users a sparse block may have before its pages are decommitted on its way into the cache
+/// (see the module docs).
+pub(crate) const SPARSE_USES: u32 = 8;
+/// Smallest fresh mapping that is probed (1 MiB).
+pub(crate) const PROBE_MIN: usize = 1 << 20;
+/// Most pages one density probe looks at (64), in at most two windows (the start and the
+/// middle of the block): `mincore` costs a syscall and a page-table walk per page, so a probe
+/// is a sample.
+pub(crate) const PROBE_PAGES: usize = 64;
 /// While the program counts as dense, one fresh block in this many stays on base pages to be
 /// probed.
 pub(crate) const PROBE_EVERY: u32 = 8;
-/// Low bits of [`HugePolicy::last`] that hold the block's length in MiB (its base is 1 MiB
+/// While the program counts as sparse, one block in this many reused from the cache is
+/// measured at its free.
+pub(crate) const PROBE_REUSED_EVERY: u32 = 32;
+/// Low bits of [`Density::last`] that hold the block's length in MiB (its base is 1 MiB
 /// aligned, so they are free).
 const LAST_LEN_BITS: u32 = 20;
 
@@ -60,11 +86,13 @@ pub(crate) struct Fresh {
 
 /// The policy's state. See the module docs.
 #[derive(Debug)]
-pub(crate) struct HugePolicy {
+pub(crate) struct Density {
     /// Whether the last block measured was dense.
     dense: AtomicBool,
     /// Fresh mappings made (to pick one in [`PROBE_EVERY`] as a probe).
     fresh: AtomicU32,
+    /// Blocks reused while sparse (to pick one in [`PROBE_REUSED_EVERY`] as a probe).
+    reused: AtomicU32,
     /// The last fresh block made a probe: its base, with its length in MiB (at most
     /// `2^LAST_LEN_BITS - 1`) in the low bits; 0 if none. A hint: the block may be gone by the
     /// time it is read, which `mincore` answers harmlessly.
@@ -73,11 +101,12 @@ pub(crate) struct HugePolicy {
     mode: AtomicU8,
 }
 
-impl HugePolicy {
-    pub(crate) const fn new() -> HugePolicy {
-        HugePolicy {
+impl Density {
+    pub(crate) const fn new() -> Density {
+        Density {
             dense: AtomicBool::new(false),
             fresh: AtomicU32::new(0),
+            reused: AtomicU32::new(0),
             last: AtomicUsize::new(0),
             mode: AtomicU8::new(0),
         }
@@ -112,26 +141,34 @@ impl HugePolicy {
     /// `single`: the block will be one kernel mapping of its own, so it may be made a probe
     /// (a gathered block mixes pages of other blocks and is never probed).
     pub(crate) fn fresh(&self, os: &Os, len: usize, single: bool) -> Fresh {
-        const NOTHING: Fresh = Fresh { advice: None, huge: false, probe: false };
-        if len < HUGE_PAGE {
-            return NOTHING; // no whole huge page fits: base pages whatever the mode
-        }
-        let mode = self.mode();
-        if mode == ThpMode::Never {
-            return NOTHING;
+        if len < PROBE_MIN {
+            return Fresh { advice: None, huge: false, probe: false };
         }
         self.look_at_last(os);
+        let dense = self.dense();
         let sample =
             single && self.fresh.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_EVERY);
-        match (mode, self.dense() && !sample) {
-            (ThpMode::Always, true) => Fresh { advice: None, huge: true, probe: false },
-            (ThpMode::Always, false) => Fresh { advice: Some(false), huge: false, probe: true },
-            (_, true) => Fresh { advice: Some(true), huge: true, probe: false },
-            (_, false) => Fresh { advice: None, huge: false, probe: true },
-        }
+        let probe = single && (!dense || sample);
+        // No whole huge page fits below 2 MiB: base pages whatever the mode.
+        let mode = if len < HUGE_PAGE { ThpMode::Never } else { self.mode() };
+        let (advice, huge) = match (mode, dense && !probe) {
+            (ThpMode::Never, _) => (None, false),
+            (ThpMode::Always, true) => (None, true),
+            (ThpMode::Always, false) => (Some(false), false),
+            (ThpMode::Madvise, true) => (Some(true), true),
+            (ThpMode::Madvise, false) => (None, false),
+        };
+        Fresh { advice, huge, probe }
     }
 
-    /// Remembers a fresh probe block of `len` bytes at `base` for the next [`HugePolicy::fresh`].
+    /// Whether a block reused from the cache should be measured at its free: one in
+    /// [`PROBE_REUSED_EVERY`] while the program counts as sparse.
+    pub(crate) fn probe_reused(&self) -> bool {
+        !self.dense()
+            && self.reused.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE_REUSED_EVERY)
+    }
+
+    /// Remembers a fresh probe block of `len` bytes at `base` for the next [`Density::fresh`].
     pub(crate) fn remember(&self, base: usize, len: usize) {
         let mib = (len >> 20).min((1 << LAST_LEN_BITS) - 1);
         self.last.store(base | mib, Ordering::Relaxed);
@@ -172,14 +209,15 @@ impl HugePolicy {
 }
 
 /// Whether at least half of the pages of `[start, start + len)` are resident, probing at most
-/// [`PROBE_PAGES`] pages in up to four windows spread through the range; `None` if the kernel
+/// [`PROBE_PAGES`] pages in up to two windows (at 0 and 1/2 of the range); `None` if the kernel
 /// would not say (the range is empty, or not wholly mapped). `start` is page-aligned.
 pub(crate) fn is_dense(os: &Os, start: NonNull<u8>, len: usize, page: usize) -> Option<bool> {
     let pages = len / page;
     if pages == 0 {
         return None;
     }
-    let (windows, per) = if pages <= PROBE_PAGES { (1, pages) } else { (4, PROBE_PAGES / 4) };
+    let (windows, per) = if pages <= PROBE_PAGES { (1, pages) } else { (2, PROBE_PAGES / 2) };
+    // Windows start at 0 and 1/2 of the range.
     let stride = pages / windows;
     let (mut seen, mut resident) = (0, 0);
     for w in 0..windows {
@@ -199,7 +237,7 @@ mod tests {
 
     #[test]
     fn starts_sparse_and_the_last_block_measured_decides() {
-        let p = HugePolicy::new();
+        let p = Density::new();
         assert!(!p.dense());
         p.record(true);
         assert!(p.dense());
@@ -210,10 +248,12 @@ mod tests {
     #[test]
     fn fresh_advice_follows_mode_and_density_and_keeps_probing_while_dense() {
         let os = Os::new();
-        let p = HugePolicy::new();
+        let p = Density::new();
         let f = |len, single| p.fresh(&os, len, single);
         p.set_mode(Some(ThpMode::Madvise));
-        assert_eq!(f(MIB, true), Fresh { advice: None, huge: false, probe: false }, "small");
+        assert_eq!(f(MIB / 2, true), Fresh { advice: None, huge: false, probe: false }, "small");
+        assert_eq!(f(MIB, true), Fresh { advice: None, huge: false, probe: true }, "no huge page");
+        assert_eq!(f(8 * MIB, false), Fresh { advice: None, huge: false, probe: false });
         for _ in 0..3 {
             assert_eq!(f(8 * MIB, true), Fresh { advice: None, huge: false, probe: true });
         }
@@ -227,7 +267,9 @@ mod tests {
         let advised = (0..PROBE_EVERY).filter(|_| f(8 * MIB, true).advice == Some(true)).count();
         assert_eq!(advised as u32, PROBE_EVERY - 1);
         p.set_mode(Some(ThpMode::Never));
-        assert_eq!(f(8 * MIB, true), Fresh { advice: None, huge: false, probe: false });
+        let probes = (0..PROBE_EVERY).filter(|_| f(8 * MIB, true).probe).count();
+        assert_eq!(probes, 1, "never: no advice, but still one probe in PROBE_EVERY");
+        assert!((0..PROBE_EVERY).all(|_| f(8 * MIB, true).advice.is_none()));
     }
 
     #[cfg(not(miri))]
@@ -235,7 +277,7 @@ mod tests {
     fn the_next_fresh_mapping_counts_the_last_one_if_it_is_dense_already() {
         let os = Os::new();
         let page = hak_os::page_size();
-        let p = HugePolicy::new();
+        let p = Density::new();
         p.set_mode(Some(ThpMode::Madvise));
         let len = 4 * MIB;
         let m = os.map(len, 2 * MIB).unwrap();
@@ -256,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_growing_block_is_advised_by_its_own_density() {
-        let p = HugePolicy::new();
+        let p = Density::new();
         p.set_mode(Some(ThpMode::Madvise));
         assert_eq!(p.growing(8 * MIB, true, false), (Some(true), true));
         assert_eq!(p.growing(8 * MIB, true, true), (None, true));
@@ -272,7 +314,7 @@ mod tests {
     fn density_is_measured_from_resident_pages() {
         let os = Os::new();
         let page = hak_os::page_size();
-        for pages in [64, 3 * PROBE_PAGES] {
+        for pages in [PROBE_PAGES, 3000] {
             let len = pages * page;
             let p = os.map(len, page).unwrap();
             assert_eq!(is_dense(&os, p, len, page), Some(false));
