@@ -512,9 +512,20 @@ impl<'r> BigCache<'r> {
         // Header fields are accessed through `b` under the lock only while the block may be
         // reached by a racing (invalid) second free, which reads it to refuse itself.
         // SAFETY: validated under the lock: a LIVE header the caller gives up.
-        let (len, block_len, user_off, size, probe, uses) = unsafe {
-            (b.map_len(), b.block_len(), b.user_off(), b.size(), b.probe(), b.uses() + 1)
+        let (len, block_len, user_off, size, probe, spread, last_end) = unsafe {
+            (
+                b.map_len(),
+                b.block_len(),
+                b.user_off(),
+                b.size(),
+                b.probe(),
+                b.spread(),
+                b.last_end(),
+            )
         };
+        // Whether this user's last page differs from the previous user's (see `spread`).
+        let end = (user_off + size.max(1) - 1) / page;
+        let spread = spread + u32::from(end != last_end);
         self.live_bytes.decrease(len as u64);
         self.live_blocks.decrease(1);
         g.live = self.live_bytes.get().current as usize;
@@ -534,14 +545,16 @@ impl<'r> BigCache<'r> {
         let over = keep && g.wants_decommit(len);
         // A block of a sparse program (or measured sparse below) is decommitted too: see the
         // `density` module.
-        let maybe_sparse = keep && uses >= density::SPARSE_USES && (probe || !self.density.dense());
+        let maybe_sparse =
+            keep && spread >= density::SPARSE_SPREAD && (probe || !self.density.dense());
         // SAFETY: as above.
         unsafe {
             b.set_map_len(len);
             b.set_block_len(len);
             b.set_decommitted(false);
             b.set_probe(false);
-            b.set_uses(uses);
+            b.set_spread(spread);
+            b.set_last_end(end);
         }
         if tail.is_some() || probe || over || maybe_sparse {
             // Slow work outside the lock; FREEING makes a racing second free a double free.
@@ -575,7 +588,7 @@ impl<'r> BigCache<'r> {
             unsafe {
                 b.set_decommitted(decommitted);
                 if decommitted {
-                    b.set_uses(0);
+                    b.set_spread(0);
                 }
             }
         }

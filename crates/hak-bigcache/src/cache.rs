@@ -397,7 +397,7 @@ impl Inner {
 /// Splits the unlisted block `b` after `round_up(keep, GRANULE)` bytes, so both parts start
 /// on the registry's grid: `b` keeps the front (registered again at its new length) and the
 /// tail becomes a block of its own, registered as `Big`, with a LIVE header and `b`'s
-/// decommit, huge-page and `multi_map` flags and use count, for the caller to cache. `None` (nothing changed)
+/// decommit, huge-page and `multi_map` flags and spread count, for the caller to cache. `None` (nothing changed)
 /// if the tail would be empty or the registry refused.
 ///
 /// # Safety
@@ -405,8 +405,8 @@ impl Inner {
 /// held.
 unsafe fn split(reg: &Registry<'_>, b: Block, keep: usize) -> Option<Block> {
     // SAFETY: forwarded: our block.
-    let (old, decommitted, multi_map, huge, uses) =
-        unsafe { (b.map_len(), b.decommitted(), b.multi_map(), b.huge(), b.uses()) };
+    let (old, decommitted, multi_map, huge, spread) =
+        unsafe { (b.map_len(), b.decommitted(), b.multi_map(), b.huge(), b.spread()) };
     let front = keep.checked_next_multiple_of(GRANULE)?;
     if front >= old {
         return None;
@@ -431,7 +431,7 @@ unsafe fn split(reg: &Registry<'_>, b: Block, keep: usize) -> Option<Block> {
         // Either part may hold pages of several mappings.
         t.set_multi_map(multi_map);
         t.set_huge(huge);
-        t.set_uses(uses);
+        t.set_spread(spread);
     }
     Some(t)
 }

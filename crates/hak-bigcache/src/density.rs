@@ -31,11 +31,13 @@
 //!   mode, so a sparse block faults 4 KiB at a time whatever the host's setting; THP mode
 //!   `never`: no advice;
 //! - freeing (`BigCache::dealloc`): a block measured sparse, or any block while the program
-//!   counts as sparse, is decommitted on its way into the cache once it has had
-//!   [`SPARSE_USES`] users since it was mapped or last decommitted (its pages zapped, one
-//!   syscall): each user of a sparse block leaves a few pages at its own offsets, so the
-//!   cache would otherwise collect scattered pages without bound, while zapping at every free
-//!   would cost a syscall and fresh faults each time. Dense blocks stay resident;
+//!   counts as sparse, is decommitted on its way into the cache once [`SPARSE_SPREAD`] of its
+//!   users since it was mapped or last decommitted ended in another page than the user
+//!   before them (its pages zapped, one syscall). A user of a sparse block leaves its last
+//!   pages at its own offset, so blocks reused at changing sizes would collect scattered
+//!   pages without bound; blocks reused at the same size touch the same pages again and keep
+//!   them (zapping at every free would cost a syscall and fresh faults each time). Dense
+//!   blocks stay resident;
 //! - a request no cached block fits gathers smaller cached blocks only while the program
 //!   counts as dense.
 //!
@@ -54,9 +56,9 @@ use hak_os::{Os, ThpMode};
 
 use crate::cache::HUGE_PAGE;
 
-/// Users a sparse block may have before its pages are decommitted on its way into the cache
-/// (see the module docs).
-pub(crate) const SPARSE_USES: u32 = 8;
+/// Users ending in a new place a sparse block may have before its pages are decommitted on
+/// its way into the cache (see the module docs).
+pub(crate) const SPARSE_SPREAD: u32 = 8;
 /// Smallest fresh mapping that is probed (1 MiB).
 pub(crate) const PROBE_MIN: usize = 1 << 20;
 /// Most pages one density probe looks at (64), in at most two windows (the start and the

@@ -76,9 +76,12 @@ pub(crate) struct Header {
     /// Whether the block is a fresh mapping backed by base pages whose density was not measured
     /// yet: its first free asks the kernel which pages it holds (see the `density` module).
     pub(crate) probe: bool,
-    /// Users the block has had since its pages were last decommitted (or it was mapped): a
-    /// sparse program's block keeps its scattered pages for a few users, then drops them.
-    pub(crate) uses: u32,
+    /// Users since the block's pages were last decommitted (or it was mapped) whose block ended
+    /// in another page than the user's before: each leaves its last pages at a new place, so
+    /// a sparse program's block keeps its scattered pages for a few of them, then drops them.
+    pub(crate) spread: u32,
+    /// Page index (from `base`) of the last byte of the block's last user (at its free).
+    pub(crate) last_end: usize,
     /// `hak_os::monotonic_ns()` when the block entered the cache.
     pub(crate) cached_ns: u64,
     /// Next header in the same size-class bin (cached blocks only).
@@ -203,7 +206,8 @@ impl Block {
             multi_map: false,
             huge: false,
             probe: false,
-            uses: 0,
+            spread: 0,
+            last_end: 0,
             cached_ns: 0,
             bin_next: ptr::null_mut(),
             bin_prev: ptr::null_mut(),
@@ -233,7 +237,8 @@ impl Block {
     field!(multi_map, set_multi_map, bool);
     field!(huge, set_huge, bool);
     field!(probe, set_probe, bool);
-    field!(uses, set_uses, u32);
+    field!(spread, set_spread, u32);
+    field!(last_end, set_last_end, usize);
     field!(cached_ns, set_cached_ns, u64);
     field!(bin_next, set_bin_next, *mut Header);
     field!(bin_prev, set_bin_prev, *mut Header);

@@ -53,15 +53,19 @@
 //!   growing request) whose base satisfies the alignment; failing that, a request of at least
 //!   1 MiB may take a cached block of up to 4x its size, split at the first granule boundary
 //!   past `need` (so it keeps less than 1 MiB of slack, and the tail stays cached as a block of
-//!   its own); failing that, a request above 1 MiB (alignment up to a page) gathers up to 4
-//!   smaller committed cached blocks, largest first, whose pages move side by side into a
-//!   fresh mapping of the right size (`mremap` to a fixed address, no copy), so only the rest
-//!   faults in;
-//! - huge pages only where the program fills its blocks: the first free of a fresh block
-//!   measures how many of its pages are resident (`mincore`, bounded), and fresh mappings of
-//!   2 MiB or more are advised `MADV_HUGEPAGE` only while the program's recent blocks were
-//!   dense; otherwise they get no advice, or `MADV_NOHUGEPAGE` where the host's THP mode is
-//!   `always` (see the `density` module). A block `realloc` moves is advised by its own density.
+//!   its own); failing that, while the program fills its blocks, a request above 1 MiB
+//!   (alignment up to a page) gathers up to 4 smaller committed cached blocks, largest first,
+//!   whose pages move side by side into a fresh mapping of the right size (`mremap` to a fixed
+//!   address, no copy), so only the rest faults in;
+//! - density decides huge pages and residency (see the `density` module): the first free of a
+//!   fresh block measures how much of a 64-page sample of it is resident (`mincore`), the next
+//!   fresh mapping looks at the last one while it is live, and the last block measured decides
+//!   whether the program counts as dense. Dense: fresh mappings of 2 MiB or more are advised
+//!   `MADV_HUGEPAGE` (one in 8 stays on base pages to keep measuring) and freed blocks stay
+//!   resident. Sparse: no advice, or `MADV_NOHUGEPAGE` where the host's THP mode is `always`;
+//!   no gathering; a freed block is decommitted once 8 of its users since it was mapped or
+//!   last decommitted ended in another page than the user before (each leaves its last pages
+//!   at its own offset). A block `realloc` moves is advised by its own density.
 //!
 //! Growth: `realloc` beyond a block's mapping moves its pages (`mremap`, no copy) into a fresh
 //! mapping [`GROW_RESERVE`] times the new size, growing the block's own mapping into it, so a
@@ -77,8 +81,9 @@
 //! 64 MiB) or a quarter of the live big bytes, whichever is more: past it the oldest cached
 //! blocks are unmapped. A decommit threshold exists (`decommit_over`: a freed block that would
 //! push the cache's committed bytes past it is decommitted before it is cached) but is off by
-//! default, because a decommitted cached block faults in all its pages again and so saves
-//! almost nothing over a fresh mapping. Blocks reused from the cache are never reported zeroed.
+//! default, because a decommitted dense block faults in all its pages again and so saves
+//! almost nothing over a fresh mapping (sparse blocks are decommitted by the density rule
+//! above). Blocks reused from the cache are never reported zeroed.
 //!
 //! Provenance: headers are reached only through `header::Block`, a raw handle carrying the
 //! mapping's provenance (from hak-os, or exposed when the mapping was made and recovered from

@@ -1033,15 +1033,24 @@ fn a_sparse_programs_freed_blocks_keep_no_pages_and_are_not_gathered() {
         free(c, a);
         assert!(!c.counts_as_dense());
         assert_eq!(c.stats().decommits, 0, "a sparse block keeps its few pages for a while");
-        // Each user of the block touches other pages; after SPARSE_USES users they are dropped.
-        for i in 1..crate::density::SPARSE_USES as usize {
+        // A user of the same size touches the same pages again: they are kept.
+        for _ in 0..20 {
+            let (x, _) = c.alloc(4 * MIB - page, 8).unwrap();
+            assert_eq!(x, a, "the same block, reused");
+            touch_ends(x, 4 * MIB - page);
+            free(c, x);
+        }
+        assert_eq!(c.stats().decommits, 0, "reused at one size: kept");
+        // Users ending elsewhere leave pages at new offsets; after SPARSE_SPREAD they are
+        // dropped.
+        for i in 1..crate::density::SPARSE_SPREAD as usize {
             let len = 4 * MIB - page - i * 8 * page;
             let (x, _) = c.alloc(len, 8).unwrap();
             assert_eq!(x, a, "the same block, reused");
             touch_ends(x, len);
             free(c, x);
         }
-        assert_eq!(c.stats().decommits, 1, "decommitted on its way back after 8 users");
+        assert_eq!(c.stats().decommits, 1, "decommitted after 8 users ending elsewhere");
         assert_eq!(resident(os, a, 4 * MIB - page), 0, "the cache keeps no scattered pages");
         let remaps = os.stats().mremap_calls;
         let (s, z) = c.alloc(6 * MIB - page, 8).unwrap();

@@ -4,10 +4,10 @@
 //! [`ZEROED_BIG_MIN`] and more also go to the big tier, because a fresh mapping is known to be
 //! zero: `calloc`-style buffers then cost no memset and commit only the pages the program
 //! touches. Frees dispatch on the registry's record of who owns the address, not on the
-//! layout, so a block always goes back to the tier that made it. A mid block that `realloc`
-//! grows to [`GROW_TO_BIG_MIN`] or more moves to the big tier into a mapping with room to grow
-//! (copied once), where later growth happens in place or by moving pages instead of a copy at
-//! every mid size class.
+//! layout, so a block always goes back to the tier that made it. A block that `realloc` grows
+//! past the tiny tier or out of its mid class, to [`GROW_TO_BIG_MIN`] or more, moves to the
+//! big tier into a mapping with room to grow (copied once), where later growth happens in place
+//! or by moving pages instead of a copy at every mid size class.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -132,10 +132,27 @@ unsafe fn mid_dealloc(p: NonNull<u8>, layout: Layout) {
     }
 }
 
-/// Mid blocks growing to at least this many bytes move to the big tier, into a mapping with
-/// room to grow (128 KiB): a block that keeps growing is then copied once, here, and grows in
-/// place or by `mremap` from there on, where the mid tier would copy it at every size class.
-pub(crate) const GROW_TO_BIG_MIN: usize = 128 << 10;
+/// Blocks that `realloc` grows to at least this many bytes out of the tiny tier, or out of a
+/// mid size class, move to the big tier into a mapping with room to grow (64 KiB, so every
+/// growth past the tiny tier): a block that keeps growing, as `Vec` and `String` do, is then
+/// copied once, at that step, and grows in place or by `mremap` from there on, where the mid
+/// tier would copy it at every size class. The cost is a mapping per such block (its pages
+/// are committed only as written, and freed ones are cached for the next growing block).
+pub(crate) const GROW_TO_BIG_MIN: usize = 64 << 10;
+
+/// A block for a tiny block that `realloc` grows past the tiny tier (`layout` is the new one):
+/// from [`GROW_TO_BIG_MIN`] on a big block with room to grow
+/// ([`BigCache::alloc_growing`](hak_bigcache::BigCache::alloc_growing)), else (or if the OS
+/// refuses) what [`alloc`] gives. Null on failure. The caller copies and frees the old block.
+pub(crate) fn alloc_for_growth(layout: Layout) -> *mut u8 {
+    ensure_init();
+    if layout.size() >= GROW_TO_BIG_MIN {
+        if let Some((p, _)) = BIG.alloc_growing(layout.size(), layout.align()) {
+            return p.as_ptr();
+        }
+    }
+    alloc(layout, false)
+}
 
 /// Resizes a block above the tiny tier, within its tier when it can: a big block in its
 /// mapping, its reserve or by `mremap`; a mid block when the new size has the same class. A mid

@@ -165,8 +165,13 @@ unsafe impl GlobalAlloc for Hakmem {
         }
         // SAFETY: GlobalAlloc guarantees `new_size` with `align` forms a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: forwarded.
-        let q = unsafe { self.alloc(new_layout) };
+        let q = if old.is_some() && new.is_none() && new_size > layout.size() {
+            // A tiny block growing past the tiny tier: into memory that can grow in place.
+            large::alloc_for_growth(new_layout)
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.alloc(new_layout) }
+        };
         if !q.is_null() {
             // SAFETY: both blocks hold at least the copied length and do not overlap.
             unsafe {

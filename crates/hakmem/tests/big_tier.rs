@@ -111,8 +111,8 @@ fn a_buffer_grown_by_realloc_to_64_mib_is_copied_only_while_small() {
     let after = hakmem::stats().big;
     // SAFETY: live with this layout.
     unsafe { Hakmem.dealloc(p, layout(size)) };
-    // From the mid tier into a big mapping with room to grow once (a copy of 64 KiB); then
-    // 256 KiB..64 MiB (nine doublings) grow in place or move their pages, never copied.
+    // Out of the tiny tier into a big mapping with room to grow (a copy of 32 KiB); then
+    // 128 KiB..64 MiB (ten doublings) grow in place or move their pages, never copied.
     assert_eq!(after.realloc_copy - before.realloc_copy, 0, "no big block was copied");
     let moves = after.realloc_remap - before.realloc_remap;
     let in_place = after.realloc_in_place - before.realloc_in_place;
