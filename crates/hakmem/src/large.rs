@@ -149,6 +149,7 @@ pub(crate) const GROW_TO_BIG_MIN: usize = 64 << 10;
 pub(crate) fn alloc_for_growth(layout: Layout) -> *mut u8 {
     ensure_init();
     if layout.size() >= GROW_TO_BIG_MIN {
+        crate::decay::tick();
         if let Some((p, _)) = BIG.alloc_growing(layout.size(), layout.align()) {
             return p.as_ptr();
         }
