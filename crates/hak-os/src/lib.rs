@@ -34,6 +34,8 @@ compile_error!(
      Port it by adding a platform module to crates/hak-os."
 );
 
+#[cfg(miri)]
+mod miri;
 mod os;
 mod platform;
 mod probe;
