@@ -230,10 +230,17 @@ impl<'r> BigCache<'r> {
         self.density.set_mode(mode);
     }
 
-    /// Whether the huge-page policy currently counts the program's big blocks as dense.
+    /// Whether the density policy currently counts the program's big blocks as dense.
     #[doc(hidden)]
     pub fn counts_as_dense(&self) -> bool {
         self.density.dense()
+    }
+
+    /// Tells the density policy the program is dense (or not), as a measured block would. For
+    /// tests where the kernel cannot be asked (Miri); the next measurement overrides it.
+    #[doc(hidden)]
+    pub fn set_counts_as_dense(&self, dense: bool) {
+        self.density.record(dense);
     }
 
     /// Allocates `size` bytes aligned to `align` (a power of two; any value, including above
@@ -377,7 +384,6 @@ impl<'r> BigCache<'r> {
         // SAFETY: `dst` is ours, mapped, granule-aligned, at least a page; its first page now
         // holds the largest piece's first page, which nobody uses any more.
         let b = unsafe { Block::from_base(dst) };
-        b.expose();
         // SAFETY: as above.
         unsafe {
             b.init(need, page, size);
@@ -440,7 +446,6 @@ impl<'r> BigCache<'r> {
         // SAFETY: a fresh mapping of `map_len >= page` bytes, page-aligned, ours alone, with the
         // provenance hak-os gave it.
         let b = unsafe { Block::from_base(base) };
-        b.expose();
         // SAFETY: as above.
         unsafe {
             b.init(map_len, user_off, size);
@@ -643,9 +648,10 @@ impl<'r> BigCache<'r> {
         if owner.kind != OwnerKind::Big {
             return None;
         }
-        // SAFETY: every big mapping's provenance was exposed when it was made, and a
-        // registered one is mapped (the caller keeps it so: it holds the lock, or owns it).
-        Some(unsafe { Block::from_exposed(owner.base.as_ptr() as usize) })
+        // SAFETY: the registry hands back the pointer the block was registered with, which
+        // carries its mapping's provenance, and a registered block is mapped (the caller keeps
+        // it so: it holds the lock, or owns the block).
+        Some(unsafe { Block::from_base(owner.base) })
     }
 
     /// Resizes a live big block to `new_size` bytes, keeping its alignment and its first
@@ -813,7 +819,6 @@ impl<'r> BigCache<'r> {
     ) -> NonNull<u8> {
         // SAFETY: our mapping (the caller's contract), with the provenance hak-os gave it.
         let b = unsafe { Block::from_base(q) };
-        b.expose();
         // SAFETY: our block, moved with its header.
         let user_off = unsafe { b.user_off() };
         self.live_bytes.decrease(old_len as u64);

@@ -23,10 +23,10 @@
 //!
 //! Provenance: a [`Block`] is a pointer to the mapping's base that carries the provenance of
 //! the whole mapping (it comes from the mapping hak-os returned, from a cache list that stored
-//! such a pointer, or, for an address the registry reports, from the provenance exposed when
-//! the mapping was made). Fields are read and written through it as raw places, never through a
-//! `&Header` or `&mut Header`, and the user block's pointer is derived from it; so no reference
-//! into a mapping is alive across a call that rewrites or unmaps it.
+//! such a pointer, or from the registry, which hands back the pointer a block was registered
+//! with). Fields are read and written through it as raw places, never through a `&Header` or
+//! `&mut Header`, and the user block's pointer is derived from it; so no reference into a
+//! mapping is alive across a call that rewrites or unmaps it.
 //!
 //! Ownership: the fields of a LIVE block belong to the thread that owns the block; the fields
 //! of a CACHED or FREEING block, and every `state` transition, belong to whoever holds the
@@ -102,6 +102,11 @@ const _: () = assert!(core::mem::size_of::<Header>() <= 4096);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Block(NonNull<Header>);
 
+// SAFETY: a handle is an address with provenance; what a thread may do through it is governed
+// by the ownership rules above (the block's owner, or the cache's mutex), not by which thread
+// holds the handle.
+unsafe impl Send for Block {}
+
 /// Generates a getter and a setter for a header field, reading and writing the raw place.
 macro_rules! field {
     ($get:ident, $set:ident, $ty:ty) => {
@@ -138,28 +143,10 @@ impl Block {
         Block(base.cast())
     }
 
-    /// The handle of the mapping whose base the registry reports at `addr`, with the
-    /// provenance exposed when that mapping was made ([`Block::expose`]).
-    ///
-    /// # Safety
-    /// `addr` is the base of a big mapping that is still mapped and was exposed.
-    #[inline]
-    pub(crate) unsafe fn from_exposed(addr: usize) -> Block {
-        // SAFETY: a mapping's base is never null (caller).
-        Block(unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(addr)) })
-    }
-
     /// A handle from a list link (null: `None`).
     #[inline]
     pub(crate) fn from_link(p: *mut Header) -> Option<Block> {
         NonNull::new(p).map(Block)
-    }
-
-    /// Exposes the mapping's provenance, so a handle can later be rebuilt from the address the
-    /// registry stores ([`Block::from_exposed`]). Called once per mapping, when it is made.
-    #[inline]
-    pub(crate) fn expose(self) {
-        let _ = self.0.as_ptr().expose_provenance();
     }
 
     /// The header pointer, for list links.

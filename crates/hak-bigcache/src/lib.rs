@@ -86,9 +86,9 @@
 //! above). Blocks reused from the cache are never reported zeroed.
 //!
 //! Provenance: headers are reached only through `header::Block`, a raw handle carrying the
-//! mapping's provenance (from hak-os, or exposed when the mapping was made and recovered from
-//! the registry's address); user pointers are derived from it; no reference into a mapping is
-//! held across a call that may rewrite or unmap it.
+//! mapping's provenance (from hak-os, or the pointer the registry keeps for the block); user
+//! pointers are derived from it; no reference into a mapping is held across a call that may
+//! rewrite or unmap it.
 //!
 //! Failure is a value: OS refusal gives `None` (or leaves the cache smaller), never a panic;
 //! internal consistency checks are `hak_sync::check!`. Nothing here allocates through Rust's
@@ -101,18 +101,20 @@
 //! thread does not own are read only under that lock. Statistics and the huge-page policy's
 //! state are relaxed atomics.
 //!
-//! Miri: the unit tests run under Miri (Stacked and Tree Borrows) with hak-os's Miri backend,
-//! which cannot move pages. Skipped there, because they need `mremap` moves: the gathering
-//! tests (`a_larger_request_gathers_the_pages_of_smaller_cached_blocks`,
-//! `a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time`,
-//! `a_failed_move_while_gathering_gives_up_the_new_mapping_and_maps_fresh`), the growth tests
-//! that check a move (`realloc_growth_moves_the_pages_and_reserves_room_to_grow_in_place`,
-//! `realloc_growth_keeps_the_prefix_and_the_registration`), and the tests that read
-//! `/proc/self/smaps` or `mincore` (`a_sparse_program_gets_no_huge_pages_and_a_dense_one_does`,
+//! Miri: the unit tests run under Miri (`cargo +nightly miri test -p hak-bigcache`, Stacked
+//! Borrows, and with `MIRIFLAGS=-Zmiri-tree-borrows`) on hak-os's Miri backend, which models
+//! `mremap` moves as copies, so the gathering and growth tests run there too (the gathering
+//! tests are told the program is dense, which Miri cannot measure). No test is skipped for
+//! needing real `mremap` moves; skipped are only the tests that ask the kernel what it did,
+//! through `/proc/self/smaps` or `mincore`, which Miri cannot run:
+//! `a_sparse_program_gets_no_huge_pages_and_a_dense_one_does`,
 //! `where_every_block_gets_huge_pages_sparse_ones_are_advised_against_them`,
 //! `a_sparse_programs_freed_blocks_keep_no_pages_and_are_not_gathered`,
-//! `density_is_measured_from_resident_pages`,
-//! `the_next_fresh_mapping_counts_the_last_one_if_it_is_dense_already`).
+//! `density::tests::density_is_measured_from_resident_pages` and
+//! `density::tests::the_next_fresh_mapping_counts_the_last_one_if_it_is_dense_already`; and,
+//! inside `a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time`, the check of
+//! the kernel's mapping boundaries (`/proc/self/maps`). Under Miri the tests use fewer rounds
+//! and sample long blocks' contents.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -29,32 +29,29 @@ const KEEP_ALL: BigLimits = BigLimits {
 };
 
 /// A LIVE block of `mib` MiB with a real header, as `alloc` would make it (unregistered).
-fn block(mib: usize) -> usize {
+fn block(mib: usize) -> Block {
     let len = mib * GRANULE;
     let base = OS.map(len, GRANULE).expect("map");
     // SAFETY: a fresh mapping, ours alone, with hak-os's provenance.
-    unsafe { Block::from_base(base).init(len, hak_os::page_size(), 1) };
-    base.as_ptr() as usize
+    let b = unsafe { Block::from_base(base) };
+    // SAFETY: as above.
+    unsafe { b.init(len, hak_os::page_size(), 1) };
+    b
 }
 
-fn handle(h: usize) -> Block {
-    // SAFETY: `h` is the base of one of this model's mappings, exposed by the cast in `block`.
-    unsafe { Block::from_exposed(h) }
+fn put(c: &BigCache<'_>, b: Block) {
+    // SAFETY: `b` heads a block of ours that nobody else uses.
+    unsafe { c.cache_put(b, 0) };
 }
 
-fn put(c: &BigCache<'_>, h: usize) {
-    // SAFETY: `h` heads a block of ours that nobody else uses.
-    unsafe { c.cache_put(handle(h), 0) };
-}
-
-fn take(c: &BigCache<'_>, mib: usize) -> Option<usize> {
+fn take(c: &BigCache<'_>, mib: usize) -> Option<Block> {
     let want = Want::plain(mib * GRANULE, 1, hak_os::page_size(), 1);
-    c.cache_take(want, 0).map(|b| b.addr())
+    c.cache_take(want, 0)
 }
 
-fn unmap(h: usize, mib: usize) {
+fn unmap(b: Block, mib: usize) {
     // SAFETY: a block taken back out of the cache, ours alone.
-    unsafe { OS.unmap(handle(h).base(), mib * GRANULE) }.unwrap();
+    unsafe { OS.unmap(b.base(), mib * GRANULE) }.unwrap();
 }
 
 #[test]

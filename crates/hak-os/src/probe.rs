@@ -64,6 +64,7 @@ fn read_thp_mode() -> ThpMode {
 }
 
 /// The bracketed word of a sysfs mode line such as `always [madvise] never`.
+#[cfg_attr(miri, allow(dead_code))]
 fn parse_thp_mode(line: &[u8]) -> ThpMode {
     let Some(open) = line.iter().position(|&b| b == b'[') else { return ThpMode::Never };
     let rest = line.get(open + 1..).unwrap_or(&[]);
