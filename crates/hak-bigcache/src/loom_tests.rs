@@ -1,10 +1,9 @@
-//! loom models of the cache protocol: put and take racing with a table doubling, and two takers
-//! racing for one block. They drive `BigCache::cache_put` / `cache_take`, the very code
-//! `dealloc` and `alloc` run after validation and before mapping. The registry's page map only
-//! covers addresses below 16 MiB under loom, so the blocks (real 1 MiB-aligned mappings with
+//! loom models of the cache protocol: puts and takes of blocks of several size classes racing
+//! (every block findable, the accounting consistent), two takers racing for one block, and a
+//! put whose eviction races a take. They drive `BigCache::cache_put` / `cache_take`, the very
+//! code `dealloc` and `alloc` run after validation and before mapping. The registry's page map
+//! only covers the low addresses under loom, so the blocks (real 1 MiB-aligned mappings with
 //! real headers) are not registered; unregistering them is then a no-op, as the model needs.
-//! Under loom the table starts at 2 buckets and migrates 1 bucket per operation, so the second
-//! put doubles it and the next operations run mid-migration.
 
 use loom::sync::Arc;
 use loom::thread;
@@ -12,7 +11,8 @@ use loom::thread;
 use hak_os::Os;
 use hak_registry::{Registry, GRANULE};
 
-use crate::header::Header;
+use crate::cache::Want;
+use crate::header::Block;
 use crate::{BigCache, BigLimits};
 
 static OS: Os = Os::new();
@@ -29,44 +29,46 @@ const KEEP_ALL: BigLimits = BigLimits {
 };
 
 /// A LIVE block of `mib` MiB with a real header, as `alloc` would make it (unregistered).
-fn block(mib: usize) -> usize {
+fn block(mib: usize) -> Block {
     let len = mib * GRANULE;
     let base = OS.map(len, GRANULE).expect("map");
-    // SAFETY: a fresh mapping, ours alone.
-    unsafe { Header::init(base.as_ptr(), len, hak_os::page_size(), 1) };
-    base.as_ptr() as usize
+    // SAFETY: a fresh mapping, ours alone, with hak-os's provenance.
+    let b = unsafe { Block::from_base(base) };
+    // SAFETY: as above.
+    unsafe { b.init(len, hak_os::page_size(), 1) };
+    b
 }
 
-fn put(c: &BigCache<'_>, h: usize) {
-    // SAFETY: `h` heads a block of ours that nobody else uses.
-    unsafe { c.cache_put(h as *mut Header, 0) };
+fn put(c: &BigCache<'_>, b: Block) {
+    // SAFETY: `b` heads a block of ours that nobody else uses.
+    unsafe { c.cache_put(b, 0) };
 }
 
-fn take(c: &BigCache<'_>, mib: usize) -> Option<usize> {
-    c.cache_take((mib * GRANULE, 1), (hak_os::page_size(), 1), 0).map(|h| h as usize)
+fn take(c: &BigCache<'_>, mib: usize) -> Option<Block> {
+    let want = Want::plain(mib * GRANULE, 1, hak_os::page_size(), 1);
+    c.cache_take(want, 0)
 }
 
-fn unmap(h: usize, mib: usize) {
+fn unmap(b: Block, mib: usize) {
     // SAFETY: a block taken back out of the cache, ours alone.
-    unsafe { OS.unmap(core::ptr::NonNull::new(h as *mut u8).unwrap(), mib * GRANULE) }.unwrap();
+    unsafe { OS.unmap(b.base(), mib * GRANULE) }.unwrap();
 }
 
 #[test]
-fn put_and_take_race_with_a_table_doubling() {
+fn puts_and_takes_of_several_classes_race_and_every_block_stays_findable() {
     loom::model(|| {
         let c = Arc::new(BigCache::new(&REG, KEEP_ALL));
         let (h1, h2, h3) = (block(1), block(2), block(3));
         put(&c, h1);
         let c2 = c.clone();
         let t = thread::spawn(move || {
-            put(&c2, h2); // doubles 2 -> 4 buckets
-            put(&c2, h3); // migrates under way
+            put(&c2, h2);
+            put(&c2, h3);
         });
-        assert_eq!(take(&c, 1), Some(h1), "found before, during or after the doubling");
+        assert_eq!(take(&c, 1), Some(h1), "found before, during or after the other puts");
         put(&c, h1);
         t.join().unwrap();
         c.check_invariants();
-        assert_eq!(c.stats().resizes, 1);
         for (h, mib) in [(h1, 1), (h2, 2), (h3, 3)] {
             assert_eq!(take(&c, mib), Some(h), "every block findable after the race");
             unmap(h, mib);
@@ -83,7 +85,7 @@ fn two_takers_never_get_the_same_block() {
         // is over h1 alone.
         let (h1, h2) = (block(1), block(5));
         put(&c, h1);
-        put(&c, h2); // the doubling: both takes run mid-migration
+        put(&c, h2);
         let c2 = c.clone();
         let t = thread::spawn(move || take(&c2, 1));
         let mine = take(&c, 1);
@@ -93,5 +95,35 @@ fn two_takers_never_get_the_same_block() {
         unmap(h1, 1);
         c.check_invariants();
         assert_eq!(c.stats().cached_entries, 1);
+        assert_eq!(take(&c, 5), Some(h2));
+        unmap(h2, 5);
+    });
+}
+
+#[test]
+fn an_eviction_racing_a_take_hands_each_block_to_one_side() {
+    loom::model(|| {
+        // Room for one block: the second put evicts the oldest, unless the taker got it first.
+        // The second block is more than 4x the request, so the taker cannot cut it down.
+        let c = Arc::new(BigCache::new(&REG, BigLimits { max_entries: 1, ..KEEP_ALL }));
+        let (h1, h2) = (block(1), block(5));
+        put(&c, h1);
+        let c2 = c.clone();
+        let t = thread::spawn(move || take(&c2, 1));
+        put(&c, h2);
+        let taken = t.join().unwrap();
+        let st = c.stats();
+        match taken {
+            Some(h) => {
+                assert_eq!(h, h1);
+                assert_eq!(st.evictions, 0, "nothing to evict once h1 was taken");
+                unmap(h1, 1);
+            }
+            None => assert_eq!(st.evictions, 1, "h1 was evicted (and unmapped) first"),
+        }
+        assert_eq!(st.cached_entries, 1);
+        c.check_invariants();
+        assert_eq!(take(&c, 5), Some(h2));
+        unmap(h2, 5);
     });
 }

@@ -7,6 +7,8 @@
 //!   [`Os::fail_next_maps`] is the test hook that makes the next N mappings fail.
 //! - [`Decommit`]: `MADV_DONTNEED` (default: RSS falls at once) or `MADV_FREE` (cheaper, RSS
 //!   falls only under memory pressure, so it is reported separately in the stats).
+//! - [`Os::resident_pages`] (`mincore`) and [`thp_mode`] ([`ThpMode`]): read-only questions
+//!   about which pages a range holds and whether the kernel gives huge pages unasked.
 //! - [`page_size`], [`monotonic_ns`], [`write_stderr`]: platform facts and the one way hakmem
 //!   prints (straight to fd 2, never through `std::io`, which allocates).
 //! - [`OsError`]: which operation failed and its `errno`.
@@ -36,6 +38,8 @@ compile_error!(
 mod miri;
 mod os;
 mod platform;
+mod probe;
 
 pub use os::{Decommit, Os, OsError, OsOp, OsStats};
 pub use platform::{monotonic_ns, page_size, write_stderr, write_stderr_u64};
+pub use probe::{thp_mode, ThpMode};

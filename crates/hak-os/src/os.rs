@@ -45,6 +45,8 @@ pub enum OsOp {
     Advise,
     /// `mremap`.
     Remap,
+    /// `mincore` (a read-only residency query).
+    Probe,
     /// The arguments broke the documented preconditions (size 0, not page-multiple, alignment
     /// not a power of two, overflow); no syscall was made.
     Invalid,

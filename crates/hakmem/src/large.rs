@@ -4,7 +4,10 @@
 //! [`ZEROED_BIG_MIN`] and more also go to the big tier, because a fresh mapping is known to be
 //! zero: `calloc`-style buffers then cost no memset and commit only the pages the program
 //! touches. Frees dispatch on the registry's record of who owns the address, not on the
-//! layout, so a block always goes back to the tier that made it.
+//! layout, so a block always goes back to the tier that made it. A block that `realloc` grows
+//! past the tiny tier or out of its mid class, to [`GROW_TO_BIG_MIN`] or more, moves to the
+//! big tier into a mapping with room to grow (copied once), where later growth happens in place
+//! or by moving pages instead of a copy at every mid size class.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -131,12 +134,39 @@ unsafe fn mid_dealloc(p: NonNull<u8>, layout: Layout) {
     }
 }
 
-/// Resizes within the block's tier when it can: a big block through `mremap` or its mapping's
-/// slack, a mid block when the new size has the same class. `None` when the caller must move
-/// it (the old block is then untouched).
+/// Blocks that `realloc` grows to at least this many bytes out of the tiny tier, or out of a
+/// mid size class, move to the big tier into a mapping with room to grow (64 KiB, so every
+/// growth past the tiny tier): a block that keeps growing, as `Vec` and `String` do, is then
+/// copied once, at that step, and grows in place or by `mremap` from there on, where the mid
+/// tier would copy it at every size class. The cost is a mapping per such block (its pages
+/// are committed only as written, and freed ones are cached for the next growing block).
+pub(crate) const GROW_TO_BIG_MIN: usize = 64 << 10;
+
+/// A block for a tiny block that `realloc` grows past the tiny tier (`layout` is the new one):
+/// from [`GROW_TO_BIG_MIN`] on a big block with room to grow
+/// ([`BigCache::alloc_growing`](hak_bigcache::BigCache::alloc_growing)), else (or if the OS
+/// refuses) what [`alloc`] gives. Null on failure. The caller copies and frees the old block.
+pub(crate) fn alloc_for_growth(layout: Layout) -> *mut u8 {
+    ensure_init();
+    if layout.size() >= GROW_TO_BIG_MIN {
+        crate::decay::tick();
+        if let Some((p, _)) = BIG.alloc_growing(layout.size(), layout.align()) {
+            return p.as_ptr();
+        }
+    }
+    alloc(layout, false)
+}
+
+/// Resizes a block above the tiny tier, within its tier when it can: a big block in its
+/// mapping, its reserve or by `mremap`; a mid block when the new size has the same class. A mid
+/// block growing to [`GROW_TO_BIG_MIN`] or more moves to the big tier
+/// ([`BigCache::alloc_growing`](hak_bigcache::BigCache::alloc_growing)): its first
+/// `layout.size()` bytes are copied and the old block is freed. `None` when the caller must
+/// move it (allocate, copy, free); the old block is then untouched.
 ///
 /// # Safety
-/// `ptr` is a live block above the tiny tier allocated with `layout`.
+/// `ptr` is a live block above the tiny tier allocated with `layout`; on `Some` only the
+/// returned pointer may be used (it holds `new_size` bytes with the old contents).
 pub(crate) unsafe fn realloc_in_tier(
     ptr: *mut u8,
     layout: Layout,
@@ -148,8 +178,9 @@ pub(crate) unsafe fn realloc_in_tier(
         OwnerKind::Big => {
             // A block above 1 MiB shrinking to a mid size moves to the mid tier, where it
             // takes a fraction of the memory. A big block of mid size (a zeroed request of
-            // 256 KiB or more) stays big on any later resize: its mapping already holds the
-            // bytes, and moving it would cost a copy for no memory gained.
+            // 256 KiB or more, or a mid block that grew here) stays big on any later resize:
+            // its mapping already holds the bytes, and moving it would cost a copy for no
+            // memory gained.
             if layout.size() > hak_l25::MID_MAX && is_mid(new_size, align) {
                 return None;
             }
@@ -158,7 +189,20 @@ pub(crate) unsafe fn realloc_in_tier(
         }
         OwnerKind::Mid => {
             let old = hak_l25::block_size(layout.size(), align);
-            (is_mid(new_size, align) && hak_l25::block_size(new_size, align) == old).then_some(ptr)
+            if is_mid(new_size, align) && hak_l25::block_size(new_size, align) == old {
+                return Some(ptr);
+            }
+            if new_size <= layout.size() || new_size < GROW_TO_BIG_MIN {
+                return None;
+            }
+            let (q, _) = BIG.alloc_growing(new_size, align)?;
+            // SAFETY: distinct blocks; the old one holds `layout.size()` bytes, the new one
+            // `new_size`, which is more; the old one is a live mid block of `layout`.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, q.as_ptr(), layout.size());
+                mid_dealloc(p, layout);
+            }
+            Some(q.as_ptr())
         }
         _ => None,
     }

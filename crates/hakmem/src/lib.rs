@@ -170,8 +170,13 @@ unsafe impl GlobalAlloc for Hakmem {
         }
         // SAFETY: GlobalAlloc guarantees `new_size` with `align` forms a valid layout.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, align) };
-        // SAFETY: forwarded.
-        let q = unsafe { self.alloc(new_layout) };
+        let q = if old.is_some() && new.is_none() && new_size > layout.size() {
+            // A tiny block growing past the tiny tier: into memory that can grow in place.
+            large::alloc_for_growth(new_layout)
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.alloc(new_layout) }
+        };
         if !q.is_null() {
             // SAFETY: both blocks hold at least the copied length and do not overlap.
             unsafe {
@@ -188,6 +193,17 @@ unsafe impl GlobalAlloc for Hakmem {
 #[doc(hidden)]
 pub fn fail_next_maps(n: usize) {
     global::OS.fail_next_maps(n);
+}
+
+/// The tier whose memory holds `addr` (`"tiny"`, `"mid"` or `"big"`), `None` if hakmem does not
+/// know the address. For tests and diagnostics; not part of the stable API.
+#[doc(hidden)]
+pub fn tier_of(addr: usize) -> Option<&'static str> {
+    Some(match global::REGISTRY.kind(addr)? {
+        hak_registry::OwnerKind::SuperSlab => "tiny",
+        hak_registry::OwnerKind::Mid => "mid",
+        hak_registry::OwnerKind::Big => "big",
+    })
 }
 
 /// Usable size of a tiny class, for tests and diagnostics.

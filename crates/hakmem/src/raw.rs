@@ -367,7 +367,22 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
             Large::Move(old) => old,
         }
     };
-    let q = malloc(size);
+    let q = if o.kind == OwnerKind::SuperSlab && class_of(size, MALLOC_ALIGN).is_none() {
+        // A tiny block growing past the tiny tier: into memory that can grow in place, as the
+        // Rust path does.
+        let saved = SavedErrno::new();
+        let p = if size > MAX_REQUEST {
+            ptr::null_mut()
+        } else {
+            // SAFETY: size <= MAX_REQUEST, so rounding it up to 16 stays within isize::MAX.
+            large::alloc_for_growth(unsafe {
+                Layout::from_size_align_unchecked(size, MALLOC_ALIGN)
+            })
+        };
+        finish_alloc(p, saved)
+    } else {
+        malloc(size)
+    };
     if !q.is_null() {
         // SAFETY: both blocks hold at least the copied length and do not overlap; the old
         // block is then freed once.
