@@ -27,7 +27,7 @@
 
 use core::ptr::{self, NonNull};
 
-use crate::block::{next, set_next, set_word, word, DECOMMITTED};
+use crate::block::{dec, next, set_next, set_word, word, W_DECOMMITTED};
 use crate::class::{CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE};
 
 /// Tag in every chunk header ("MIDCHUNK").
@@ -56,7 +56,8 @@ pub(crate) struct ChunkHeader {
     carved: usize,
     /// Blocks on `free`.
     free_count: usize,
-    /// The chunk's own free list (word 0 links; word 1/2 mark decommitted blocks).
+    /// The chunk's own free list (word 0 links; word 2 says how much of a block was
+    /// decommitted).
     free: *mut u8,
     /// Partial-list or empty-cache neighbours.
     prev: *mut ChunkHeader,
@@ -124,7 +125,7 @@ impl ChunkHeader {
     pub(crate) unsafe fn assign(h: *mut ChunkHeader, c: usize) {
         // SAFETY: the caller owns the header (contract).
         unsafe {
-            debug_assert_eq!((*h).bytes, CHUNK_BYTES[c]);
+            hak_sync::check!((*h).bytes == CHUNK_BYTES[c], "chunk size of its class");
             (*h).class = c;
             (*h).block_size = CLASS_SIZE[c];
             (*h).capacity = CHUNK_CAPACITY[c];
@@ -158,12 +159,12 @@ impl ChunkHeader {
             while n < want && !(*h).free.is_null() {
                 let b = (*h).free;
                 (*h).free = next(b);
-                (*h).free_count -= 1;
-                if word(b, 1) == DECOMMITTED {
-                    let d = word(b, 2);
+                dec(&mut (*h).free_count, 1);
+                let d = word(b, W_DECOMMITTED);
+                if d > 0 {
                     decommitted += d;
                     committed += s - d;
-                    set_word(b, 1, 0);
+                    set_word(b, W_DECOMMITTED, 0);
                 } else {
                     committed += s;
                 }
@@ -178,14 +179,14 @@ impl ChunkHeader {
                 *head = b;
                 n += 1;
             }
-            (*h).free_committed -= committed;
-            (*h).free_decommitted -= decommitted;
+            dec(&mut (*h).free_committed, committed);
+            dec(&mut (*h).free_decommitted, decommitted);
         }
         (n, committed, decommitted)
     }
 
     /// Returns block `b` to the chunk's free list; `decommitted` bytes of it were dropped
-    /// (marked in word 1/2 when non-zero). Returns whether the chunk is now empty.
+    /// (recorded in word 2). Returns whether the chunk is now empty.
     ///
     /// # Safety
     /// The caller holds the central lock of the chunk's class, and `b` is a block of this
@@ -193,14 +194,9 @@ impl ChunkHeader {
     pub(crate) unsafe fn put(h: *mut ChunkHeader, b: *mut u8, decommitted: usize) -> bool {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!((*h).free_count < (*h).carved);
+            hak_sync::check!((*h).free_count < (*h).carved, "more blocks back than out");
             set_next(b, (*h).free);
-            if decommitted > 0 {
-                set_word(b, 1, DECOMMITTED);
-                set_word(b, 2, decommitted);
-            } else {
-                set_word(b, 1, 0);
-            }
+            set_word(b, W_DECOMMITTED, decommitted);
             (*h).free = b;
             (*h).free_count += 1;
             (*h).free_committed += (*h).block_size - decommitted;
@@ -260,13 +256,16 @@ impl ChunkHeader {
                 return 0;
             }
             let mut b = (*h).free;
-            while !b.is_null() {
-                if word(b, 1) != DECOMMITTED {
+            // At most `free_count` blocks: a list corrupted into a cycle cannot loop forever.
+            for _ in 0..(*h).free_count {
+                if b.is_null() {
+                    break;
+                }
+                if word(b, W_DECOMMITTED) == 0 {
                     let d = decommit_tail(os, b, s);
                     if d > 0 {
-                        set_word(b, 1, DECOMMITTED);
-                        set_word(b, 2, d);
-                        (*h).free_committed -= d;
+                        set_word(b, W_DECOMMITTED, d);
+                        dec(&mut (*h).free_committed, d);
                         (*h).free_decommitted += d;
                         total += d;
                     }
@@ -350,7 +349,7 @@ impl Central {
     pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!(!(*h).in_partial);
+            hak_sync::check!(!(*h).in_partial, "chunk already partial");
             (*h).prev = ptr::null_mut();
             (*h).next = self.partial;
             if !self.partial.is_null() {
@@ -368,7 +367,7 @@ impl Central {
     pub(crate) unsafe fn remove(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!((*h).in_partial);
+            hak_sync::check!((*h).in_partial, "chunk not partial");
             let (p, n) = ((*h).prev, (*h).next);
             if p.is_null() {
                 self.partial = n;
@@ -442,8 +441,8 @@ impl EmptyCache {
                         (*prev).next = (*h).next;
                     }
                     (*h).next = ptr::null_mut();
-                    self.count -= 1;
-                    self.bytes -= bytes;
+                    dec(&mut self.count, 1);
+                    dec(&mut self.bytes, bytes);
                     return Some(h);
                 }
                 prev = h;
@@ -474,8 +473,8 @@ impl EmptyCache {
             } else {
                 (*prev).next = ptr::null_mut();
             }
-            self.count -= 1;
-            self.bytes -= (*h).bytes;
+            dec(&mut self.count, 1);
+            dec(&mut self.bytes, (*h).bytes);
         }
         Some(h)
     }
@@ -529,7 +528,7 @@ impl ChunkList {
                 (*n).all_prev = p;
             }
         }
-        self.count -= 1;
+        dec(&mut self.count, 1);
     }
 
     /// Takes any chunk off the list.

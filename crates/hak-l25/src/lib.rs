@@ -1,4 +1,6 @@
-//! hakmem's mid tier ("L2.5", layer 4): requests above the tiny bound, 2049 B ..= 1 MiB.
+//! hakmem's mid tier ("L2.5", layer 4): blocks of 2049 B ..= 1 MiB. The facade sends it the
+//! requests above the tiny tier's 48 KiB bound up to 1 MiB (and smaller ones whose alignment the
+//! tiny tier cannot give); the crate itself serves any size from 1 B up, in classes from 2560 B.
 //!
 //! What it owns: size classes over chunks mapped from hak-os and registered in hak-registry,
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
@@ -33,6 +35,12 @@
 //!   unregistered and unmapped; free blocks of at least 64 KiB returning to their chunk are
 //!   decommitted past their first page while the committed free bytes on chunk lists exceed the
 //!   budget (32 MiB by default); [`Mid::trim`] does all of it at once.
+//!
+//! Misuse: a second free of a block is detected by a free mark in the block (see `block.rs`),
+//! reported on stderr and ignored. Internal consistency checks use `hak_sync::check!` (one
+//! line on stderr and abort in builds with debug assertions, nothing in release): nothing on an
+//! allocation path can panic, because a panic allocates and would re-enter the allocator,
+//! possibly while this tier holds a lock.
 //!
 //! Concurrency contract: a `Mid` is `Sync`; any thread may call anything at any time, each with
 //! its own `MidThreadCache` (a cache is used by one thread at a time; a block may be freed into

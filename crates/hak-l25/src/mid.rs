@@ -28,7 +28,10 @@ use hak_sync::atomic::{AtomicUsize, Ordering};
 use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 use hak_sync::Mutex;
 
-use crate::block::{next, set_next, set_word, word};
+use crate::block::{
+    clear_mark, is_marked_free, mark_free, next, report_double_free, set_next, set_word, word,
+    W_DECOMMITTED,
+};
 use crate::cache::{Bin, MidThreadCache};
 use crate::chunk::{
     decommit_tail, Central, ChunkHeader, ChunkList, EmptyCache, DEFAULT_MAX_EMPTY_CHUNKS,
@@ -192,9 +195,14 @@ impl<'r> Mid<'r> {
         let c = class_for(size, align)?;
         let bin = &mut tc.bins[c];
         if let Some(b) = NonNull::new(bin.head) {
-            // SAFETY: `b` is a free block on this thread cache's list: ours to read.
-            bin.head = unsafe { next(b.as_ptr()) };
-            bin.count -= 1;
+            // SAFETY: `b` is a free block on this thread cache's list: ours to read and, as it
+            // goes to the caller, to unmark.
+            unsafe {
+                bin.head = next(b.as_ptr());
+                clear_mark(b.as_ptr());
+            }
+            hak_sync::check!(bin.count > 0, "thread cache count");
+            bin.count = bin.count.wrapping_sub(1);
             tc.allocs += 1;
             tc.alloc_bytes += CLASS_SIZE[c] as u64;
             return Some(b);
@@ -211,9 +219,13 @@ impl<'r> Mid<'r> {
             Some(batch) => batch,
             None => self.central_alloc(c, TC_CAP[c] as usize)?,
         };
-        // SAFETY: the batch (`n >= 1` blocks, null-terminated) is ours now.
-        let rest = unsafe { next(head) };
-        tc.bins[c] = Bin { head: rest, count: n as u32 - 1 };
+        // SAFETY: the batch (`n >= 1` blocks, null-terminated) is ours now; its head goes to
+        // the caller.
+        let rest = unsafe {
+            clear_mark(head);
+            next(head)
+        };
+        tc.bins[c] = Bin { head: rest, count: (n as u32).wrapping_sub(1) };
         tc.allocs += 1;
         tc.alloc_bytes += CLASS_SIZE[c] as u64;
         NonNull::new(head)
@@ -234,19 +246,29 @@ impl<'r> Mid<'r> {
         align: usize,
     ) {
         let Some(c) = class_for(size, align) else {
-            debug_assert!(false, "mid dealloc of a size it does not serve");
+            hak_sync::check!(false, "mid dealloc of a size it does not serve");
             return;
         };
-        debug_assert_eq!(
-            // SAFETY: `ptr` is a live mid block (contract).
-            unsafe { self.usable_size(ptr) },
-            Some(CLASS_SIZE[c]),
+        hak_sync::check!(
+            // SAFETY: `ptr` is a mid block its user gave back (contract).
+            unsafe { self.usable_size(ptr) } == Some(CLASS_SIZE[c]),
             "mid dealloc with a size of another class"
         );
+        let b = ptr.as_ptr();
+        // SAFETY: the block is ours again (contract): its first words are ours to read and
+        // write. A block that already carries the free mark was freed before: linking it a
+        // second time would hand it to two users, so the free is refused.
+        unsafe {
+            if is_marked_free(b) {
+                report_double_free();
+                return;
+            }
+            mark_free(b);
+        }
         let bin = &mut tc.bins[c];
         if bin.count < TC_CAP[c] {
-            // SAFETY: the block is ours again (contract); its first word becomes the link.
-            unsafe { set_next(ptr.as_ptr(), bin.head) };
+            // SAFETY: as above; its first word becomes the link.
+            unsafe { set_next(b, bin.head) };
             bin.head = ptr.as_ptr();
             bin.count += 1;
             tc.frees += 1;
@@ -254,11 +276,11 @@ impl<'r> Mid<'r> {
             return;
         }
         // SAFETY: forwarded.
-        unsafe { self.dealloc_slow(tc, c, ptr.as_ptr()) }
+        unsafe { self.dealloc_slow(tc, c, b) }
     }
 
     /// # Safety
-    /// `b` is a block of class `c` that is ours; `tc.bins[c]` is full.
+    /// `b` is a block of class `c` that is ours, marked free; `tc.bins[c]` is full.
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(&self, tc: &mut MidThreadCache, c: usize, b: *mut u8) {
@@ -483,12 +505,16 @@ impl<'r> Mid<'r> {
         let s = CLASS_SIZE[c];
         let os = self.reg.os();
         // Pass 1, no lock: the blocks are still ours, so they can be decommitted safely.
-        // Word 1 carries the bytes decommitted to pass 2.
+        // Word 2 carries the bytes decommitted to pass 2. Both passes walk exactly `n` blocks,
+        // so a list corrupted into a cycle cannot make them loop.
         let budget = self.decommit_budget.load(Ordering::Relaxed);
         let mut pending = self.st.free_committed.get().current as usize;
         let mut b = head;
-        let mut k = 0;
-        while !b.is_null() {
+        for _ in 0..n {
+            if b.is_null() {
+                hak_sync::check!(false, "mid list shorter than its count");
+                break;
+            }
             let mut d = 0;
             if s >= DECOMMIT_MIN {
                 pending += s;
@@ -500,33 +526,39 @@ impl<'r> Mid<'r> {
             }
             // SAFETY: as above.
             unsafe {
-                set_word(b, 1, d);
+                set_word(b, W_DECOMMITTED, d);
                 b = next(b);
             }
-            k += 1;
         }
-        debug_assert_eq!(k, n);
+        hak_sync::check!(b.is_null(), "mid list longer than its count");
         // Pass 2, under the class lock.
         let mut g = self.central[c].lock();
         let mut last: *mut ChunkHeader = ptr::null_mut();
         let mut b = head;
-        while !b.is_null() {
+        for _ in 0..n {
+            if b.is_null() {
+                break;
+            }
             // SAFETY: `b` is ours until `put` hands it to its chunk; the chunk is live while
             // it has blocks out, and we hold its class lock.
             unsafe {
                 let nb = next(b);
-                let d = word(b, 1);
+                let d = word(b, W_DECOMMITTED);
                 // SAFETY: `last` is live: it had blocks out when we last saw it.
                 let h = if !last.is_null() && ChunkHeader::contains(last, b as usize) {
                     last
                 } else if let Some(h) = self.chunk_of(b) {
                     h
                 } else {
-                    debug_assert!(false, "mid block outside any mid chunk");
+                    hak_sync::check!(false, "mid block outside any mid chunk");
                     b = nb;
                     continue;
                 };
-                debug_assert_eq!((*h).class, c);
+                if (*h).class != c {
+                    hak_sync::check!(false, "mid block on a list of another class");
+                    b = nb;
+                    continue;
+                }
                 let empty = ChunkHeader::put(h, b, d);
                 self.st.free_committed.increase((s - d) as u64);
                 if d > 0 {

@@ -4,7 +4,7 @@
 //! A [`Table`] is one hak-os mapping: a header (`len`, `prev`) and `len` shards (a power of
 //! two, [`INITIAL_SHARDS`] ..= [`MAX_SHARDS`]); each [`Shard`] is a mutex over one list of
 //! *batches* per class. A batch is a null-terminated list of free blocks linked by word 0 whose
-//! head carries the next batch (word 1) and its length (word 2) (see `block.rs`), so a thread
+//! head carries the next batch (word 3) and its length (word 4) (see `block.rs`), so a thread
 //! cache hands over or takes a whole batch in O(1) under the lock. A thread uses shard
 //! `seed & (len - 1)` of the current table, `seed` coming from its [`ShardCursor`].
 //!
@@ -41,7 +41,7 @@ use hak_sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use hak_sync::stat::StatCounter;
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::block::{set_word, word};
+use crate::block::{link, list_len, set_link, set_word, word, W_BATCH_LEN, W_BATCH_NEXT};
 use crate::class::NUM_CLASSES;
 
 /// Shards in the first table (64; 2 under loom).
@@ -71,7 +71,7 @@ const _: () = assert!(INITIAL_SHARDS <= MAX_SHARDS && GROW_FAILS <= WINDOW);
 /// The batches of one shard, per class. Owned by the holder of the shard's mutex.
 #[derive(Clone, Copy)]
 pub(crate) struct ShardLists {
-    /// First batch head of each class (null: none); batches chain through word 1.
+    /// First batch head of each class (null: none); batches chain through word 3.
     head: [*mut u8; NUM_CLASSES],
     /// Batches in each class's chain.
     batches: [u32; NUM_CLASSES],
@@ -94,11 +94,11 @@ impl ShardLists {
     /// # Safety
     /// The caller owns the batch and the lists (holds the shard lock).
     unsafe fn push(&mut self, c: usize, head: *mut u8, n: usize) {
-        // SAFETY: the batch head is ours (contract); words 1 and 2 of a batch head are its
+        // SAFETY: the batch head is ours (contract); words 3 and 4 of a batch head are its
         // batch link and length.
         unsafe {
-            set_word(head, 1, self.head[c] as usize);
-            set_word(head, 2, n);
+            set_link(head, W_BATCH_NEXT, self.head[c]);
+            set_word(head, W_BATCH_LEN, n);
         }
         self.head[c] = head;
         self.batches[c] += 1;
@@ -114,12 +114,12 @@ impl ShardLists {
             return None;
         }
         // SAFETY: `h` is a batch head in these lists, which the caller owns.
-        let (link, n) = unsafe { (word(h, 1), word(h, 2)) };
-        #[cfg(debug_assertions)]
+        let (link, n) = unsafe { (link(h, W_BATCH_NEXT), word(h, W_BATCH_LEN)) };
         // SAFETY: the batch is in these lists, which the caller owns.
-        debug_assert_eq!(unsafe { crate::block::list_len(h, n) }, n, "shard pop: batch length");
-        self.head[c] = link as *mut u8;
-        self.batches[c] -= 1;
+        hak_sync::check!(unsafe { list_len(h, n) } == n, "shard pop: batch length");
+        self.head[c] = link;
+        hak_sync::check!(self.batches[c] > 0, "shard batch count");
+        self.batches[c] = self.batches[c].wrapping_sub(1);
         Some((h, n))
     }
 }
@@ -203,7 +203,7 @@ impl<'s> TableRef<'s> {
     }
 
     fn shard(self, i: usize) -> &'s Shard {
-        debug_assert!(i < self.len());
+        hak_sync::check!(i < self.len(), "shard index");
         // SAFETY: `i < len`, the shards of a live table were initialised by `create`, and the
         // pointer carries the whole mapping's provenance.
         unsafe { &*Table::shard_ptr(self.as_ptr(), i) }
@@ -394,9 +394,8 @@ impl Shards {
         n: usize,
         max_batches: u32,
     ) -> bool {
-        #[cfg(debug_assertions)]
         // SAFETY: the batch is ours (contract).
-        debug_assert_eq!(unsafe { crate::block::list_len(head, n) }, n, "shard push: batch length");
+        hak_sync::check!(unsafe { list_len(head, n) } == n, "shard push: batch length");
         let Some(t) = self.current(os) else { return false };
         let idx = cur.seed & (t.len() - 1);
         let pushed = {
@@ -436,7 +435,10 @@ impl Shards {
         loop {
             // `from` was replaced, so `table` holds a newer, live, initialised table.
             let Some(to) = self.published() else { return };
-            debug_assert!(!ptr::eq(to.as_ptr(), from.as_ptr()) && idx < to.len());
+            hak_sync::check!(
+                !ptr::eq(to.as_ptr(), from.as_ptr()) && idx < to.len(),
+                "migration target"
+            );
             let taken = mem::replace(&mut *from.shard(idx).lists.lock(), ShardLists::EMPTY);
             if taken.is_empty() {
                 return;
@@ -449,10 +451,10 @@ impl Shards {
                         // SAFETY: the batches were taken out of `from` under its lock, so they
                         // are ours until pushed under `to`'s lock, which we hold.
                         unsafe {
-                            let link = word(h, 1) as *mut u8;
-                            let n = word(h, 2);
+                            let next_batch = link(h, W_BATCH_NEXT);
+                            let n = word(h, W_BATCH_LEN);
                             g.push(c, h, n);
-                            h = link;
+                            h = next_batch;
                         }
                     }
                 }
@@ -535,14 +537,14 @@ impl Shards {
                     while !h.is_null() {
                         // SAFETY: we hold the lock that owns these batches.
                         unsafe {
-                            let k = crate::block::list_len(h, word(h, 2));
-                            assert_eq!(k, word(h, 2), "batch length");
+                            let k = list_len(h, word(h, W_BATCH_LEN));
+                            assert_eq!(k, word(h, W_BATCH_LEN), "batch length");
                             if first {
                                 current += k;
                             } else {
                                 old += k;
                             }
-                            h = word(h, 1) as *mut u8;
+                            h = link(h, W_BATCH_NEXT);
                         }
                     }
                 }

@@ -544,3 +544,34 @@ proptest! {
         prop_assert_eq!(st.chunks_live, 0);
     }
 }
+
+#[test]
+fn a_second_free_of_a_block_is_refused() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let mut tc = MidThreadCache::new();
+    for size in [3000, 100_000, MID_MAX] {
+        let p = mid.alloc(&mut tc, size, 1).unwrap();
+        // SAFETY: allocated above; the second free is the misuse under test, which `dealloc`
+        // detects by the free mark and ignores.
+        unsafe {
+            mid.dealloc(&mut tc, p, size, 1);
+            mid.dealloc(&mut tc, p, size, 1);
+        }
+        // Were the second free taken, the block would be listed twice and handed out twice.
+        let a = mid.alloc(&mut tc, size, 1).unwrap();
+        let b = mid.alloc(&mut tc, size, 1).unwrap();
+        assert_ne!(a, b);
+        // A block handed out again is live: freeing it is no double free.
+        // SAFETY: allocated above.
+        unsafe {
+            mid.dealloc(&mut tc, a, size, 1);
+            mid.dealloc(&mut tc, b, size, 1);
+        }
+    }
+    mid.flush_thread(&mut tc);
+    mid.check_invariants();
+    let st = mid.stats();
+    assert_eq!((st.allocs, st.frees), (9, 9), "{st:?}");
+}
