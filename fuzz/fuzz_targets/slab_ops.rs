@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 
 use hak_os::Os;
-use hak_superslab::{SuperSlab, LG_SUPERSLAB_DEFAULT};
+use hak_superslab::{Inbox, SsRef, LG_SUPERSLAB_DEFAULT};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,12 +17,13 @@ fuzz_target!(|data: &[u8]| {
     let len = 1usize << LG_SUPERSLAB_DEFAULT;
     let base = os.map(len, len).unwrap();
     // SAFETY: fresh aligned mapping.
-    let ss = unsafe { SuperSlab::init(base, LG_SUPERSLAB_DEFAULT) };
+    let ss = unsafe { SsRef::init(base, LG_SUPERSLAB_DEFAULT) };
     let bs = [16u32, 48, 208, 1024, 2048][data[0] as usize % 5];
-    let (lo, hi) = ss.slab_range(3);
-    let slab = ss.slab(3);
-    // SAFETY: fresh slab, exclusive.
-    unsafe { slab.assign(1, 0, bs, lo, hi) };
+    let owner = Inbox::new();
+    // SAFETY: fresh slab of a mapped SuperSlab, exclusive; the owner outlives its use here.
+    let slab = unsafe { ss.slab(3) };
+    // SAFETY: as above.
+    unsafe { slab.assign(&owner, 0, bs) };
     let mut live: Vec<usize> = Vec::new();
     let mut set = HashSet::new();
     for &b in &data[1..] {

@@ -10,9 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hak_bigcache::{BigCache, BigLimits};
 use hak_os::Os;
 use hak_registry::{CacheLimits, Registry};
-use hak_shared_pool::SharedPool;
-use hak_superslab::LG_SUPERSLAB_DEFAULT;
-use hak_tiny_front::ThreadCache;
+use hak_shared_pool::{Acquired, SharedPool};
+use hak_superslab::{Inbox, LG_SUPERSLAB_DEFAULT};
+use hak_tiny_front::{CacheShared, ThreadCache};
 
 const LG: u32 = LG_SUPERSLAB_DEFAULT;
 
@@ -23,10 +23,20 @@ fn world() -> (&'static Registry<'static>, &'static SharedPool<'static>) {
     (reg, pool)
 }
 
+/// An owner identity that lives for the whole run.
+static OWNER: Inbox = Inbox::new();
+
+fn acquire(pool: &SharedPool<'static>, class: usize, bs: u32) -> Acquired {
+    // SAFETY: the owner is a static: valid and in place for every slab's life.
+    unsafe { pool.acquire(class, bs, &OWNER) }.unwrap()
+}
+
 fn thread_cache(c: &mut Criterion) {
     let (_, pool) = world();
+    let shared: &'static CacheShared = Box::leak(Box::new(CacheShared::new()));
     let mut tc = Box::new(ThreadCache::new(pool));
-    tc.activate(4);
+    // SAFETY: the shared part is leaked: stable, outlives the cache.
+    unsafe { tc.activate(shared, 1) };
     let tcp: *mut ThreadCache<'static> = &mut *tc;
     // Warm the bin.
     // SAFETY: our cache, valid class.
@@ -56,20 +66,20 @@ fn thread_cache(c: &mut Criterion) {
 
 fn shared_pool(c: &mut Criterion) {
     let (_, pool) = world();
-    let _anchor = pool.acquire(0, 16, 1).unwrap();
+    let _anchor = acquire(pool, 0, 16);
     c.bench_function("shared-pool: acquire + release (stage 1)", |b| {
         b.iter(|| {
-            let a = pool.acquire(4, 80, 1).unwrap();
+            let a = acquire(pool, 4, 80);
             // SAFETY: owned, nothing allocated from it.
-            unsafe { pool.release(a.superslab, a.index) };
+            unsafe { pool.release(a.slab) };
         })
     });
 }
 
 fn registry(c: &mut Criterion) {
     let (reg, pool) = world();
-    let a = pool.acquire(0, 16, 1).unwrap();
-    let addr = a.superslab.base().as_ptr() as usize + 12345;
+    let a = acquire(pool, 0, 16);
+    let addr = a.slab.superslab().base().as_ptr() as usize + 12345;
     c.bench_function("registry: lookup (hit)", |b| b.iter(|| reg.lookup(black_box(addr))));
     c.bench_function("registry: lookup (miss)", |b| {
         b.iter(|| reg.lookup(black_box(0x7000_0000_0000)))
@@ -78,8 +88,7 @@ fn registry(c: &mut Criterion) {
 
 fn remote(c: &mut Criterion) {
     let (_, pool) = world();
-    let a = pool.acquire(2, 48, 1).unwrap();
-    let slab = a.slab();
+    let slab = acquire(pool, 2, 48).slab;
     let mut blocks = [std::ptr::null_mut(); 64];
     c.bench_function("superslab: 64 remote pushes + one take", |b| {
         b.iter(|| {

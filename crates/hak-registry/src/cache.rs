@@ -303,6 +303,22 @@ impl<'r> SuperSlabCache<'r> {
         n
     }
 
+    /// Takes the cache's lock before `fork()` (see `hak_sync::Mutex::fork_lock`).
+    #[cfg(not(hak_loom))]
+    pub fn prefork(&self) {
+        self.inner.fork_lock();
+    }
+
+    /// Releases the lock [`SuperSlabCache::prefork`] took, in the parent and in the child.
+    ///
+    /// # Safety
+    /// The calling thread ran `prefork` (or is the child of the thread that did).
+    #[cfg(not(hak_loom))]
+    pub unsafe fn postfork(&self) {
+        // SAFETY: forwarded.
+        unsafe { self.inner.fork_unlock() };
+    }
+
     /// Maps `n` regions of `len` bytes aligned to `align`, registers them as SuperSlabs and
     /// caches them, so the first allocations find memory without a syscall
     /// (`HAKMEM_PREWARM_SUPERSLABS`). Stops at the first failure; returns how many it cached.

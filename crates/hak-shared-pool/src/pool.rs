@@ -1,81 +1,24 @@
-//! [`SharedPool`] and its per-SuperSlab bookkeeping ([`PoolExt`], kept in the header's
-//! extension area).
-
-use core::ptr;
+//! [`SharedPool`]: the stages of `acquire`, `release`, publication of abandoned slabs, the
+//! delayed purge of EMPTY slots, and `trim`.
 
 use hak_registry::{CacheLimits, OwnerKind, Registry, SuperSlabCache};
-use hak_superslab::{Slab, SuperSlab, EXT_BYTES, MAX_SLABS};
+use hak_superslab::{Inbox, SlabRef, SsRef};
+use hak_sync::atomic::{AtomicU64, Ordering};
 use hak_sync::stat::StatCounter;
 use hak_sync::Mutex;
+
+use crate::slots::{ext, first, Slot, SlotList, SsHead, SsList, ACTIVE, EMPTY, PURGING, UNUSED};
 
 /// Size classes the pool keeps lists for (the front uses fewer).
 pub const MAX_CLASSES: usize = 64;
 
-const UNUSED: u8 = 0;
-const ACTIVE: u8 = 1;
-const EMPTY: u8 = 2;
+/// Default delay after which an EMPTY slab's pages go back to the OS: 1 s.
+pub const DEFAULT_PURGE_DELAY_NS: u64 = 1_000_000_000;
 
-/// A slot: `superslab base | slab index` (bases are at least 1 MiB-aligned). 0 is "none".
-type SlotRef = usize;
-const IDX_MASK: usize = MAX_SLABS - 1;
-
-/// The pool's bookkeeping inside a SuperSlab header. Only touched under the pool lock.
-#[repr(C)]
-struct PoolExt {
-    state: [u8; MAX_SLABS],
-    class: [u8; MAX_SLABS],
-    /// Links of the EMPTY or abandoned list the slot is on.
-    next: [SlotRef; MAX_SLABS],
-    prev: [SlotRef; MAX_SLABS],
-    /// Bit `i` set: slot `i` is UNUSED.
-    unused_mask: u64,
-    /// Bit `c` set: an ACTIVE slot serves class `c` (a hint for class affinity).
-    class_mask: u64,
-    /// ACTIVE slots.
-    active: u32,
-    /// Links in the list of SuperSlabs with UNUSED slots.
-    unused: SsLinks,
-    /// Links in the list of every SuperSlab the pool holds (for `Drop`).
-    all: SsLinks,
-}
-
-/// Links of a SuperSlab in one of the pool's SuperSlab lists.
-#[repr(C)]
-struct SsLinks {
-    next: *const SuperSlab,
-    prev: *const SuperSlab,
-}
-
-/// Which SuperSlab list an operation is about: the links it uses and the head it updates.
-#[derive(Clone, Copy)]
-enum SsList {
-    Unused,
-    All,
-}
-
-impl SsList {
-    fn links(self, e: &mut PoolExt) -> &mut SsLinks {
-        match self {
-            SsList::Unused => &mut e.unused,
-            SsList::All => &mut e.all,
-        }
-    }
-    fn head(self, st: &mut State) -> &mut *const SuperSlab {
-        match self {
-            SsList::Unused => &mut st.unused_head,
-            SsList::All => &mut st.all_head,
-        }
-    }
-}
-
-const _: () = assert!(core::mem::size_of::<PoolExt>() <= EXT_BYTES);
-const _: () = assert!(MAX_SLABS <= 64 && MAX_CLASSES <= 64);
-
-/// An intrusive doubly-linked list of slots.
-#[derive(Clone, Copy)]
-struct SlotList {
-    head: SlotRef,
-}
+/// Most SuperSlabs one purge pass looks at, and most slots it decommits, so the lock is held
+/// for a bounded time.
+const PURGE_LOOK: usize = 4;
+const PURGE_BATCH: usize = 32;
 
 /// Which source [`SharedPool::acquire`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,21 +35,11 @@ pub enum Stage {
 
 /// A slab handed out by [`SharedPool::acquire`], owned by the caller and assigned to its class.
 #[derive(Debug, Clone, Copy)]
-pub struct Acquired<'a> {
-    /// The SuperSlab holding the slab.
-    pub superslab: &'a SuperSlab,
-    /// The slab's index in it.
-    pub index: usize,
+pub struct Acquired {
+    /// The slab.
+    pub slab: SlabRef,
     /// The source it came from.
     pub stage: Stage,
-}
-
-impl<'a> Acquired<'a> {
-    /// The slab's metadata.
-    #[inline]
-    pub fn slab(&self) -> &'a Slab {
-        self.superslab.slab(self.index)
-    }
 }
 
 /// Counters of a [`SharedPool`].
@@ -128,6 +61,8 @@ pub struct PoolStats {
     pub releases: u64,
     /// Slabs published for adoption.
     pub published: u64,
+    /// EMPTY slabs whose pages were given back after the purge delay (or by `trim`).
+    pub purged: u64,
     /// SuperSlabs handed to the LRU cache.
     pub superslabs_cached: u64,
     /// SuperSlabs the pool holds now.
@@ -140,9 +75,11 @@ struct State {
     empty: [SlotList; MAX_CLASSES],
     abandoned: [SlotList; MAX_CLASSES],
     /// SuperSlabs with at least one UNUSED slot.
-    unused_head: *const SuperSlab,
+    unused: SsHead,
     /// Every SuperSlab the pool holds (`live` of them).
-    all_head: *const SuperSlab,
+    all: SsHead,
+    /// SuperSlabs with EMPTY slots whose pages are still committed, roughly oldest first.
+    dirty: SsHead,
     live: usize,
 }
 
@@ -152,6 +89,13 @@ pub struct SharedPool<'r> {
     cache: SuperSlabCache<'r>,
     lg_size: u32,
     state: Mutex<State>,
+    /// Owner identity for slabs `trim` holds while it inspects them.
+    trim_owner: Inbox,
+    /// How long an EMPTY slot keeps its pages (ns).
+    purge_delay: AtomicU64,
+    /// Monotonic time (ns) after which a purge pass is due; `u64::MAX` when nothing is dirty.
+    /// A hint read without the lock.
+    next_purge: AtomicU64,
     stage0: StatCounter,
     stage1: StatCounter,
     stage2: StatCounter,
@@ -160,6 +104,7 @@ pub struct SharedPool<'r> {
     mapped: StatCounter,
     releases: StatCounter,
     published: StatCounter,
+    purged: StatCounter,
     cached: StatCounter,
 }
 
@@ -175,75 +120,10 @@ unsafe impl Send for SharedPool<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for SharedPool<'_> {}
 
-const EMPTY_LIST: SlotList = SlotList { head: 0 };
-
-/// # Safety
-/// `ss` is a SuperSlab formatted by this pool, and the pool lock is held.
-#[allow(clippy::mut_from_ref)]
-unsafe fn ext<'x>(ss: *const SuperSlab) -> &'x mut PoolExt {
-    // SAFETY: the extension area is ours, aligned and large enough (checked above), and the
-    // pool lock serialises every access.
-    unsafe { &mut *(*ss).ext().as_ptr().cast::<PoolExt>() }
-}
-
-fn slot(ss: *const SuperSlab, i: usize) -> SlotRef {
-    ss as usize | i
-}
-
-fn split(s: SlotRef) -> (*const SuperSlab, usize) {
-    ((s & !IDX_MASK) as *const SuperSlab, s & IDX_MASK)
-}
-
-impl SlotList {
-    /// # Safety
-    /// Pool lock held; `s` is on no list.
-    unsafe fn push(&mut self, s: SlotRef) {
-        let (ss, i) = split(s);
-        // SAFETY: forwarded.
-        unsafe {
-            let e = ext(ss);
-            e.next[i] = self.head;
-            e.prev[i] = 0;
-            if self.head != 0 {
-                let (hs, hi) = split(self.head);
-                ext(hs).prev[hi] = s;
-            }
-        }
-        self.head = s;
-    }
-
-    /// # Safety
-    /// Pool lock held; `s` is on this list.
-    unsafe fn remove(&mut self, s: SlotRef) {
-        let (ss, i) = split(s);
-        // SAFETY: forwarded.
-        unsafe {
-            let e = ext(ss);
-            let (n, p) = (e.next[i], e.prev[i]);
-            if p != 0 {
-                let (ps, pi) = split(p);
-                ext(ps).next[pi] = n;
-            } else {
-                self.head = n;
-            }
-            if n != 0 {
-                let (ns, ni) = split(n);
-                ext(ns).prev[ni] = p;
-            }
-        }
-    }
-
-    /// # Safety
-    /// Pool lock held.
-    unsafe fn pop(&mut self) -> Option<SlotRef> {
-        let s = self.head;
-        if s == 0 {
-            return None;
-        }
-        // SAFETY: forwarded; `s` is the head.
-        unsafe { self.remove(s) };
-        Some(s)
-    }
+/// Wrapping milliseconds of a monotonic nanosecond time (slot ages are short).
+#[inline]
+fn ms(ns: u64) -> u32 {
+    (ns / 1_000_000) as u32
 }
 
 impl<'r> SharedPool<'r> {
@@ -256,12 +136,16 @@ impl<'r> SharedPool<'r> {
                 cache: SuperSlabCache::new(registry, limits),
                 lg_size,
                 state: Mutex::new(State {
-                    empty: [EMPTY_LIST; MAX_CLASSES],
-                    abandoned: [EMPTY_LIST; MAX_CLASSES],
-                    unused_head: ptr::null(),
-                    all_head: ptr::null(),
+                    empty: [SlotList::EMPTY; MAX_CLASSES],
+                    abandoned: [SlotList::EMPTY; MAX_CLASSES],
+                    unused: SsHead::EMPTY,
+                    all: SsHead::EMPTY,
+                    dirty: SsHead::EMPTY,
                     live: 0,
                 }),
+                trim_owner: Inbox::new(),
+                purge_delay: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
+                next_purge: AtomicU64::new(u64::MAX),
                 stage0: StatCounter::new(),
                 stage1: StatCounter::new(),
                 stage2: StatCounter::new(),
@@ -270,6 +154,7 @@ impl<'r> SharedPool<'r> {
                 mapped: StatCounter::new(),
                 releases: StatCounter::new(),
                 published: StatCounter::new(),
+                purged: StatCounter::new(),
                 cached: StatCounter::new(),
             }
         }
@@ -291,8 +176,15 @@ impl<'r> SharedPool<'r> {
         self.lg_size
     }
 
+    /// Sets how long an EMPTY slab keeps its pages before a purge gives them back (0: at the
+    /// next purge check).
+    pub fn set_purge_delay(&self, ns: u64) {
+        self.purge_delay.store(ns, Ordering::Relaxed);
+    }
+
     /// Counters.
     pub fn stats(&self) -> PoolStats {
+        let live = self.state.lock().live as u64;
         PoolStats {
             stage0_adopted: self.stage0.get(),
             stage1_empty: self.stage1.get(),
@@ -302,43 +194,50 @@ impl<'r> SharedPool<'r> {
             superslabs_mapped: self.mapped.get(),
             releases: self.releases.get(),
             published: self.published.get(),
+            purged: self.purged.get(),
             superslabs_cached: self.cached.get(),
-            superslabs_live: self.state.lock().live as u64,
+            superslabs_live: live,
             cache: self.cache.stats(),
         }
     }
 
-    /// Hands out a slab for `class` (blocks of `block_size` bytes, aligned to the largest power
-    /// of two dividing it, up to the page size), owned by `owner`. `None` only if the OS refuses
-    /// memory.
+    /// Hands out a slab for `class` (blocks of `block_size` bytes, see `SlabRef::assign` for
+    /// the rules), owned by `owner`. `None` only if the OS refuses memory.
     ///
     /// An adopted slab (stage 0) may have blocks in use and free blocks on its list; any other
-    /// slab is empty. `class < MAX_CLASSES`, `16 <= block_size`, a multiple of 16, `owner != 0`.
-    pub fn acquire(&self, class: usize, block_size: u32, owner: usize) -> Option<Acquired<'_>> {
-        debug_assert!(class < MAX_CLASSES && owner != 0);
+    /// slab is empty. `class < MAX_CLASSES`.
+    ///
+    /// # Safety
+    /// `owner` is non-null, and stays valid and in place while it owns the slab (remote freers
+    /// deliver into it).
+    pub unsafe fn acquire(
+        &self,
+        class: usize,
+        block_size: u32,
+        owner: *const Inbox,
+    ) -> Option<Acquired> {
+        hak_sync::check!(class < MAX_CLASSES && !owner.is_null());
         let got = {
             let mut st = self.state.lock();
             // SAFETY: the lock is held for every list operation below.
-            unsafe { self.take_locked(&mut st, class) }
+            unsafe { Self::take_locked(&mut st, class) }
         };
         let (s, stage) = match got {
             Some(x) => x,
             None => (self.grow(class)?, Stage::NewSuperSlab),
         };
-        let (ss, i) = split(s);
         // SAFETY: pool SuperSlabs stay mapped while they have an ACTIVE slot, and this one does.
-        let ss: &SuperSlab = unsafe { &*ss };
-        let slab = ss.slab(i);
+        let slab = unsafe { s.slab() };
         match stage {
             Stage::Adopted => {
-                // SAFETY: we took it off the abandoned list: exclusive.
+                // SAFETY: we took it off the abandoned list: exclusive; `owner` per the contract.
                 unsafe { slab.adopt(owner) };
                 self.stage0.add(1);
             }
             _ => {
-                let (lo, hi) = ss.slab_range(i);
-                // SAFETY: the slot was EMPTY or UNUSED and is now ours alone.
-                unsafe { slab.assign(owner, class as u32, block_size, lo, hi) };
+                // SAFETY: the slot was EMPTY or UNUSED and is now ours alone; `owner` per the
+                // contract.
+                unsafe { slab.assign(owner, class as u32, block_size) };
                 match stage {
                     Stage::EmptySameClass => self.stage1.add(1),
                     Stage::Unused => self.stage2.add(1),
@@ -346,37 +245,41 @@ impl<'r> SharedPool<'r> {
                 }
             }
         }
-        Some(Acquired { superslab: ss, index: i, stage })
+        self.maybe_purge();
+        Some(Acquired { slab, stage })
     }
 
     /// Stages 0-2 under the lock.
     ///
     /// # Safety
     /// `st` is the locked state.
-    unsafe fn take_locked(&self, st: &mut State, class: usize) -> Option<(SlotRef, Stage)> {
+    unsafe fn take_locked(st: &mut State, class: usize) -> Option<(Slot, Stage)> {
         // SAFETY: lock held (caller).
         unsafe {
             if let Some(s) = st.abandoned[class].pop() {
                 return Some((s, Stage::Adopted));
             }
             if let Some(s) = st.empty[class].pop() {
-                Self::activate(s, class);
+                Self::activate(st, s, class);
                 return Some((s, Stage::EmptySameClass));
             }
             if let Some(ss) = Self::pick_unused(st, class) {
-                let e = ext(ss);
-                let i = e.unused_mask.trailing_zeros() as usize;
-                e.unused_mask &= !(1u64 << i);
-                if e.unused_mask == 0 {
-                    Self::unlink_ss(st, ss, SsList::Unused);
+                let i = {
+                    let e = ext(ss);
+                    let i = e.unused_mask.trailing_zeros() as usize;
+                    e.unused_mask &= !(1u64 << i);
+                    i
+                };
+                if ext(ss).unused_mask == 0 {
+                    SsList::Unused.unlink(&mut st.unused, ss);
                 }
-                let s = slot(ss, i);
-                Self::activate(s, class);
+                let s = Slot::new(ss, i);
+                Self::activate(st, s, class);
                 return Some((s, Stage::Unused));
             }
             for c in 0..MAX_CLASSES {
                 if let Some(s) = st.empty[c].pop() {
-                    Self::activate(s, class);
+                    Self::activate(st, s, class);
                     return Some((s, Stage::Unused));
                 }
             }
@@ -389,75 +292,56 @@ impl<'r> SharedPool<'r> {
     ///
     /// # Safety
     /// Lock held.
-    unsafe fn pick_unused(st: &State, class: usize) -> Option<*const SuperSlab> {
+    unsafe fn pick_unused(st: &State, class: usize) -> Option<SsRef> {
         const LOOK: usize = 8;
-        let mut ss = st.unused_head;
-        let first = ss;
+        let head = first(&st.unused)?;
+        let mut ss = Some(head);
         let mut k = 0;
-        while !ss.is_null() && k < LOOK {
-            // SAFETY: listed SuperSlabs are live; lock held.
-            let e = unsafe { ext(ss) };
-            if e.class_mask & (1u64 << class) != 0 {
-                return Some(ss);
+        while let Some(s) = ss {
+            if k == LOOK {
+                break;
             }
-            ss = e.unused.next;
+            // SAFETY: listed SuperSlabs are live; lock held.
+            if unsafe { ext(s) }.class_mask & (1u64 << class) != 0 {
+                return Some(s);
+            }
+            // SAFETY: as above.
+            ss = unsafe { SsList::Unused.next(s) };
             k += 1;
         }
-        (!first.is_null()).then_some(first)
+        Some(head)
     }
 
+    /// Makes slot `s` ACTIVE for `class`; if it was a dirty EMPTY slot, it stops being a purge
+    /// candidate.
+    ///
     /// # Safety
     /// Lock held; `s` is on no list and not ACTIVE.
-    unsafe fn activate(s: SlotRef, class: usize) {
-        let (ss, i) = split(s);
-        // SAFETY: forwarded.
-        let e = unsafe { ext(ss) };
-        e.state[i] = ACTIVE;
-        e.class[i] = class as u8;
-        e.class_mask |= 1u64 << class;
-        e.active += 1;
-    }
-
-    /// # Safety
-    /// Lock held; `ss` is on list `which`.
-    unsafe fn unlink_ss(st: &mut State, ss: *const SuperSlab, which: SsList) {
-        // SAFETY: forwarded; neighbours are listed SuperSlabs.
+    unsafe fn activate(st: &mut State, s: Slot, class: usize) {
+        let ss = s.ss();
+        let i = s.index();
+        // SAFETY: forwarded; each access borrows the extension area briefly.
         unsafe {
-            let l = which.links(ext(ss));
-            let (n, p) = (l.next, l.prev);
-            l.next = ptr::null();
-            l.prev = ptr::null();
-            if p.is_null() {
-                *which.head(st) = n;
-            } else {
-                which.links(ext(p)).next = n;
-            }
-            if !n.is_null() {
-                which.links(ext(n)).prev = p;
+            let was_dirty = {
+                let e = ext(ss);
+                e.state[i] = ACTIVE;
+                e.class[i] = class as u8;
+                e.class_mask |= 1u64 << class;
+                e.active += 1;
+                let d = e.dirty_mask & (1u64 << i) != 0;
+                e.dirty_mask &= !(1u64 << i);
+                d && e.dirty_mask == 0
+            };
+            if was_dirty {
+                SsList::Dirty.unlink(&mut st.dirty, ss);
             }
         }
-    }
-
-    /// # Safety
-    /// Lock held; `ss` is a live pool SuperSlab on no list `which`.
-    unsafe fn push_ss(st: &mut State, ss: *const SuperSlab, which: SsList) {
-        let head = *which.head(st);
-        // SAFETY: forwarded; the head is a listed SuperSlab.
-        unsafe {
-            let l = which.links(ext(ss));
-            l.prev = ptr::null();
-            l.next = head;
-            if !head.is_null() {
-                which.links(ext(head)).prev = ss;
-            }
-        }
-        *which.head(st) = ss;
     }
 
     /// Stage 3: a SuperSlab from the cache or the OS; returns its slot 0, ACTIVE for `class`,
     /// with the other slots on the UNUSED list.
     #[cold]
-    fn grow(&self, class: usize) -> Option<SlotRef> {
+    fn grow(&self, class: usize) -> Option<Slot> {
         let size = 1usize << self.lg_size;
         let base = match self.cache.pop(size) {
             Some(b) => {
@@ -478,107 +362,241 @@ impl<'r> SharedPool<'r> {
         };
         // SAFETY: a registered region of the right size that nobody else references (fresh, or
         // popped from the cache). It is formatted before any slot of it is handed out.
-        let ss: &SuperSlab = unsafe { SuperSlab::init(base, self.lg_size) };
-        let n = ss.nslabs();
+        let ss = unsafe { SsRef::init(base, self.lg_size) };
+        // SAFETY: just formatted.
+        let n = unsafe { ss.nslabs() };
         let mut st = self.state.lock();
         // SAFETY: lock held; the header was just formatted (ext zeroed = all UNUSED).
         unsafe {
-            // Each helper below borrows the extension area afresh; keep no borrow across them.
             let unused = (if n == 64 { u64::MAX } else { (1u64 << n) - 1 }) & !1;
             ext(ss).unused_mask = unused;
-            Self::activate(slot(ss, 0), class);
+            Self::activate(&mut st, Slot::new(ss, 0), class);
             if unused != 0 {
-                Self::push_ss(&mut st, ss, SsList::Unused);
+                SsList::Unused.push_back(&mut st.unused, ss);
             }
-            Self::push_ss(&mut st, ss, SsList::All);
+            SsList::All.push_back(&mut st.all, ss);
         }
         st.live += 1;
-        Some(slot(ss, 0))
+        Some(Slot::new(ss, 0))
     }
 
-    /// Takes back an empty slab (ACTIVE -> EMPTY, keeping its class). If its SuperSlab has no
-    /// ACTIVE slot left, the SuperSlab leaves every list and goes to the LRU cache, unless it is
-    /// the last one the pool holds.
+    /// Takes back an empty slab (ACTIVE -> EMPTY, keeping its class and, for now, its pages;
+    /// a purge gives them back after the purge delay). If its SuperSlab has no ACTIVE slot
+    /// left, the SuperSlab leaves every list and goes to the LRU cache, unless it is the last
+    /// one the pool holds.
     ///
     /// # Safety
-    /// The caller owns slab `index` of `ss`, a SuperSlab of this pool, and every block of it is
-    /// back on its free lists (`used == 0`, so no remote free can race); the caller forgets it.
-    pub unsafe fn release(&self, ss: &SuperSlab, index: usize) {
+    /// The caller owns the slab, a slab of this pool, every block of it is back on its free
+    /// lists (`used == 0`, so no remote free can race) and it is disarmed; the caller forgets
+    /// it.
+    pub unsafe fn release(&self, slab: SlabRef) {
         // SAFETY: forwarded: we own it.
-        unsafe { ss.slab(index).disown() };
+        unsafe { slab.disown() };
         self.releases.add(1);
-        let ssp: *const SuperSlab = ss;
-        let to_cache = {
+        let now = hak_os::monotonic_ns();
+        let s = Slot::of(slab);
+        let retired = {
             let mut st = self.state.lock();
-            // SAFETY: lock held; the slot is ACTIVE and on no list. Every access borrows the
-            // extension area afresh (the list helpers borrow it too), so no borrow outlives one.
-            unsafe {
-                let class = {
-                    let e = ext(ssp);
-                    debug_assert_eq!(e.state[index], ACTIVE);
-                    e.state[index] = EMPTY;
-                    e.active -= 1;
-                    e.class[index] as usize
+            // SAFETY: lock held; the slot is ACTIVE and on no list.
+            unsafe { self.empty_locked(&mut st, s, now, true) }
+        };
+        self.next_purge.fetch_min(
+            now.saturating_add(self.purge_delay.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        if let Some(ss) = retired {
+            self.retire(ss);
+        }
+        self.maybe_purge();
+    }
+
+    /// Makes an ACTIVE (or PURGING) slot EMPTY and lists it; returns its SuperSlab if that has
+    /// no ACTIVE slot left and must go to the cache (it has then left every list).
+    ///
+    /// # Safety
+    /// Lock held (`st`); the slot is ACTIVE or PURGING and on no list.
+    unsafe fn empty_locked(&self, st: &mut State, s: Slot, now: u64, dirty: bool) -> Option<SsRef> {
+        let ss = s.ss();
+        let i = s.index();
+        // SAFETY: forwarded; each access borrows the extension area briefly.
+        unsafe {
+            let (class, newly_dirty, active) = {
+                let e = ext(ss);
+                hak_sync::check!(e.state[i] == ACTIVE || e.state[i] == PURGING);
+                e.state[i] = EMPTY;
+                e.active -= 1;
+                let newly = dirty && e.dirty_mask == 0;
+                if dirty {
+                    e.dirty_mask |= 1u64 << i;
+                    e.empty_ms[i] = ms(now);
+                }
+                (e.class[i] as usize, newly, e.active)
+            };
+            st.empty[class].push(s);
+            if newly_dirty {
+                SsList::Dirty.push_back(&mut st.dirty, ss);
+            }
+            if active != 0 {
+                return None;
+            }
+            if st.live <= 1 {
+                ext(ss).class_mask = 0;
+                return None;
+            }
+            for j in 0..ss.nslabs() {
+                let (state, c) = {
+                    let e = ext(ss);
+                    (e.state[j], e.class[j] as usize)
                 };
-                st.empty[class].push(slot(ssp, index));
-                let active = ext(ssp).active;
-                if active == 0 && st.live > 1 {
-                    for i in 0..ss.nslabs() {
-                        let (state, c) = {
-                            let e = ext(ssp);
-                            (e.state[i], e.class[i] as usize)
-                        };
-                        if state == EMPTY {
-                            st.empty[c].remove(slot(ssp, i));
-                        }
-                    }
-                    if ext(ssp).unused_mask != 0 {
-                        Self::unlink_ss(&mut st, ssp, SsList::Unused);
-                    }
-                    Self::unlink_ss(&mut st, ssp, SsList::All);
-                    st.live -= 1;
-                    true
-                } else {
-                    if active == 0 {
-                        ext(ssp).class_mask = 0;
-                    }
-                    false
+                if state == EMPTY {
+                    st.empty[c].remove(Slot::new(ss, j));
                 }
             }
-        };
-        if to_cache {
-            ss.invalidate();
-            self.cached.add(1);
-            // SAFETY: no slot is ACTIVE and no list refers to it: nobody uses the region. It is
-            // registered, mapped by the registry's Os, and a multiple of the page size.
-            unsafe { self.cache.push(ss.base(), ss.size()) };
+            if ext(ss).unused_mask != 0 {
+                SsList::Unused.unlink(&mut st.unused, ss);
+            }
+            if ext(ss).dirty_mask != 0 {
+                SsList::Dirty.unlink(&mut st.dirty, ss);
+            }
+            SsList::All.unlink(&mut st.all, ss);
+            st.live -= 1;
+            Some(ss)
         }
     }
 
-    /// Lists slab `index` of `ss`, ownerless and holding free blocks (or blocks on its remote
-    /// stack), for adoption by the next `acquire` of its class.
+    /// Hands a SuperSlab that left every list to the LRU cache.
+    fn retire(&self, ss: SsRef) {
+        // SAFETY: no slot is ACTIVE and no list refers to it: nobody uses the region. It is
+        // registered, mapped by the registry's Os, and a multiple of the page size. Nothing
+        // borrows its header across the push, which rewrites (or unmaps) it.
+        unsafe {
+            ss.invalidate();
+            self.cached.add(1);
+            self.cache.push(ss.base(), 1usize << self.lg_size);
+        }
+    }
+
+    /// Lists a detached slab with free blocks (or blocks on its remote stack) for adoption by
+    /// the next `acquire` of its class.
     ///
     /// # Safety
-    /// The slab is detached (`owner() == 0`), ACTIVE in this pool, on no list, and the caller is
-    /// the one party entitled to list it: the freer told `RemoteFree::Publish`, or the former
-    /// owner right after `disown`.
-    pub unsafe fn publish(&self, ss: &SuperSlab, index: usize) {
-        let class = ss.slab(index).class() as usize;
+    /// The slab is detached (`owner()` null), ACTIVE in this pool, on no list, and the caller
+    /// is the one party entitled to list it: the freer told `RemoteFree::Publish`, or the
+    /// former owner right after `disown`.
+    pub unsafe fn publish(&self, slab: SlabRef) {
+        // SAFETY: an ACTIVE slab's SuperSlab is mapped.
+        let class = unsafe { slab.class() } as usize;
         self.published.add(1);
         let mut st = self.state.lock();
         // SAFETY: lock held; the slot is on no list.
-        unsafe { st.abandoned[class].push(slot(ss, index)) };
+        unsafe { st.abandoned[class].push(Slot::of(slab)) };
+    }
+
+    /// Runs a purge pass if one is due (cheap otherwise: a clock read and a relaxed load).
+    /// Called on the pool's own slow paths; the layer above may call it from its slow paths
+    /// too, so that a program that keeps allocating a little keeps shrinking.
+    #[inline]
+    pub fn maybe_purge(&self) {
+        if self.next_purge.load(Ordering::Relaxed) == u64::MAX {
+            return;
+        }
+        let now = hak_os::monotonic_ns();
+        if now >= self.next_purge.load(Ordering::Relaxed) {
+            self.purge(now, false);
+        }
+    }
+
+    /// Gives back the pages of EMPTY slabs that have been EMPTY for the purge delay (all of
+    /// them if `force`). Bounded work per lock hold; decommits outside the lock. Returns the
+    /// number of slabs purged.
+    pub fn purge(&self, now: u64, force: bool) -> usize {
+        let delay = self.purge_delay.load(Ordering::Relaxed);
+        let delay_ms = ms(delay);
+        let mut total = 0;
+        loop {
+            let mut batch = [Slot::NONE; PURGE_BATCH];
+            let mut n = 0;
+            {
+                let mut st = self.state.lock();
+                let mut looked = 0;
+                while looked < PURGE_LOOK && n < PURGE_BATCH {
+                    let Some(ss) = first(&st.dirty) else { break };
+                    looked += 1;
+                    // SAFETY: lock held; listed SuperSlabs are live pool SuperSlabs.
+                    unsafe {
+                        let mut mask = ext(ss).dirty_mask;
+                        while mask != 0 && n < PURGE_BATCH {
+                            let i = mask.trailing_zeros() as usize;
+                            mask &= mask - 1;
+                            let (age, class) = {
+                                let e = ext(ss);
+                                (ms(now).wrapping_sub(e.empty_ms[i]), e.class[i] as usize)
+                            };
+                            if !force && age < delay_ms {
+                                continue;
+                            }
+                            let s = Slot::new(ss, i);
+                            st.empty[class].remove(s);
+                            let e = ext(ss);
+                            e.state[i] = PURGING;
+                            e.active += 1;
+                            e.dirty_mask &= !(1u64 << i);
+                            batch[n] = s;
+                            n += 1;
+                        }
+                        // Next pass starts with another SuperSlab; a fully purged one leaves.
+                        SsList::Dirty.unlink(&mut st.dirty, ss);
+                        if ext(ss).dirty_mask != 0 {
+                            SsList::Dirty.push_back(&mut st.dirty, ss);
+                        }
+                    }
+                }
+                let next = if st.dirty.head.is_null() {
+                    u64::MAX
+                } else {
+                    now.saturating_add((delay / 4).max(1_000_000))
+                };
+                self.next_purge.store(next, Ordering::Relaxed);
+            }
+            if n == 0 {
+                return total;
+            }
+            let os = self.registry.os();
+            for s in &batch[..n] {
+                let (lo, hi) = s.ss().slab_range(s.index());
+                // SAFETY: the slot is PURGING: on no list, owned by no one, its SuperSlab kept
+                // mapped by the raised `active`; its data range holds nothing anyone needs.
+                let _ = unsafe {
+                    os.decommit(core::ptr::NonNull::new_unchecked(lo), hi.addr() - lo.addr())
+                };
+            }
+            self.purged.add(n as u64);
+            total += n;
+            let mut retired = [None; PURGE_BATCH];
+            {
+                let mut st = self.state.lock();
+                for (k, s) in batch[..n].iter().enumerate() {
+                    // SAFETY: lock held; PURGING slots are on no list.
+                    retired[k] = unsafe { self.empty_locked(&mut st, *s, now, false) };
+                }
+            }
+            for ss in retired[..n].iter().flatten() {
+                self.retire(*ss);
+            }
+            if !force && n < PURGE_BATCH {
+                return total;
+            }
+        }
     }
 
     /// Reclaims memory: abandoned slabs whose blocks have all come back are released (their
-    /// SuperSlabs may go to the cache), the others are listed again; then the cache evicts
-    /// what its TTL excludes. Returns the number of slabs released.
+    /// SuperSlabs may go to the cache), the others are listed again; EMPTY slabs give their
+    /// pages back; then the cache evicts what its TTL excludes. Returns the number of slabs
+    /// released.
     pub fn trim(&self) -> usize {
-        // A private owner id for slabs held during the trim: an address no thread cache has.
-        let trim_owner = self as *const Self as usize;
         let mut released = 0;
         for class in 0..MAX_CLASSES {
-            let mut keep: SlotRef = 0;
+            let mut keep = SlotList::EMPTY;
             loop {
                 let s = {
                     let mut st = self.state.lock();
@@ -586,75 +604,91 @@ impl<'r> SharedPool<'r> {
                     unsafe { st.abandoned[class].pop() }
                 };
                 let Some(s) = s else { break };
-                let (ss, i) = split(s);
                 // SAFETY: an ACTIVE slot keeps its SuperSlab mapped; popped: exclusive.
-                let ss: &SuperSlab = unsafe { &*ss };
-                let slab = ss.slab(i);
-                // SAFETY: exclusive after the pop.
                 unsafe {
-                    slab.adopt(trim_owner);
+                    let slab = s.slab();
+                    slab.adopt(&self.trim_owner);
                     if slab.is_empty() {
-                        self.release(ss, i);
+                        self.release(slab);
                         released += 1;
                     } else {
                         slab.disown();
-                        // Relist after the loop so this pass ends; chain through `next`.
+                        // Relist after the loop so this pass ends.
                         let _g = self.state.lock();
-                        ext(ss).next[i] = keep;
-                        keep = s;
+                        keep.push(s);
                     }
                 }
             }
-            while keep != 0 {
-                let (ss, i) = split(keep);
-                // SAFETY: slots we popped above and chained through `next` while we held them.
-                unsafe {
-                    let mut st = self.state.lock();
-                    let next = ext(ss).next[i];
-                    st.abandoned[class].push(keep);
-                    keep = next;
-                }
+            let mut st = self.state.lock();
+            // SAFETY: lock held; slots we popped above and chained while we held them.
+            while let Some(s) = unsafe { keep.pop() } {
+                // SAFETY: as above.
+                unsafe { st.abandoned[class].push(s) };
             }
         }
+        self.purge(hak_os::monotonic_ns(), true);
         self.cache.evict_expired();
         released
     }
 
-    /// Checks the pool's invariants (see the crate docs) over every SuperSlab reachable from
-    /// its lists, returning the first violation. For tests.
+    /// Takes the pool's locks (its own, then the SuperSlab cache's) before `fork()`.
+    #[cfg(not(hak_loom))]
+    pub fn prefork(&self) {
+        self.state.fork_lock();
+        self.cache.prefork();
+    }
+
+    /// Releases what [`SharedPool::prefork`] took, in the parent and in the child.
+    ///
+    /// # Safety
+    /// The calling thread ran `prefork` (or is the child of the thread that did).
+    #[cfg(not(hak_loom))]
+    pub unsafe fn postfork(&self) {
+        // SAFETY: forwarded.
+        unsafe {
+            self.cache.postfork();
+            self.state.fork_unlock();
+        }
+    }
+
+    /// Checks the pool's invariants (see the crate docs) over every SuperSlab it holds,
+    /// returning the first violation. For tests.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         let st = self.state.lock();
-        let mut ss = st.unused_head;
-        while !ss.is_null() {
+        let mut ss = first(&st.all);
+        let mut live = 0;
+        while let Some(s) = ss {
+            live += 1;
             // SAFETY: lock held; listed SuperSlabs are live.
-            let e = unsafe { ext(ss) };
-            if e.unused_mask == 0 {
-                return Err("SuperSlab on the UNUSED list without UNUSED slots");
-            }
-            // SAFETY: live SuperSlab.
-            let n = unsafe { (*ss).nslabs() };
-            let mut counted = [0u32; 3];
+            let (e, n) = unsafe { (ext(s), s.nslabs()) };
+            let mut counted = [0u32; 4];
             for i in 0..n {
                 counted[e.state[i] as usize] += 1;
                 if (e.unused_mask >> i) & 1 != (e.state[i] == UNUSED) as u64 {
                     return Err("unused_mask disagrees with slot states");
                 }
+                if (e.dirty_mask >> i) & 1 == 1 && e.state[i] != EMPTY {
+                    return Err("a dirty slot that is not EMPTY");
+                }
             }
-            if counted[ACTIVE as usize] != e.active {
+            if counted[ACTIVE as usize] + counted[PURGING as usize] != e.active {
                 return Err("active count disagrees with slot states");
             }
-            ss = e.unused.next;
+            // SAFETY: as above.
+            ss = unsafe { SsList::All.next(s) };
+        }
+        if live != st.live {
+            return Err("live count disagrees with the list of SuperSlabs");
         }
         for list in st.empty.iter() {
             let mut s = list.head;
-            while s != 0 {
-                let (ss, i) = split(s);
+            while !s.is_none() {
                 // SAFETY: lock held; listed slots' SuperSlabs are live.
-                let e = unsafe { ext(ss) };
-                if e.state[i] != EMPTY {
+                let e = unsafe { ext(s.ss()) };
+                if e.state[s.index()] != EMPTY {
                     return Err("non-EMPTY slot on an EMPTY list");
                 }
-                s = e.next[i];
+                s = e.next[s.index()];
             }
         }
         Ok(())
@@ -667,14 +701,13 @@ impl Drop for SharedPool<'_> {
     fn drop(&mut self) {
         let size = 1usize << self.lg_size;
         let os = self.registry.os();
-        let mut ss = self.state.lock().all_head;
-        while let Some(p) = core::ptr::NonNull::new(ss as *mut SuperSlab) {
+        let mut ss = first(&self.state.lock().all);
+        while let Some(s) = ss {
             // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs.
             unsafe {
-                ss = ext(ss).all.next;
-                let base = p.cast::<u8>();
-                self.registry.unregister(base, size);
-                let _ = os.unmap(base, size);
+                ss = SsList::All.next(s);
+                self.registry.unregister(s.base(), size);
+                let _ = os.unmap(s.base(), size);
             }
         }
         self.cache.flush();

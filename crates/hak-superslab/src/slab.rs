@@ -1,53 +1,82 @@
-//! [`Slab`]: metadata of one 64 KiB slab, carving, the local free list and the remote stack.
+//! [`Slab`] (the record of one 64 KiB slab) and [`SlabRef`] (the raw handle every operation
+//! goes through): carving, the local free list, the remote stack, and the full-slab
+//! notification that brings a full slab back to its owner without passing through a lock.
 //!
-//! The remote stack's head word is `count << 48 | first_block | NOTIFY`. Blocks are at least
-//! 16-byte aligned, so the low bits are free, and user-space addresses are below 2^48 (as the
-//! registry assumes too), so the top 16 bits hold the number of blocks on the stack (a slab has
-//! at most 32768). Count and list change in the same compare-exchange, so they always agree,
-//! and the owner can take the list over without walking it. `NOTIFY` is set only by the owner,
-//! in [`Slab::try_detach`], and only on an empty stack; the remote freer whose push clears it
-//! is told [`RemoteFree::Publish`].
+//! The remote head is a pointer word `count << 48 | first_block | flags` (blocks are 16-byte
+//! aligned, user-space addresses fit 48 bits, a slab has at most 32768 blocks). It is an
+//! `AtomicPtr` whose tag bits are set with `map_addr`, so the first block's provenance survives
+//! the round trip; block links are stored as pointers for the same reason. Count and list
+//! change in one compare-exchange, so the owner takes the list over without walking it.
+//!
+//! Flags, and who sets them:
+//! - `FULL`: the owner found the slab with no free block anywhere ([`SlabRef::mark_full`]),
+//!   or the owner is giving up a full slab ([`SlabRef::try_detach`]). The remote push that
+//!   finds `FULL` clears it, sets `DELIVERING`, and then *delivers*: to the owner's [`Inbox`] if
+//!   the slab has one ([`RemoteFree::Pushed`]), else it tells its caller to publish the
+//!   detached slab to the adopters' list ([`RemoteFree::Publish`]), exactly once.
+//! - `DELIVERING`: a remote freer is between consuming `FULL` and finishing the delivery. The
+//!   owner never changes `owner` while it is set: [`SlabRef::retract_full`] waits for it, so a
+//!   delivery can never land in the inbox of a cache that has already been flushed.
+//!
+//! An owned slab is in the inbox at most once: the owner arms `FULL` only on a slab that is not
+//! in its inbox (it drains the inbox whenever [`SlabRef::retract_full`] says a delivery took
+//! the flag), and a slab in the inbox is one its owner lists as full.
 
 use core::ptr::{self, NonNull};
 
-use hak_sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use hak_sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use hak_sync::cell::UnsafeCell;
 
-/// Flag in the remote head: the slab is detached and listed nowhere; the next remote freer
-/// must publish it.
-const NOTIFY: usize = 1;
+use crate::inbox::Inbox;
+use crate::superslab::{SsRef, SuperSlab, LG_SUPERSLAB_MIN, SLABS_OFFSET, SLAB_SHIFT};
+
+/// Remote-head flag: the slab has no free block; the next remote freer delivers it.
+const FULL: usize = 1;
+/// Remote-head flag: a remote freer is delivering the slab.
+const DELIVERING: usize = 2;
 const FLAGS: usize = 0b1111;
 /// The block count lives in the head's top 16 bits.
 const COUNT_SHIFT: u32 = 48;
 const COUNT_ONE: usize = 1 << COUNT_SHIFT;
 /// The first block's address.
 const PTR_MASK: usize = (COUNT_ONE - 1) & !FLAGS;
-// Every block of a slab fits in the 16-bit count (blocks are at least 16 bytes).
-const _: () = assert!(crate::SLAB_SIZE / 16 < 1 << 16);
+// Every block of a slab fits the 16-bit counters (blocks are at least 16 bytes).
+const _: () = assert!(crate::SLAB_SIZE / 16 <= u16::MAX as usize);
+
+/// Owner-side flag in [`Local::flags`]: this owner set `FULL` and has not seen it consumed.
+const ARMED: u8 = 1;
 
 /// Owner-only state of a slab.
 #[derive(Debug)]
 struct Local {
-    /// Head of the intrusive local free list (link in a block's first word).
+    /// Head of the intrusive local free list (link in a block's first word, a pointer).
     free: *mut u8,
+    /// Links of the owner's list the slab is on (see [`SlabRef::links`]).
+    next: *mut Slab,
+    prev: *mut Slab,
     /// Blocks handed out and not yet back on `free` (includes blocks on the remote stack).
-    used: u32,
-    /// Blocks carved so far, from `start` upwards.
-    carved: u32,
+    used: u16,
+    /// Blocks carved so far, from the slab's data start upwards.
+    carved: u16,
     /// Blocks that fit.
-    capacity: u32,
-    /// First block's address.
-    start: *mut u8,
+    capacity: u16,
+    /// A tag the owner's bookkeeping may use (which list the slab is on); opaque here.
+    tag: u8,
+    /// `ARMED`.
+    flags: u8,
 }
 
-/// Metadata of one slab. 64-byte aligned so slabs' hot words do not share cache lines.
+/// Metadata of one slab, 64 bytes: the shared words first, the owner's after them.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Slab {
-    /// Remote free stack head (`block | NOTIFY`); any thread pushes, the owner swaps it out.
-    remote: AtomicUsize,
-    /// Owning thread-cache id, 0 when detached. Written by the owner (or the adopter).
-    owner: AtomicUsize,
+    /// Remote free stack head (see the module docs); any thread pushes, the owner takes.
+    remote: AtomicPtr<u8>,
+    /// The owner's inbox (its identity); null when detached. Written by the owner or adopter.
+    owner: AtomicPtr<Inbox>,
+    /// Link while the slab waits in an owner's inbox; written by the deliverer before its
+    /// publishing compare-exchange, read by the owner after taking the inbox.
+    inbox_next: UnsafeCell<*mut Slab>,
     /// Size class index assigned by the layer above (meaningful while the slab is assigned).
     class: AtomicU32,
     /// Block size in bytes (0 while unassigned).
@@ -56,19 +85,31 @@ pub struct Slab {
     local: UnsafeCell<Local>,
 }
 
-/// What [`Slab::free_remote`] asks of its caller.
+/// What a remote free asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum RemoteFree {
-    /// The block is on the remote stack; nothing else to do.
+    /// The blocks are on the remote stack (and, if the slab was full, the slab is in its
+    /// owner's inbox); nothing else to do.
     Pushed,
-    /// The block is on the remote stack of a detached slab that no list holds: the caller must
-    /// hand the slab to whoever adopts abandoned slabs (the shared pool), exactly once.
+    /// The blocks are on the remote stack of a detached full slab that no list holds: the
+    /// caller must hand the slab to whoever adopts abandoned slabs (the shared pool), exactly
+    /// once.
     Publish,
 }
 
+/// What [`SlabRef::retract_full`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retract {
+    /// The slab was not armed, or the owner took `FULL` back before anyone consumed it.
+    Retracted,
+    /// A remote freer consumed `FULL`: the slab is in the owner's inbox (the delivery has
+    /// finished). Drain the inbox before arming it again.
+    Delivered,
+}
+
 impl Slab {
-    /// Formats the metadata in place (unassigned, detached).
+    /// Formats the record in place (unassigned, detached).
     ///
     /// # Safety
     /// `this` points to writable memory for a `Slab` that no other thread can see yet.
@@ -76,74 +117,189 @@ impl Slab {
         // SAFETY: forwarded from the caller; every field is written before anyone reads it.
         unsafe {
             this.write(Slab {
-                remote: AtomicUsize::new(0),
-                owner: AtomicUsize::new(0),
+                remote: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicPtr::new(ptr::null_mut()),
+                inbox_next: UnsafeCell::new(ptr::null_mut()),
                 class: AtomicU32::new(0),
                 block_size: AtomicU32::new(0),
                 local: UnsafeCell::new(Local {
                     free: ptr::null_mut(),
+                    next: ptr::null_mut(),
+                    prev: ptr::null_mut(),
                     used: 0,
                     carved: 0,
                     capacity: 0,
-                    start: ptr::null_mut(),
+                    tag: 0,
+                    flags: 0,
                 }),
             })
         };
     }
+}
 
-    /// The owning thread-cache id (0: detached). A plain load: a thread that reads its own id
-    /// here owns the slab, since only the owner ever writes its own id.
+/// Links of the owner's intrusive list a slab is on; owner-only, opaque to this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerLinks {
+    /// Next slab on the list (null at the end).
+    pub next: Option<SlabRef>,
+    /// Previous slab on the list (null at the start).
+    pub prev: Option<SlabRef>,
+    /// A small tag of the owner's (e.g. which list).
+    pub tag: u8,
+}
+
+/// A raw handle to a slab record, carrying the mapping's provenance (from an [`SsRef`]).
+///
+/// Every operation is `unsafe`: the caller knows the SuperSlab is mapped and formatted, and,
+/// for the owner operations, that it owns the slab (`owner() == its inbox`), or holds it
+/// exclusively through the layer above (an adopter, the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlabRef(NonNull<Slab>);
+
+// SAFETY: an address with provenance; the record's shared fields are atomics.
+unsafe impl Send for SlabRef {}
+// SAFETY: as above.
+unsafe impl Sync for SlabRef {}
+
+#[inline]
+fn head_ptr(h: *mut u8) -> *mut u8 {
+    h.map_addr(|a| a & PTR_MASK)
+}
+#[inline]
+fn head_count(h: *mut u8) -> usize {
+    h.addr() >> COUNT_SHIFT
+}
+#[inline]
+fn head_flags(h: *mut u8) -> usize {
+    h.addr() & FLAGS
+}
+/// A head word holding only `flags` (no list, count 0).
+#[inline]
+fn flags_only(flags: usize) -> *mut u8 {
+    ptr::without_provenance_mut(flags)
+}
+
+impl SlabRef {
+    /// Wraps a record pointer (from [`SsRef::slab`]).
+    ///
+    /// # Safety
+    /// `p` points to a slab record of a formatted SuperSlab, with the mapping's provenance.
     #[inline]
-    pub fn owner(&self) -> usize {
-        self.owner.load(Ordering::Relaxed)
+    pub unsafe fn from_raw(p: NonNull<Slab>) -> SlabRef {
+        SlabRef(p)
+    }
+
+    /// The record pointer.
+    #[inline]
+    pub fn as_ptr(self) -> *mut Slab {
+        self.0.as_ptr()
+    }
+
+    #[inline]
+    fn rec(&self) -> &Slab {
+        // SAFETY: every caller is an `unsafe fn` whose contract says the record is mapped; the
+        // reference is short-lived and the record's mutable parts are atomics or UnsafeCells.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The SuperSlab this record belongs to (records live in the first 1 MiB of a region
+    /// aligned to at least 1 MiB, so masking finds the base).
+    #[inline]
+    pub fn superslab(self) -> SsRef {
+        let base = self.0.as_ptr().cast::<u8>();
+        let base = base.wrapping_sub(base.addr() & ((1usize << LG_SUPERSLAB_MIN) - 1));
+        // SAFETY: derived from a non-null record pointer of a formatted SuperSlab.
+        unsafe { SsRef::from_base(NonNull::new_unchecked(base)) }
+    }
+
+    /// The slab's index in its SuperSlab.
+    #[inline]
+    pub fn index(self) -> usize {
+        let off = self.0.as_ptr().addr() & ((1usize << LG_SUPERSLAB_MIN) - 1);
+        (off - SLABS_OFFSET) / core::mem::size_of::<Slab>()
+    }
+
+    /// The first byte blocks are carved from, with the mapping's provenance.
+    #[inline]
+    fn data_start(self) -> *mut u8 {
+        let i = self.index();
+        let ss = self.superslab();
+        let lo = if i == 0 { SuperSlab::data_offset() } else { i << SLAB_SHIFT };
+        ss.base().as_ptr().wrapping_add(lo)
+    }
+
+    /// The owner's inbox (its identity), null when detached. A thread that reads its own
+    /// inbox here owns the slab, since only the owner (or an adopter holding the slab
+    /// exclusively) ever writes it.
+    ///
+    /// # Safety
+    /// The record is mapped.
+    #[inline]
+    pub unsafe fn owner(self) -> *const Inbox {
+        self.rec().owner.load(Ordering::Relaxed)
     }
 
     /// The size class the slab serves.
+    ///
+    /// # Safety
+    /// The record is mapped.
     #[inline]
-    pub fn class(&self) -> u32 {
-        self.class.load(Ordering::Relaxed)
+    pub unsafe fn class(self) -> u32 {
+        self.rec().class.load(Ordering::Relaxed)
     }
 
     /// The block size in bytes (0 if unassigned).
+    ///
+    /// # Safety
+    /// The record is mapped.
     #[inline]
-    pub fn block_size(&self) -> u32 {
-        self.block_size.load(Ordering::Relaxed)
+    pub unsafe fn block_size(self) -> u32 {
+        self.rec().block_size.load(Ordering::Relaxed)
     }
 
-    /// Gives the (empty) slab to `owner` to serve `class` in blocks of `block_size` bytes carved
-    /// from `[start, end)`. Blocks are carved lazily, so assigning touches no block memory.
+    /// Gives the (empty) slab to `owner` to serve `class` in blocks of `block_size` bytes,
+    /// carved from the slab's data range. Blocks are carved lazily, so this touches no block.
+    ///
+    /// Block sizes: at least 16 and a multiple of 16 (blocks hold a link, and the remote head
+    /// keeps flags in the low 4 bits); a block's alignment is the largest power of two
+    /// dividing its size, capped at the page size (slab data starts page-aligned).
     ///
     /// # Safety
     /// The caller holds the slab exclusively (the shared pool just handed it out), no block of
-    /// it is live, `[start, end)` is the slab's data range, `start` is aligned for the class,
-    /// `block_size >= 16` and a multiple of 16, and `owner != 0`.
-    pub unsafe fn assign(
-        &self,
-        owner: usize,
-        class: u32,
-        block_size: u32,
-        start: *mut u8,
-        end: *mut u8,
-    ) {
-        debug_assert!(block_size >= 16 && block_size.is_multiple_of(16));
-        let capacity = ((end as usize - start as usize) / block_size as usize) as u32;
+    /// it is live, `block_size` follows the rules above, and `owner` is non-null and stays
+    /// valid while it owns the slab.
+    pub unsafe fn assign(self, owner: *const Inbox, class: u32, block_size: u32) {
+        hak_sync::check!(block_size >= 16 && block_size.is_multiple_of(16));
+        hak_sync::check!(!owner.is_null());
+        let (lo, hi) = self.superslab().slab_range(self.index());
+        let capacity = ((hi.addr() - lo.addr()) / block_size as usize) as u16;
+        let r = self.rec();
         // SAFETY: exclusive access per the contract.
-        self.local.with_mut(|l| unsafe {
-            *l = Local { free: ptr::null_mut(), used: 0, carved: 0, capacity, start };
+        r.local.with_mut(|l| unsafe {
+            *l = Local {
+                free: ptr::null_mut(),
+                next: ptr::null_mut(),
+                prev: ptr::null_mut(),
+                used: 0,
+                carved: 0,
+                capacity,
+                tag: 0,
+                flags: 0,
+            };
         });
-        self.class.store(class, Ordering::Relaxed);
-        self.block_size.store(block_size, Ordering::Relaxed);
-        self.remote.store(0, Ordering::Relaxed);
-        self.owner.store(owner, Ordering::Release);
+        r.class.store(class, Ordering::Relaxed);
+        r.block_size.store(block_size, Ordering::Relaxed);
+        r.remote.store(ptr::null_mut(), Ordering::Relaxed);
+        r.owner.store(owner.cast_mut(), Ordering::Release);
     }
 
     /// One block: the local free list first, then a freshly carved one. `None` when the slab
-    /// has nothing locally (remote frees are not looked at: see [`Slab::collect_remote`]).
+    /// has nothing locally (remote frees are not looked at: see [`SlabRef::collect_remote`]).
     ///
     /// # Safety
     /// The caller owns the slab.
     #[inline]
-    pub unsafe fn alloc(&self) -> Option<NonNull<u8>> {
+    pub unsafe fn alloc(self) -> Option<NonNull<u8>> {
         let mut out = [ptr::null_mut(); 1];
         // SAFETY: forwarded.
         (unsafe { self.alloc_batch(&mut out) } == 1).then(|| {
@@ -157,9 +313,11 @@ impl Slab {
     ///
     /// # Safety
     /// The caller owns the slab.
-    pub unsafe fn alloc_batch(&self, out: &mut [*mut u8]) -> usize {
-        // SAFETY: owner-only state, caller owns the slab.
-        self.local.with_mut(|l| unsafe {
+    pub unsafe fn alloc_batch(self, out: &mut [*mut u8]) -> usize {
+        let bs = self.rec().block_size.load(Ordering::Relaxed) as usize;
+        let start = self.data_start();
+        // SAFETY: owner-only state, caller owns the slab; list nodes are free blocks.
+        self.rec().local.with_mut(|l| unsafe {
             let l = &mut *l;
             let mut n = 0;
             while n < out.len() && !l.free.is_null() {
@@ -168,16 +326,15 @@ impl Slab {
                 out[n] = b;
                 n += 1;
             }
-            let bs = self.block_size.load(Ordering::Relaxed) as usize;
             let carve = ((l.capacity - l.carved) as usize).min(out.len() - n);
-            let mut p = l.start.add(l.carved as usize * bs);
+            let mut p = start.add(l.carved as usize * bs);
             for slot in &mut out[n..n + carve] {
                 *slot = p;
                 p = p.add(bs);
             }
-            l.carved += carve as u32;
+            l.carved += carve as u16;
             n += carve;
-            l.used += n as u32;
+            l.used += n as u16;
             n
         })
     }
@@ -187,14 +344,26 @@ impl Slab {
     /// # Safety
     /// The caller owns the slab and `block` is a live block of it.
     #[inline]
-    pub unsafe fn free_local(&self, block: NonNull<u8>) -> u32 {
-        // SAFETY: owner-only state; `block` is ours to overwrite.
-        self.local.with_mut(|l| unsafe {
+    pub unsafe fn free_local(self, block: NonNull<u8>) -> u32 {
+        // SAFETY: forwarded (a chain of one).
+        unsafe { self.free_local_chain(block, block, 1) }
+    }
+
+    /// Returns `n` live blocks, already linked `head -> ... -> tail` through their first words,
+    /// to the local free list with one splice; gives the new `used`.
+    ///
+    /// # Safety
+    /// The caller owns the slab; the chain holds exactly `n` distinct live blocks of it.
+    #[inline]
+    pub unsafe fn free_local_chain(self, head: NonNull<u8>, tail: NonNull<u8>, n: u32) -> u32 {
+        // SAFETY: owner-only state; the blocks are ours to overwrite.
+        self.rec().local.with_mut(|l| unsafe {
             let l = &mut *l;
-            block.as_ptr().cast::<*mut u8>().write(l.free);
-            l.free = block.as_ptr();
-            l.used -= 1;
-            l.used
+            hak_sync::check!(l.used as u32 >= n, "slab used count underflow (double free?)");
+            tail.as_ptr().cast::<*mut u8>().write(l.free);
+            l.free = head.as_ptr();
+            l.used -= n as u16;
+            l.used as u32
         })
     }
 
@@ -203,62 +372,134 @@ impl Slab {
     /// # Safety
     /// `block` is a live block of this slab that the caller gives up.
     #[inline]
-    pub unsafe fn free_remote(&self, block: NonNull<u8>) -> RemoteFree {
-        let b = block.as_ptr();
-        debug_assert_eq!(b as usize & !PTR_MASK, 0, "block address outside 48 bits or unaligned");
-        let mut head = self.remote.load(Ordering::Relaxed);
+    pub unsafe fn free_remote(self, block: NonNull<u8>) -> RemoteFree {
+        // SAFETY: forwarded (a chain of one).
+        unsafe { self.free_remote_chain(block, block, 1) }
+    }
+
+    /// Pushes `n` blocks, linked `head -> ... -> tail` through their first words (as
+    /// pointers), onto the remote stack with one compare-exchange. Any thread may call it.
+    /// If the slab was marked full, delivers it (see the module docs).
+    ///
+    /// # Safety
+    /// The chain holds exactly `n` (>= 1) distinct live blocks of this slab, which the caller
+    /// gives up; the owner's inbox, if any, stays valid (hakmem never unmaps thread states).
+    pub unsafe fn free_remote_chain(
+        self,
+        head: NonNull<u8>,
+        tail: NonNull<u8>,
+        n: u32,
+    ) -> RemoteFree {
+        hak_sync::check!(head.as_ptr().addr() & !PTR_MASK == 0, "block address outside 48 bits");
+        let r = self.rec();
+        let mut h = r.remote.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { b.cast::<usize>().write(head & PTR_MASK) };
-            let new = ((head & !(COUNT_ONE - 1)) + COUNT_ONE) | b as usize;
-            match self.remote.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) if head & NOTIFY != 0 => {
-                    // Pair with the owner's release in `try_detach` so the publisher (and the
-                    // adopter after it) sees the detached slab's state.
+            // SAFETY: the chain is ours until the compare-exchange publishes it.
+            unsafe { tail.as_ptr().cast::<*mut u8>().write(head_ptr(h)) };
+            let f = head_flags(h);
+            let nf = if f & FULL != 0 { (f & !FULL) | DELIVERING } else { f };
+            let count = head_count(h) + n as usize;
+            let new = head.as_ptr().map_addr(|a| a | (count << COUNT_SHIFT) | nf);
+            match r.remote.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) if f & FULL != 0 => {
+                    // Pair with the owner's release in `mark_full`/`try_detach`, so the owner
+                    // word and the slab's state are seen as they were when it was marked.
                     hak_sync::atomic::fence(Ordering::Acquire);
-                    return RemoteFree::Publish;
+                    // SAFETY: we consumed FULL, so the delivery is ours.
+                    return unsafe { self.deliver() };
                 }
                 Ok(_) => return RemoteFree::Pushed,
-                Err(now) => head = now,
+                Err(now) => h = now,
             }
         }
+    }
+
+    /// Delivers a slab whose `FULL` flag this thread consumed: into the owner's inbox, or, if
+    /// detached, back to the caller for publication. Clears `DELIVERING` when done.
+    ///
+    /// # Safety
+    /// The caller consumed `FULL` (so `DELIVERING` is set by it).
+    unsafe fn deliver(self) -> RemoteFree {
+        let r = self.rec();
+        let owner = r.owner.load(Ordering::Acquire);
+        let out = if owner.is_null() {
+            RemoteFree::Publish
+        } else {
+            // SAFETY: the owner cannot change while DELIVERING is set (it waits in
+            // `retract_full`), and owners' inboxes outlive their slabs; the link is ours to
+            // write: the slab is in no inbox (it was armed, see the module docs).
+            unsafe { (*owner).push(self) };
+            RemoteFree::Pushed
+        };
+        let mut h = r.remote.load(Ordering::Relaxed);
+        loop {
+            let new = h.map_addr(|a| a & !DELIVERING);
+            match r.remote.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return out,
+                Err(now) => h = now,
+            }
+        }
+    }
+
+    /// Writes the inbox link (for [`Inbox`]); the writer holds the delivery.
+    pub(crate) fn set_inbox_next(self, next: *mut Slab) {
+        // SAFETY: only the deliverer writes it, before its publishing compare-exchange.
+        self.rec().inbox_next.with_mut(|p| unsafe { *p = next });
+    }
+
+    /// Reads the inbox link (for [`Inbox`]); the reader took the inbox.
+    pub(crate) fn inbox_next(self) -> *mut Slab {
+        // SAFETY: read by the owner after the acquire that took the list.
+        self.rec().inbox_next.with(|p| unsafe { *p })
     }
 
     /// Whether remote frees are waiting (a hint: one may arrive right after).
+    ///
+    /// # Safety
+    /// The record is mapped.
     #[inline]
-    pub fn has_remote(&self) -> bool {
-        self.remote.load(Ordering::Relaxed) & PTR_MASK != 0
+    pub unsafe fn has_remote(self) -> bool {
+        !head_ptr(self.rec().remote.load(Ordering::Relaxed)).is_null()
     }
 
-    /// Takes every remotely freed block onto the local free list with one swap; returns how
-    /// many came back (they leave `used`).
+    /// Takes every remotely freed block onto the local free list with one compare-exchange
+    /// (flags stay); returns how many came back (they leave `used`). Walks the taken list only
+    /// if the local list is not empty (never on the refill path, which collects when it is).
     ///
     /// # Safety
     /// The caller owns the slab.
-    pub unsafe fn collect_remote(&self) -> u32 {
-        if self.remote.load(Ordering::Relaxed) & PTR_MASK == 0 {
-            return 0;
+    pub unsafe fn collect_remote(self) -> u32 {
+        let r = self.rec();
+        let mut h = r.remote.load(Ordering::Relaxed);
+        loop {
+            if head_ptr(h).is_null() {
+                return 0;
+            }
+            let new = flags_only(head_flags(h));
+            match r.remote.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => h = now,
+            }
         }
-        let word = self.remote.swap(0, Ordering::Acquire);
-        let head = word & PTR_MASK;
-        if head == 0 {
-            return 0;
-        }
-        let n = (word >> COUNT_SHIFT) as u32;
-        // SAFETY: the swapped-out list is ours alone; owner-only state.
-        self.local.with_mut(|l| unsafe {
+        let first = head_ptr(h);
+        let n = head_count(h) as u32;
+        // SAFETY: the taken list is ours alone; owner-only state.
+        r.local.with_mut(|l| unsafe {
             let l = &mut *l;
             if !l.free.is_null() {
-                // Splice in front of the local list: only now is the tail needed.
-                let mut tail = head as *mut usize;
-                while *tail != 0 {
-                    tail = *tail as *mut usize;
+                let mut tail = first;
+                loop {
+                    let next = tail.cast::<*mut u8>().read();
+                    if next.is_null() {
+                        break;
+                    }
+                    tail = next;
                 }
-                *tail = l.free as usize;
+                tail.cast::<*mut u8>().write(l.free);
             }
-            l.free = head as *mut u8;
-            l.used -= n;
+            l.free = first;
+            hak_sync::check!(l.used as u32 >= n, "remote frees exceed blocks in use");
+            l.used -= n as u16;
             n
         })
     }
@@ -268,9 +509,11 @@ impl Slab {
     /// # Safety
     /// The caller owns the slab.
     #[inline]
-    pub unsafe fn counts(&self) -> (u32, u32, u32) {
+    pub unsafe fn counts(self) -> (u32, u32, u32) {
         // SAFETY: owner-only state.
-        self.local.with(|l| unsafe { ((*l).used, (*l).carved, (*l).capacity) })
+        self.rec()
+            .local
+            .with(|l| unsafe { ((*l).used as u32, (*l).carved as u32, (*l).capacity as u32) })
     }
 
     /// Whether the owner can get a block without collecting remote frees.
@@ -278,9 +521,9 @@ impl Slab {
     /// # Safety
     /// The caller owns the slab.
     #[inline]
-    pub unsafe fn has_local(&self) -> bool {
+    pub unsafe fn has_local(self) -> bool {
         // SAFETY: owner-only state.
-        self.local.with(|l| unsafe { !(*l).free.is_null() || (*l).carved < (*l).capacity })
+        self.rec().local.with(|l| unsafe { !(*l).free.is_null() || (*l).carved < (*l).capacity })
     }
 
     /// Whether every block is back (`used == 0`), remote frees not counted until collected.
@@ -288,45 +531,146 @@ impl Slab {
     /// # Safety
     /// The caller owns the slab.
     #[inline]
-    pub unsafe fn is_empty(&self) -> bool {
+    pub unsafe fn is_empty(self) -> bool {
         // SAFETY: owner-only state.
-        self.local.with(|l| unsafe { (*l).used == 0 })
+        self.rec().local.with(|l| unsafe { (*l).used == 0 })
     }
 
-    /// Gives up ownership of a slab that has no free block anywhere, so that the first block
-    /// freed back to it makes its freer publish it ([`RemoteFree::Publish`]).
+    /// The owner's list links and tag.
     ///
-    /// Returns `false` (and keeps ownership) if remote frees are waiting: collect them instead.
+    /// # Safety
+    /// The caller owns the slab (or holds it exclusively).
+    #[inline]
+    pub unsafe fn links(self) -> OwnerLinks {
+        // SAFETY: owner-only state.
+        self.rec().local.with(|l| unsafe {
+            OwnerLinks {
+                next: NonNull::new((*l).next).map(SlabRef),
+                prev: NonNull::new((*l).prev).map(SlabRef),
+                tag: (*l).tag,
+            }
+        })
+    }
+
+    /// Sets the owner's list links and tag.
+    ///
+    /// # Safety
+    /// As for [`SlabRef::links`].
+    #[inline]
+    pub unsafe fn set_links(self, links: OwnerLinks) {
+        // SAFETY: owner-only state.
+        self.rec().local.with_mut(|l| unsafe {
+            (*l).next = links.next.map_or(ptr::null_mut(), SlabRef::as_ptr);
+            (*l).prev = links.prev.map_or(ptr::null_mut(), SlabRef::as_ptr);
+            (*l).tag = links.tag;
+        })
+    }
+
+    /// Arms the full-slab notification on a slab with no free block anywhere: the next
+    /// remote free delivers it to the owner's inbox. Returns `false` (nothing armed) if remote
+    /// frees are waiting: collect them instead.
+    ///
+    /// # Safety
+    /// The caller owns the slab, it has no local block, and it is not in the owner's inbox.
+    pub unsafe fn mark_full(self) -> bool {
+        let r = self.rec();
+        if r.remote
+            .compare_exchange(
+                ptr::null_mut(),
+                flags_only(FULL),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: owner-only state.
+        r.local.with_mut(|l| unsafe { (*l).flags |= ARMED });
+        true
+    }
+
+    /// Disarms the full-slab notification (the owner got blocks back by itself, or is about to
+    /// give the slab up). Waits while a remote freer is delivering the slab, so afterwards no
+    /// delivery is in flight. [`Retract::Delivered`]: the slab is in the owner's inbox.
     ///
     /// # Safety
     /// The caller owns the slab.
-    pub unsafe fn try_detach(&self) -> bool {
-        let me = self.owner.load(Ordering::Relaxed);
-        self.owner.store(0, Ordering::Relaxed);
-        if self.remote.compare_exchange(0, NOTIFY, Ordering::Release, Ordering::Relaxed).is_ok() {
+    pub unsafe fn retract_full(self) -> Retract {
+        let r = self.rec();
+        // SAFETY: owner-only state.
+        let armed = r.local.with(|l| unsafe { (*l).flags & ARMED != 0 });
+        if !armed {
+            return Retract::Retracted;
+        }
+        // SAFETY: owner-only state.
+        r.local.with_mut(|l| unsafe { (*l).flags &= !ARMED });
+        let mut h = r.remote.load(Ordering::Acquire);
+        loop {
+            let f = head_flags(h);
+            if f & DELIVERING != 0 {
+                hak_sync::thread::yield_now();
+                h = r.remote.load(Ordering::Acquire);
+                continue;
+            }
+            if f & FULL == 0 {
+                return Retract::Delivered;
+            }
+            let new = h.map_addr(|a| a & !FULL);
+            match r.remote.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => return Retract::Retracted,
+                Err(now) => h = now,
+            }
+        }
+    }
+
+    /// Gives up ownership of a slab that has no free block anywhere, so that the first block
+    /// freed back to it makes its freer publish it ([`RemoteFree::Publish`]). Returns `false`
+    /// (and keeps ownership) if remote frees are waiting: collect them instead.
+    ///
+    /// # Safety
+    /// The caller owns the slab and has disarmed it ([`SlabRef::retract_full`]).
+    pub unsafe fn try_detach(self) -> bool {
+        let r = self.rec();
+        let me = r.owner.load(Ordering::Relaxed);
+        r.owner.store(ptr::null_mut(), Ordering::Relaxed);
+        if r.remote
+            .compare_exchange(
+                ptr::null_mut(),
+                flags_only(FULL),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
             return true;
         }
-        self.owner.store(me, Ordering::Relaxed);
+        r.owner.store(me, Ordering::Relaxed);
         false
     }
 
     /// Gives up ownership without asking for a notification: for a slab the caller is about to
-    /// list itself (one with free blocks, at thread exit).
+    /// list itself (one with free blocks, at thread exit), or to release.
     ///
     /// # Safety
-    /// The caller owns the slab and will hand it to the adopters' list.
-    pub unsafe fn disown(&self) {
-        self.owner.store(0, Ordering::Release);
+    /// The caller owns the slab, has disarmed it, and will hand it to the adopters' list or
+    /// the pool.
+    pub unsafe fn disown(self) {
+        self.rec().owner.store(ptr::null_mut(), Ordering::Release);
     }
 
     /// Takes ownership of a detached slab handed over by the adopters' list, and collects its
     /// remote frees. Returns the number collected.
     ///
     /// # Safety
-    /// The caller took the slab from that list (so it has exclusive access), and `owner != 0`.
-    pub unsafe fn adopt(&self, owner: usize) -> u32 {
+    /// The caller took the slab from that list (so it has exclusive access), and `owner` is
+    /// non-null and stays valid while it owns the slab.
+    pub unsafe fn adopt(self, owner: *const Inbox) -> u32 {
+        let r = self.rec();
         hak_sync::atomic::fence(Ordering::Acquire);
-        self.owner.store(owner, Ordering::Release);
+        // SAFETY: exclusive; a detached slab carries no armed flag of a former owner.
+        r.local.with_mut(|l| unsafe { (*l).flags = 0 });
+        r.owner.store(owner.cast_mut(), Ordering::Release);
         // SAFETY: we own it now.
         unsafe { self.collect_remote() }
     }
@@ -337,10 +681,12 @@ impl Slab {
     ///
     /// # Safety
     /// The caller owns the slab and no remote frees race with the call.
-    pub unsafe fn check_invariants(&self) -> Result<(), &'static str> {
-        let bs = self.block_size() as usize;
+    pub unsafe fn check_invariants(self) -> Result<(), &'static str> {
+        // SAFETY: forwarded.
+        let bs = unsafe { self.block_size() } as usize;
+        let start = self.data_start();
         // SAFETY: owner-only state; list nodes are free blocks of this slab.
-        self.local.with(|l| unsafe {
+        self.rec().local.with(|l| unsafe {
             let l = &*l;
             if l.carved > l.capacity {
                 return Err("carved > capacity");
@@ -348,20 +694,28 @@ impl Slab {
             let mut n = 0u32;
             let mut p = l.free;
             while !p.is_null() {
-                let off = p as usize - l.start as usize;
-                if p < l.start || !off.is_multiple_of(bs) || off / bs >= l.carved as usize {
+                let off = p.addr().wrapping_sub(start.addr());
+                if p.addr() < start.addr()
+                    || !off.is_multiple_of(bs)
+                    || off / bs >= l.carved as usize
+                {
                     return Err("free block outside the carved range or misaligned");
                 }
                 n += 1;
-                if n > l.capacity {
+                if n > l.capacity as u32 {
                     return Err("free list has a cycle");
                 }
                 p = p.cast::<*mut u8>().read();
             }
-            if l.used + n != l.carved {
+            if l.used as u32 + n != l.carved as u32 {
                 return Err("used + |free| != carved");
             }
             Ok(())
         })
     }
 }
+
+// SAFETY: shared fields are atomics; owner-only fields are guarded by the ownership protocol.
+unsafe impl Sync for Slab {}
+// SAFETY: as above.
+unsafe impl Send for Slab {}

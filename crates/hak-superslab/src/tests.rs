@@ -11,78 +11,98 @@ use crate::*;
 
 struct Region<'a> {
     os: &'a Os,
-    base: NonNull<u8>,
+    ss: SsRef,
     len: usize,
 }
 
 impl Drop for Region<'_> {
     fn drop(&mut self) {
         // SAFETY: the test owns the mapping and nothing uses it any more.
-        unsafe { self.os.unmap(self.base, self.len) }.unwrap();
+        unsafe { self.os.unmap(self.ss.base(), self.len) }.unwrap();
     }
 }
 
-fn superslab(os: &Os, lg: u32) -> (Region<'_>, &'static SuperSlab) {
+fn superslab(os: &Os, lg: u32) -> Region<'_> {
     let len = 1usize << lg;
     let base = os.map(len, len).unwrap();
-    // SAFETY: a fresh aligned mapping of the right size; the region outlives the uses in each
-    // test because `Region` is dropped last.
-    let ss = unsafe { SuperSlab::init(base, lg) };
-    (Region { os, base, len }, ss)
+    // SAFETY: a fresh aligned mapping of the right size, not shared.
+    let ss = unsafe { SsRef::init(base, lg) };
+    Region { os, ss, len }
 }
 
-fn assign(ss: &SuperSlab, i: usize, bs: u32) -> &Slab {
-    let (lo, hi) = ss.slab_range(i);
-    // SAFETY: fresh slab, exclusive in the test.
-    unsafe { ss.slab(i).assign(1, 3, bs, lo, hi) };
-    ss.slab(i)
+/// An owner identity for tests that play the owner.
+fn owner() -> &'static Inbox {
+    std::boxed::Box::leak(std::boxed::Box::new(Inbox::new()))
+}
+
+fn assign(ss: SsRef, i: usize, bs: u32, me: &Inbox) -> SlabRef {
+    // SAFETY: fresh slab of a live SuperSlab, exclusive in the test.
+    unsafe {
+        let s = ss.slab(i);
+        s.assign(me, 3, bs);
+        s
+    }
+}
+
+fn nn(p: *mut u8) -> NonNull<u8> {
+    NonNull::new(p).unwrap()
 }
 
 #[test]
 fn init_formats_a_valid_header_for_2_and_1_mib() {
     let os = Os::new();
     for lg in [LG_SUPERSLAB_DEFAULT, LG_SUPERSLAB_MIN] {
-        let (_r, ss) = superslab(&os, lg);
-        assert!(ss.is_valid());
-        assert_eq!(ss.nslabs(), 1 << (lg - SLAB_SHIFT));
-        assert_eq!(ss.size(), 1 << lg);
-        for i in 0..ss.nslabs() {
-            assert_eq!(ss.slab(i).owner(), 0, "slabs start detached");
+        let r = superslab(&os, lg);
+        // SAFETY: the region is mapped until `r` drops.
+        unsafe {
+            assert!(r.ss.is_valid());
+            assert_eq!(r.ss.nslabs(), 1 << (lg - SLAB_SHIFT));
+            assert_eq!(r.ss.size(), 1 << lg);
+            for i in 0..r.ss.nslabs() {
+                let s = r.ss.slab(i);
+                assert!(s.owner().is_null(), "slabs start detached");
+                assert_eq!((s.index(), s.superslab()), (i, r.ss), "a record knows its place");
+            }
+            r.ss.invalidate();
+            assert!(!r.ss.is_valid());
         }
-        ss.invalidate();
-        assert!(!ss.is_valid());
     }
 }
 
 #[test]
 fn header_bytes_are_never_handed_out() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(ss, 0, 16);
-    let header_end = ss.base().as_ptr() as usize + core::mem::size_of::<SuperSlab>();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
+    let slab = assign(r.ss, 0, 16, me);
+    let header_end = r.ss.base().as_ptr() as usize + core::mem::size_of::<SuperSlab>();
     // SAFETY: we own the slab.
     while let Some(b) = unsafe { slab.alloc() } {
         assert!(b.as_ptr() as usize >= header_end);
-        assert!(b.as_ptr() as usize >= ss.base().as_ptr() as usize + SuperSlab::data_offset());
+        assert!(b.as_ptr() as usize >= r.ss.base().as_ptr() as usize + SuperSlab::data_offset());
     }
 }
 
 #[test]
 fn carving_fills_the_slab_and_never_crosses_its_end() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
     for (i, bs) in [(1usize, 16u32), (2, 48), (3, 1024), (4, 2048), (5, 1040)] {
-        let slab = assign(ss, i, bs);
-        let (lo, hi) = ss.slab_range(i);
+        let slab = assign(r.ss, i, bs, me);
+        let (lo, hi) = r.ss.slab_range(i);
         let mut got = Vec::new();
         // SAFETY: we own the slab.
         while let Some(b) = unsafe { slab.alloc() } {
             let a = b.as_ptr() as usize;
             assert!(a >= lo as usize && a + bs as usize <= hi as usize, "block inside slab {i}");
-            assert_eq!(ss.slab_index_of(b.as_ptr()), i);
-            // SAFETY: `b` is a block of the live SuperSlab `ss`.
-            let found = unsafe { SuperSlab::from_block(b.as_ptr(), LG_SUPERSLAB_DEFAULT) };
-            assert_eq!(found as *const SuperSlab, ss as *const SuperSlab);
+            assert_eq!(r.ss.slab_index_of(a), i);
+            // SAFETY: `b` is a block of the live SuperSlab.
+            let found = unsafe { SsRef::from_block(b.as_ptr(), LG_SUPERSLAB_DEFAULT) };
+            assert_eq!(found, r.ss);
+            // The block is writable through the pointer handed out (mapping provenance).
+            // SAFETY: a live block of `bs` bytes.
+            unsafe { b.as_ptr().add(bs as usize - 1).write(0xA5) };
             got.push(a);
         }
         assert_eq!(got.len(), (hi as usize - lo as usize) / bs as usize, "capacity of bs {bs}");
@@ -95,9 +115,10 @@ fn carving_fills_the_slab_and_never_crosses_its_end() {
 #[test]
 fn blocks_keep_alignment_of_power_of_two_classes() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
     for (i, bs) in [(0usize, 64u32), (1, 1024), (2, 2048), (3, 192)] {
-        let slab = assign(ss, i, bs);
+        let slab = assign(r.ss, i, bs, me);
         let want = 1usize << bs.trailing_zeros();
         // SAFETY: we own the slab.
         while let Some(b) = unsafe { slab.alloc() } {
@@ -109,8 +130,8 @@ fn blocks_keep_alignment_of_power_of_two_classes() {
 #[test]
 fn local_free_is_reused_before_carving_and_counts_used() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(ss, 1, 64);
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let slab = assign(r.ss, 1, 64, owner());
     // SAFETY: we own the slab and its blocks.
     unsafe {
         let a = slab.alloc().unwrap();
@@ -126,25 +147,51 @@ fn local_free_is_reused_before_carving_and_counts_used() {
 }
 
 #[test]
-fn remote_frees_are_collected_with_one_swap() {
+fn a_linked_chain_goes_back_with_one_splice() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(ss, 2, 32);
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let slab = assign(r.ss, 2, 32, owner());
+    let mut out = [core::ptr::null_mut(); 8];
+    // SAFETY: we own the slab and its blocks; links are written as pointers.
+    unsafe {
+        assert_eq!(slab.alloc_batch(&mut out), 8);
+        for w in out[..5].windows(2) {
+            w[0].cast::<*mut u8>().write(w[1]);
+        }
+        assert_eq!(slab.free_local_chain(nn(out[0]), nn(out[4]), 5), 3);
+        slab.check_invariants().unwrap();
+        let mut again = [core::ptr::null_mut(); 5];
+        assert_eq!(slab.alloc_batch(&mut again), 5);
+        assert_eq!(again, out[..5], "the chain comes back in order");
+    }
+}
+
+#[test]
+fn remote_chains_are_collected_with_one_exchange() {
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let slab = assign(r.ss, 2, 32, owner());
     let mut out = [core::ptr::null_mut(); 10];
     // SAFETY: we own the slab; remote frees give blocks up.
     unsafe {
         assert_eq!(slab.alloc_batch(&mut out), 10);
         std::thread::scope(|s| {
-            let (l, r) = out.split_at(5);
-            for half in [l, r] {
-                let half: Vec<usize> = half.iter().map(|&p| p as usize).collect();
-                s.spawn(move || {
-                    for p in half {
-                        let r = slab.free_remote(NonNull::new(p as *mut u8).unwrap());
-                        assert_eq!(r, RemoteFree::Pushed);
-                    }
-                });
-            }
+            let (l, rest) = out.split_at(5);
+            let l: Vec<usize> = l.iter().map(|&p| p as usize).collect();
+            s.spawn(move || {
+                for p in l {
+                    assert_eq!(slab.free_remote(nn(p as *mut u8)), RemoteFree::Pushed);
+                }
+            });
+            // The other five as one chain: one compare-exchange.
+            let rest: Vec<usize> = rest.iter().map(|&p| p as usize).collect();
+            s.spawn(move || {
+                for w in rest.windows(2) {
+                    (w[0] as *mut *mut u8).write(w[1] as *mut u8);
+                }
+                let r = slab.free_remote_chain(nn(rest[0] as *mut u8), nn(rest[4] as *mut u8), 5);
+                assert_eq!(r, RemoteFree::Pushed);
+            });
         });
         assert!(slab.has_remote());
         assert_eq!(slab.collect_remote(), 10);
@@ -156,31 +203,96 @@ fn remote_frees_are_collected_with_one_swap() {
 }
 
 #[test]
-fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
+fn an_armed_full_slab_is_delivered_to_its_owner_exactly_once() {
     let os = Os::new();
-    let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(ss, 3, 2048);
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
+    let slab = assign(r.ss, 3, 2048, me);
     let mut blocks = [core::ptr::null_mut(); 64];
     // SAFETY: we own the slab; the test plays owner and remote freers.
     unsafe {
         let n = slab.alloc_batch(&mut blocks);
         assert!(!slab.has_local(), "full");
-        let nn = |p: *mut u8| NonNull::new(p).unwrap();
+        assert!(slab.mark_full());
+        assert!(me.is_empty());
+        assert_eq!(slab.free_remote(nn(blocks[0])), RemoteFree::Pushed);
+        assert_eq!(me.take().collect::<Vec<_>>(), [slab], "delivered into the owner's inbox");
+        for &b in &blocks[1..n] {
+            assert_eq!(slab.free_remote(nn(b)), RemoteFree::Pushed);
+        }
+        assert!(me.is_empty(), "delivered once, not per block");
+        assert_eq!(slab.retract_full(), Retract::Delivered);
+        assert_eq!(slab.collect_remote() as usize, n);
+        assert!(slab.is_empty());
+        slab.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn a_retracted_slab_is_not_delivered() {
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
+    let slab = assign(r.ss, 4, 4096, me);
+    let mut blocks = [core::ptr::null_mut(); 16];
+    // SAFETY: we own the slab.
+    unsafe {
+        let n = slab.alloc_batch(&mut blocks);
+        assert!(slab.mark_full());
+        assert_eq!(slab.retract_full(), Retract::Retracted);
+        assert_eq!(slab.retract_full(), Retract::Retracted, "nothing armed any more");
+        assert_eq!(slab.free_local(nn(blocks[0])) as usize, n - 1);
+        assert_eq!(slab.free_remote(nn(blocks[1])), RemoteFree::Pushed);
+        assert!(me.is_empty());
+        assert!(!slab.mark_full(), "remote frees are waiting: collect them instead");
+    }
+}
+
+#[test]
+fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
+    let other = owner();
+    let slab = assign(r.ss, 3, 2048, me);
+    let mut blocks = [core::ptr::null_mut(); 64];
+    // SAFETY: we own the slab; the test plays owner and remote freers.
+    unsafe {
+        let n = slab.alloc_batch(&mut blocks);
+        assert!(!slab.has_local(), "full");
         assert_eq!(slab.free_remote(nn(blocks[0])), RemoteFree::Pushed);
         assert!(!slab.try_detach(), "pending remote free keeps it owned");
-        assert_eq!(slab.owner(), 1);
+        assert_eq!(slab.owner(), me as *const Inbox);
         assert_eq!(slab.collect_remote(), 1);
         assert_eq!(slab.alloc(), Some(nn(blocks[0])));
         assert!(slab.try_detach());
-        assert_eq!(slab.owner(), 0);
+        assert!(slab.owner().is_null());
         assert_eq!(slab.free_remote(nn(blocks[1])), RemoteFree::Publish);
         for &b in &blocks[2..n] {
             assert_eq!(slab.free_remote(nn(b)), RemoteFree::Pushed);
         }
-        assert_eq!(slab.adopt(7) as usize, n - 1);
-        assert_eq!(slab.owner(), 7);
+        assert!(me.is_empty(), "a detached slab goes to no inbox");
+        assert_eq!(slab.adopt(other) as usize, n - 1);
+        assert_eq!(slab.owner(), other as *const Inbox);
         assert_eq!(slab.counts().0, 1, "blocks[0] is still out");
         slab.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn owner_links_round_trip_and_start_clear() {
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let me = owner();
+    let a = assign(r.ss, 5, 64, me);
+    let b = assign(r.ss, 6, 64, me);
+    // SAFETY: we own both slabs.
+    unsafe {
+        assert_eq!(a.links(), OwnerLinks { next: None, prev: None, tag: 0 });
+        a.set_links(OwnerLinks { next: Some(b), prev: None, tag: 2 });
+        assert_eq!(a.links(), OwnerLinks { next: Some(b), prev: None, tag: 2 });
+        a.assign(me, 3, 64);
+        assert_eq!(a.links().tag, 0, "assign starts a slab on no list");
     }
 }
 
@@ -194,8 +306,8 @@ proptest! {
     ) {
         let bs = [16u32, 48, 64, 208, 1024, 2048][bs_idx];
         let os = Os::new();
-        let (_r, ss) = superslab(&os, LG_SUPERSLAB_DEFAULT);
-        let slab = assign(ss, 7, bs);
+        let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+        let slab = assign(r.ss, 7, bs, owner());
         let mut live: Vec<usize> = Vec::new();
         let mut set: HashSet<usize> = HashSet::new();
         for (op, x) in ops {
@@ -210,17 +322,19 @@ proptest! {
                                 prop_assert!(a + bs as usize <= o || o + bs as usize <= a);
                             }
                             live.push(a);
+                        } else if slab.collect_remote() == 0 {
+                            prop_assert_eq!(live.len(), slab.counts().2 as usize);
                         }
                     }
                     2 if !live.is_empty() => {
                         let a = live.swap_remove(x as usize % live.len());
                         set.remove(&a);
-                        slab.free_local(NonNull::new(a as *mut u8).unwrap());
+                        slab.free_local(nn(a as *mut u8));
                     }
                     3 if !live.is_empty() => {
                         let a = live.swap_remove(x as usize % live.len());
                         set.remove(&a);
-                        let _ = slab.free_remote(NonNull::new(a as *mut u8).unwrap());
+                        let _ = slab.free_remote(nn(a as *mut u8));
                         if x % 3 == 0 {
                             slab.collect_remote();
                         }

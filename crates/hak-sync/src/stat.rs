@@ -7,7 +7,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// A monotonically increasing event counter (`Counter { total }` in CONVENTIONS.md).
+/// A monotonically increasing event counter.
 #[derive(Debug, Default)]
 pub struct StatCounter(AtomicU64);
 

@@ -1,20 +1,33 @@
-//! [`ThreadCache`]: the per-thread unified cache and warm pool of the tiny tier.
+//! [`ThreadCache`]: the per-thread bins, the slabs the thread owns, its batches of remote
+//! frees, and the periodic shrinking of idle bins.
 
 use core::ptr::{self, NonNull};
 
 use hak_shared_pool::SharedPool;
-use hak_superslab::{RemoteFree, SuperSlab};
+use hak_superslab::{Inbox, RemoteFree, Retract, SlabRef, SsRef};
 use hak_sync::stat::LocalCounter;
 
 use crate::classes::{CLASS_SIZES, NUM_CLASSES};
+use crate::list::{SlabList, ON_AVAIL, ON_EMPTY, ON_FULL, ON_NONE};
 
 /// Capacity ceiling of any bin (blocks).
 pub const BIN_MAX: usize = 256;
-/// Most slabs a warm pool can hold per class.
+/// Most empty slabs a thread keeps per class for reuse (the setting's upper bound; see
+/// [`ThreadCache::activate`]).
 pub const WARM_MAX: usize = 16;
 
 /// Bytes a bin may hold at its ceiling: small classes cache more blocks than big ones.
 const BIN_BYTES: usize = 64 << 10;
+
+/// Slots of the remote-free stash (direct-mapped by slab).
+const STASH_SLOTS: usize = 16;
+/// Bytes of blocks one stash entry gathers before it is handed over.
+const STASH_BYTES: usize = 32 << 10;
+/// Most blocks of one stash entry.
+const STASH_MAX_BLOCKS: usize = 64;
+
+/// Slow-path events (refills and drains) per adaptation window.
+const GC_PERIOD: u32 = 256;
 
 /// Capacity ceiling of class `c`'s bin: `clamp(BIN_BYTES / size, 2, BIN_MAX)` (256 blocks for
 /// classes up to 256 B, 2 for 32 KiB).
@@ -24,8 +37,8 @@ const fn ceiling(c: usize) -> u32 {
     (if n > BIN_MAX { BIN_MAX } else { n }) as u32
 }
 
-/// Capacity floor of class `c`'s bin (where a new or flushed cache starts): `ceiling / 8`,
-/// at least 2.
+/// Capacity floor of class `c`'s bin (where a new, flushed or idle cache starts):
+/// `ceiling / 8`, at least 2.
 const fn floor(c: usize) -> u32 {
     let f = ceiling(c) / 8;
     if f < 2 {
@@ -35,30 +48,21 @@ const fn floor(c: usize) -> u32 {
     }
 }
 
-/// A slab this cache owns: its SuperSlab and index.
-#[derive(Clone, Copy)]
-struct WarmSlab {
-    ss: *const SuperSlab,
-    index: usize,
+/// Blocks a stash entry of class `c` gathers: `clamp(STASH_BYTES / size, 1, 64)`.
+const fn stash_max(c: usize) -> u32 {
+    let n = STASH_BYTES / CLASS_SIZES[c] as usize;
+    let n = if n < 1 { 1 } else { n };
+    (if n > STASH_MAX_BLOCKS { STASH_MAX_BLOCKS } else { n }) as u32
 }
 
-/// The owned slabs of one class.
-#[derive(Clone, Copy)]
-struct Warm {
-    len: usize,
-    slabs: [WarmSlab; WARM_MAX],
-}
-
-const NO_SLAB: WarmSlab = WarmSlab { ss: ptr::null(), index: 0 };
-
-/// Counters of one thread cache, written only by its thread (slow paths only).
+/// Counters of one thread cache, written only by its thread (slow paths only), read by any.
 #[derive(Debug, Default)]
 pub struct FrontStats {
     /// Refills of a bin (alloc misses served).
     pub refills: LocalCounter,
-    /// Refills served by a slab already in the warm pool (warm-pool hits).
+    /// Refills served by a slab the thread already owned.
     pub warm_hits: LocalCounter,
-    /// Refills that had to acquire slabs from the shared pool (warm-pool misses).
+    /// Refills that had to acquire a slab from the shared pool.
     pub warm_misses: LocalCounter,
     /// Overflow drains.
     pub drains: LocalCounter,
@@ -68,34 +72,126 @@ pub struct FrontStats {
     pub bytes_back: LocalCounter,
     /// Blocks freed onto another owner's (or a detached slab's) remote stack.
     pub remote_frees: LocalCounter,
+    /// Batches of remote frees handed over (one atomic operation each).
+    pub remote_batches: LocalCounter,
+    /// Full slabs that came back to this thread through its inbox.
+    pub inbox_slabs: LocalCounter,
     /// Slabs released to the shared pool.
     pub slabs_released: LocalCounter,
-    /// Slabs this thread published for adoption.
+    /// Slabs this thread published for adoption (at exit, or remote frees into detached ones).
     pub slabs_published: LocalCounter,
+    /// Blocks idle bins gave back to their slabs.
+    pub gc_blocks: LocalCounter,
 }
+
+impl FrontStats {
+    /// All counters at zero.
+    pub const fn new() -> FrontStats {
+        FrontStats {
+            refills: LocalCounter::new(),
+            warm_hits: LocalCounter::new(),
+            warm_misses: LocalCounter::new(),
+            drains: LocalCounter::new(),
+            bytes_out: LocalCounter::new(),
+            bytes_back: LocalCounter::new(),
+            remote_frees: LocalCounter::new(),
+            remote_batches: LocalCounter::new(),
+            inbox_slabs: LocalCounter::new(),
+            slabs_released: LocalCounter::new(),
+            slabs_published: LocalCounter::new(),
+            gc_blocks: LocalCounter::new(),
+        }
+    }
+}
+
+/// The part of a thread cache other threads touch: its inbox (the owner identity written into
+/// its slabs, where remote freers deliver full slabs that got blocks back) and its counters.
+/// It lives outside the [`ThreadCache`], so that the owner's `&mut ThreadCache` never covers
+/// memory another thread writes or reads; its address must not change while the cache owns
+/// slabs.
+#[derive(Debug)]
+pub struct CacheShared {
+    /// Where full slabs come back.
+    pub inbox: Inbox,
+    /// Counters.
+    pub stats: FrontStats,
+}
+
+impl Default for CacheShared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheShared {
+    hak_sync::maybe_const_fn! {
+        /// An empty inbox and zero counters.
+        pub fn new() -> CacheShared {
+            CacheShared { inbox: Inbox::new(), stats: FrontStats::new() }
+        }
+    }
+}
+
+/// One entry of the remote-free stash: blocks of one foreign slab, linked
+/// `head -> ... -> tail`, waiting to be handed over with one atomic operation.
+#[derive(Clone, Copy)]
+struct Stash {
+    slab: Option<SlabRef>,
+    head: *mut u8,
+    tail: *mut u8,
+    n: u32,
+    max: u32,
+}
+
+const NO_STASH: Stash =
+    Stash { slab: None, head: ptr::null_mut(), tail: ptr::null_mut(), n: 0, max: 0 };
+
+/// The slabs this cache owns for one class.
+#[derive(Clone, Copy)]
+struct ClassSlabs {
+    /// Slabs with free blocks (local, carvable or remote); refills take the front one.
+    avail: SlabList,
+    /// Slabs with no free block; armed, so a remote free brings them back via the inbox.
+    full: SlabList,
+    /// Slabs with no block in use, most recently emptied first (at most `warm_limit`).
+    empty: SlabList,
+}
+
+const CLASS_SLABS: ClassSlabs = ClassSlabs {
+    avail: SlabList::new(ON_AVAIL),
+    full: SlabList::new(ON_FULL),
+    empty: SlabList::new(ON_EMPTY),
+};
 
 /// The per-thread cache. See the crate docs for its invariants.
 ///
-/// `#[repr(C)]` with the bin tops and capacities first, so the hot path touches one or two
-/// cache lines of metadata plus the slot it pops or pushes.
+/// `#[repr(C)]` with the bin tops, capacities and the owner identity first, so the hot path
+/// touches one or two cache lines of metadata plus the slot it pops or pushes.
 #[repr(C)]
 pub struct ThreadCache<'p> {
     tops: [u32; NUM_CLASSES],
     caps: [u32; NUM_CLASSES],
-    /// Owner id written into slabs: this cache's address once activated, 0 before.
-    id: usize,
+    /// The owner identity written into slabs (the shared part's inbox); null before
+    /// activation, so a sentinel owns nothing.
+    me: *const Inbox,
+    shared: *const CacheShared,
     pool: &'p SharedPool<'p>,
-    /// Most warm slabs per class, `1..=WARM_MAX`.
-    warm_limit: usize,
+    /// Empty slabs a class keeps for reuse, `1..=WARM_MAX`.
+    warm_limit: u32,
+    /// Slow-path events in this adaptation window, and the classes that had one.
+    events: u32,
+    active_mask: u64,
+    /// Stash entries in use.
+    stashed: u32,
     slots: [[*mut u8; BIN_MAX]; NUM_CLASSES],
-    warm: [Warm; NUM_CLASSES],
-    stats: FrontStats,
+    slabs: [ClassSlabs; NUM_CLASSES],
+    stash: [Stash; STASH_SLOTS],
 }
 
 impl core::fmt::Debug for ThreadCache<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ThreadCache")
-            .field("id", &self.id)
+            .field("me", &self.me)
             .field("tops", &self.tops)
             .field("caps", &self.caps)
             .finish_non_exhaustive()
@@ -103,52 +199,54 @@ impl core::fmt::Debug for ThreadCache<'_> {
 }
 
 impl<'p> ThreadCache<'p> {
-    /// An inactive cache (every capacity 0, id 0): every operation on it misses. This is what
-    /// a sentinel is; [`ThreadCache::activate`] makes it a working cache.
+    /// An inactive cache (every capacity 0, no identity): every operation on it misses. This
+    /// is what a sentinel is; [`ThreadCache::activate`] makes it a working cache.
     pub const fn new(pool: &'p SharedPool<'p>) -> ThreadCache<'p> {
         ThreadCache {
             tops: [0; NUM_CLASSES],
             caps: [0; NUM_CLASSES],
-            id: 0,
+            me: ptr::null(),
+            shared: ptr::null(),
             pool,
             warm_limit: 1,
+            events: 0,
+            active_mask: 0,
+            stashed: 0,
             slots: [[ptr::null_mut(); BIN_MAX]; NUM_CLASSES],
-            warm: [Warm { len: 0, slabs: [NO_SLAB; WARM_MAX] }; NUM_CLASSES],
-            stats: FrontStats {
-                refills: LocalCounter::new(),
-                warm_hits: LocalCounter::new(),
-                warm_misses: LocalCounter::new(),
-                drains: LocalCounter::new(),
-                bytes_out: LocalCounter::new(),
-                bytes_back: LocalCounter::new(),
-                remote_frees: LocalCounter::new(),
-                slabs_released: LocalCounter::new(),
-                slabs_published: LocalCounter::new(),
-            },
+            slabs: [CLASS_SLABS; NUM_CLASSES],
+            stash: [NO_STASH; STASH_SLOTS],
         }
     }
 
     /// Builds an inactive cache in place, without a stack temporary (the struct is about
-    /// 56 KiB, too large for small thread stacks).
+    /// 88 KiB, too large for small thread stacks).
     ///
     /// # Safety
     /// `this` points to zeroed, writable memory of `size_of::<ThreadCache>()` bytes aligned for
     /// it (fresh pages from hak-os), which nobody else uses.
     pub unsafe fn init_in_place(this: *mut ThreadCache<'p>, pool: &'p SharedPool<'p>) {
         // SAFETY: zeroed memory is a valid inactive cache for every field but `pool` (a
-        // reference must not be null) and `warm_limit`; write those two.
+        // reference must not be null), `warm_limit` and the list tags; write those.
         unsafe {
             ptr::addr_of_mut!((*this).pool).write(pool);
             ptr::addr_of_mut!((*this).warm_limit).write(1);
+            ptr::addr_of_mut!((*this).slabs).write([CLASS_SLABS; NUM_CLASSES]);
         }
     }
 
-    /// Turns an inactive cache into a working one owned by the calling thread: the id becomes
-    /// its address, capacities start at their floors, and the warm pool keeps up to
-    /// `warm_limit` slabs per class (clamped to `1..=WARM_MAX`).
-    pub fn activate(&mut self, warm_limit: usize) {
-        self.id = self as *const Self as usize;
-        self.warm_limit = warm_limit.clamp(1, WARM_MAX);
+    /// Turns an inactive cache into a working one owned by the calling thread: its identity
+    /// becomes `shared`'s inbox, capacities start at their floors, and a class keeps up to
+    /// `warm_limit` empty slabs for reuse (clamped to `1..=WARM_MAX`); more go back to the
+    /// shared pool as they empty, and all of an idle class's go back at the next adaptation.
+    ///
+    /// # Safety
+    /// `shared` outlives every slab this cache will own and does not move (its inbox's address
+    /// is the owner identity; a flushed cache owns none), and is used by no other active cache.
+    pub unsafe fn activate(&mut self, shared: *const CacheShared, warm_limit: usize) {
+        self.shared = shared;
+        // SAFETY: forwarded: `shared` is valid.
+        self.me = unsafe { ptr::addr_of!((*shared).inbox) };
+        self.warm_limit = warm_limit.clamp(1, WARM_MAX) as u32;
         for c in 0..NUM_CLASSES {
             self.caps[c] = floor(c);
         }
@@ -157,22 +255,18 @@ impl<'p> ThreadCache<'p> {
     /// Whether [`ThreadCache::activate`] has run (a sentinel has not).
     #[inline]
     pub fn is_active(&self) -> bool {
-        self.id != 0
+        !self.me.is_null()
     }
 
-    /// This cache's counters.
-    pub fn stats(&self) -> &FrontStats {
-        &self.stats
+    /// The shared part (inbox and counters) of an active cache.
+    fn shared(&self) -> &CacheShared {
+        hak_sync::check!(self.is_active());
+        // SAFETY: set by `activate`, outlives the cache's use (contract there).
+        unsafe { &*self.shared }
     }
 
-    /// The counters of a cache another thread may be using: they are single-writer atomics,
-    /// read here without touching the rest of the cache.
-    ///
-    /// # Safety
-    /// `this` points to a live cache that stays mapped for `'a`.
-    pub unsafe fn stats_of<'a>(this: *const Self) -> &'a FrontStats {
-        // SAFETY: forwarded; only the atomic counters are borrowed.
-        unsafe { &*ptr::addr_of!((*this).stats) }
+    fn stats(&self) -> &FrontStats {
+        &self.shared().stats
     }
 
     /// The shared pool behind this cache.
@@ -187,7 +281,7 @@ impl<'p> ThreadCache<'p> {
     /// with capacity 0 it is never written), and `class < NUM_CLASSES`.
     #[inline(always)]
     pub unsafe fn pop(this: *mut Self, class: usize) -> *mut u8 {
-        debug_assert!(class < NUM_CLASSES);
+        hak_sync::check!(class < NUM_CLASSES);
         // SAFETY: forwarded; indices are in bounds (class < NUM_CLASSES, top <= BIN_MAX).
         unsafe {
             let top = ptr::addr_of_mut!((*this).tops).cast::<u32>().add(class);
@@ -205,24 +299,21 @@ impl<'p> ThreadCache<'p> {
         }
     }
 
-    /// Frees `block` of `class` into the cache if its slab belongs to this cache (or to no
-    /// cache: a detached full slab) and the bin has room; returns `false` otherwise (the caller
-    /// takes a slow path).
+    /// Frees `block` of `class` into the cache if its slab belongs to this cache and the bin
+    /// has room; returns `false` otherwise (the caller takes a slow path).
     ///
     /// # Safety
     /// As for [`ThreadCache::pop`]; `block` is a live tiny block of `class` in a SuperSlab of
     /// `2^lg_size` bytes, which the caller gives up.
     #[inline(always)]
     pub unsafe fn free_fast(this: *mut Self, class: usize, block: *mut u8, lg_size: u32) -> bool {
-        debug_assert!(class < NUM_CLASSES);
+        hak_sync::check!(class < NUM_CLASSES);
         // SAFETY: forwarded; the SuperSlab of a live block is mapped and formatted.
         unsafe {
-            let ss = SuperSlab::from_block(block, lg_size);
-            // Our own slab, or a detached one (full slabs are detached; their blocks are
-            // usually ours coming back): keep it in the bin. Another thread's block goes to
-            // its owner's remote stack on the slow path.
-            let owner = ss.slab_of(block).owner();
-            if owner != (*this).id && owner != 0 {
+            let slab = SsRef::from_block(block, lg_size).slab_of(block.addr());
+            // Only our own slabs' blocks enter the bin (a sentinel owns nothing: its identity
+            // is null, like a detached slab's owner, but its capacities are 0).
+            if slab.owner() != *ptr::addr_of!((*this).me) {
                 return false;
             }
             let top = ptr::addr_of_mut!((*this).tops).cast::<u32>().add(class);
@@ -243,7 +334,7 @@ impl<'p> ThreadCache<'p> {
     /// Refills the bin of `class` and pops a block; `None` if the OS refuses memory.
     #[cold]
     pub fn alloc_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
-        debug_assert!(self.is_active());
+        hak_sync::check!(self.is_active() && class < NUM_CLASSES);
         if !self.refill(class) {
             return None;
         }
@@ -253,64 +344,178 @@ impl<'p> ThreadCache<'p> {
     }
 
     /// Frees `block` of `class` when [`ThreadCache::free_fast`] declined: drains the full bin
-    /// and keeps the block if it is ours (or its slab is detached), or pushes a block of
-    /// another thread's slab onto that slab's remote stack.
+    /// and keeps the block if its slab is ours, or stashes a block of another owner's (or a
+    /// detached) slab for a batched remote free.
     ///
     /// # Safety
     /// `block` is a live tiny block of `class` in a SuperSlab of this cache's pool.
     #[cold]
     pub unsafe fn free_slow(&mut self, class: usize, block: NonNull<u8>) {
-        let lg = self.pool.lg_size();
+        hak_sync::check!(self.is_active() && class < NUM_CLASSES);
         // SAFETY: a live block's SuperSlab is mapped.
-        let ss = unsafe { SuperSlab::from_block(block.as_ptr(), lg) };
-        let index = ss.slab_index_of(block.as_ptr());
-        let owner = ss.slab(index).owner();
-        if self.id != 0 && (owner == self.id || owner == 0) {
+        let slab = unsafe { self.slab_of(block.as_ptr()) };
+        // SAFETY: as above.
+        if unsafe { slab.owner() } == self.me {
             self.drain(class);
             let t = self.tops[class] as usize;
             self.slots[class][t] = block.as_ptr();
             self.tops[class] += 1;
         } else {
             // SAFETY: forwarded.
-            unsafe { self.free_remote(ss, index, block) };
+            unsafe { self.stash_remote(class, slab, block) };
         }
     }
 
-    /// Pushes a block onto a foreign slab's remote stack, publishing the slab if asked.
+    /// # Safety
+    /// `block` lies in a mapped SuperSlab of this cache's pool.
+    #[inline]
+    unsafe fn slab_of(&self, block: *mut u8) -> SlabRef {
+        // SAFETY: forwarded.
+        unsafe { SsRef::from_block(block, self.pool.lg_size()).slab_of(block.addr()) }
+    }
+
+    /// Adds a block of a foreign slab to the stash, handing the slab's entry over when it is
+    /// full or when another slab needs its place.
     ///
     /// # Safety
-    /// `block` is a live block of slab `index` of `ss`, a SuperSlab of this cache's pool.
-    unsafe fn free_remote(&self, ss: &SuperSlab, index: usize, block: NonNull<u8>) {
-        self.stats.remote_frees.add(1);
-        self.stats.bytes_back.add(ss.slab(index).block_size() as u64);
-        // SAFETY: forwarded.
-        if unsafe { remote_push(self.pool, ss, index, block) } {
-            self.stats.slabs_published.add(1);
+    /// `block` is a live block of `class` in `slab`, which this cache does not own.
+    unsafe fn stash_remote(&mut self, class: usize, slab: SlabRef, block: NonNull<u8>) {
+        {
+            let st = self.stats();
+            st.remote_frees.add(1);
+            st.bytes_back.add(CLASS_SIZES[class] as u64);
+        }
+        let i = (slab.as_ptr().addr() >> 6) % STASH_SLOTS;
+        let b = block.as_ptr();
+        if self.stash[i].slab == Some(slab) {
+            let e = &mut self.stash[i];
+            // SAFETY: the block is ours to overwrite: link it in front (as a pointer).
+            unsafe { b.cast::<*mut u8>().write(e.head) };
+            e.head = b;
+            e.n += 1;
+            if e.n >= e.max {
+                self.flush_stash_entry(i);
+            }
+            return;
+        }
+        if self.stash[i].slab.is_some() {
+            self.flush_stash_entry(i);
+        }
+        self.stash[i] = Stash { slab: Some(slab), head: b, tail: b, n: 1, max: stash_max(class) };
+        self.stashed += 1;
+        if stash_max(class) == 1 {
+            self.flush_stash_entry(i);
         }
     }
 
-    /// Moves up to half a bin of blocks from the warm pool (acquiring slabs when it is empty)
-    /// into the bin of `class`, growing its capacity towards the ceiling. `false` if no block
-    /// could be had.
+    /// Hands stash entry `i` over to its slab with one atomic operation.
+    fn flush_stash_entry(&mut self, i: usize) {
+        let e = self.stash[i];
+        self.stash[i] = NO_STASH;
+        let Some(slab) = e.slab else { return };
+        self.stashed -= 1;
+        self.stats().remote_batches.add(1);
+        // SAFETY: the entry holds `n` live blocks of `slab` that this thread gave up, linked
+        // head -> tail; their SuperSlab stays mapped while they are out (they count as used).
+        unsafe {
+            let (h, t) = (NonNull::new_unchecked(e.head), NonNull::new_unchecked(e.tail));
+            if slab.free_remote_chain(h, t, e.n) == RemoteFree::Publish {
+                self.stats().slabs_published.add(1);
+                self.pool.publish(slab);
+            }
+        }
+    }
+
+    /// Hands every stash entry over. Runs on every slow path, so a batch waits at most until
+    /// the thread next refills, drains or exits.
+    pub fn flush_stash(&mut self) {
+        if self.stashed == 0 {
+            return;
+        }
+        for i in 0..STASH_SLOTS {
+            if self.stash[i].slab.is_some() {
+                self.flush_stash_entry(i);
+            }
+        }
+    }
+
+    /// Counts a slow-path event of `class`; every `GC_PERIOD` events, bins of classes that had
+    /// none in the window give half their blocks back and halve their capacity.
+    fn note_event(&mut self, class: usize) {
+        self.active_mask |= 1u64 << class;
+        self.events += 1;
+        // A due purge runs from here too, so a thread that keeps allocating a little keeps
+        // giving back memory that stays unused (a relaxed load, or a clock read while slabs
+        // wait for their purge: every 32 events, so churn does not pay it each time).
+        if self.events.is_multiple_of(32) {
+            self.pool.maybe_purge();
+        }
+        if self.events >= GC_PERIOD {
+            self.gc();
+        }
+    }
+
+    fn gc(&mut self) {
+        let idle = !self.active_mask;
+        self.events = 0;
+        self.active_mask = 0;
+        for c in 0..NUM_CLASSES {
+            if idle & (1u64 << c) == 0 {
+                continue;
+            }
+            self.caps[c] = (self.caps[c] / 2).max(floor(c));
+            let top = self.tops[c] as usize;
+            if top == 0 {
+                continue;
+            }
+            let k = top.div_ceil(2);
+            self.stats().gc_blocks.add(k as u64);
+            self.return_oldest(c, k, true);
+        }
+        for c in 0..NUM_CLASSES {
+            if idle & (1u64 << c) == 0 {
+                continue;
+            }
+            // SAFETY: listed slabs are ours, empty and disarmed.
+            while let Some(s) = unsafe { self.slabs[c].empty.pop_back() } {
+                self.stats().slabs_released.add(1);
+                // SAFETY: as above; off every list.
+                unsafe { self.pool.release(s) };
+            }
+        }
+    }
+
+    /// Moves up to half a bin of blocks from the class's slabs (acquiring one when it has
+    /// none with free blocks) into the bin of `class`, growing its capacity towards the
+    /// ceiling. `false` if no block could be had.
     fn refill(&mut self, class: usize) -> bool {
-        self.stats.refills.add(1);
+        self.stats().refills.add(1);
+        self.flush_stash();
+        self.note_event(class);
         self.caps[class] = (self.caps[class] * 2).min(ceiling(class));
         let top = self.tops[class] as usize;
         let want = (self.caps[class] as usize / 2).max(1).min(BIN_MAX - top);
         let mut acquired = false;
         loop {
-            if self.warm[class].len == 0 {
-                if acquired || !self.prefill(class) {
+            let Some(slab) = self.slabs[class].avail.head else {
+                // SAFETY: the shared part is ours.
+                if !self.shared().inbox.is_empty() {
+                    self.drain_inbox();
+                    continue;
+                }
+                // SAFETY: listed slabs are ours.
+                if let Some(e) = unsafe { self.slabs[class].empty.pop_front() } {
+                    // SAFETY: as above; off every list now.
+                    unsafe { self.slabs[class].avail.push_front(e) };
+                    continue;
+                }
+                if acquired || !self.acquire(class) {
                     return false;
                 }
                 acquired = true;
                 continue;
-            }
-            let w = self.warm[class].slabs[0];
-            // SAFETY: warm slabs are owned by this cache and their SuperSlabs stay mapped while
-            // they have an ACTIVE slot.
-            let slab = unsafe { (*w.ss).slab(w.index) };
-            // SAFETY: we own the slab.
+            };
+            // SAFETY: we own the slab (it is on our list) and its SuperSlab is mapped.
             unsafe {
                 if !slab.has_local() {
                     slab.collect_remote();
@@ -318,136 +523,227 @@ impl<'p> ThreadCache<'p> {
                 let n = slab.alloc_batch(&mut self.slots[class][top..top + want]);
                 if n > 0 {
                     self.tops[class] = (top + n) as u32;
-                    self.stats.bytes_out.add((n * CLASS_SIZES[class] as usize) as u64);
+                    self.stats().bytes_out.add((n * CLASS_SIZES[class] as usize) as u64);
                     if !acquired {
-                        self.stats.warm_hits.add(1);
+                        self.stats().warm_hits.add(1);
                     }
                     return true;
                 }
-                // Nothing local and nothing remote: the slab is full. Detach it; the first
-                // block to come back publishes it. A free that raced in keeps it here.
-                if slab.try_detach() {
-                    self.remove_warm(class, 0);
+                // Nothing local, nothing remote: the slab is full. Keep it, armed, on the full
+                // list: the first block freed into it by another thread brings it back through
+                // the inbox; our own frees bring it back in `drain`.
+                self.slabs[class].avail.remove(slab);
+                if slab.mark_full() {
+                    self.slabs[class].full.push_front(slab);
+                } else {
+                    // A remote free raced in (collect it next round), or the delivery of the
+                    // slab's previous life is finishing (wait for it).
+                    if !slab.has_remote() {
+                        hak_sync::thread::yield_now();
+                    }
+                    self.slabs[class].avail.push_front(slab);
                 }
             }
         }
     }
 
-    /// Acquires up to two slabs of `class` into the empty warm pool.
+    /// Acquires a slab of `class` from the shared pool onto the avail list.
     #[cold]
-    fn prefill(&mut self, class: usize) -> bool {
-        self.stats.warm_misses.add(1);
-        let n = self.warm_limit.min(2);
-        let bs = CLASS_SIZES[class];
-        for _ in 0..n {
-            let Some(a) = self.pool.acquire(class, bs, self.id) else { break };
-            let w = &mut self.warm[class];
-            w.slabs[w.len] = WarmSlab { ss: a.superslab, index: a.index };
-            w.len += 1;
-        }
-        self.warm[class].len > 0
+    fn acquire(&mut self, class: usize) -> bool {
+        self.stats().warm_misses.add(1);
+        // SAFETY: `me` is the inbox of our shared part, which outlives our slabs in place
+        // (`activate`'s contract).
+        let Some(a) = (unsafe { self.pool.acquire(class, CLASS_SIZES[class], self.me) }) else {
+            return false;
+        };
+        // SAFETY: the pool handed it to us.
+        unsafe { self.slabs[class].avail.push_front(a.slab) };
+        true
     }
 
-    fn remove_warm(&mut self, class: usize, pos: usize) {
-        let w = &mut self.warm[class];
-        w.len -= 1;
-        w.slabs[pos] = w.slabs[w.len];
+    /// Moves every slab delivered to the inbox from its full list to its avail list.
+    fn drain_inbox(&mut self) {
+        // SAFETY: the shared part is ours; delivered slabs are ours and on our full lists.
+        let slabs = self.shared().inbox.take();
+        let mut n = 0;
+        for s in slabs {
+            // SAFETY: as above.
+            unsafe {
+                let c = s.class() as usize;
+                hak_sync::check!(s.links().tag == ON_FULL, "inbox slab not on a full list");
+                self.slabs[c].full.remove(s);
+                self.slabs[c].avail.push_front(s);
+            }
+            n += 1;
+        }
+        self.stats().inbox_slabs.add(n);
     }
 
     /// Returns the older half of a full bin to its slabs.
     fn drain(&mut self, class: usize) {
-        self.stats.drains.add(1);
+        self.stats().drains.add(1);
+        self.flush_stash();
+        self.note_event(class);
         let top = self.tops[class] as usize;
         let k = (top / 2).max(1).min(top);
-        for j in 0..k {
-            let b = self.slots[class][j];
-            // SAFETY: blocks in a bin are live blocks of this class.
-            unsafe { self.return_block(class, NonNull::new_unchecked(b), true) };
+        self.return_oldest(class, k, true);
+    }
+
+    /// Gives the `k` oldest blocks of a bin back to their slabs (runs of blocks of the same
+    /// slab as one splice) and shifts the rest down. Slabs that empty are released if
+    /// `release_empty` and the class keeps enough others.
+    fn return_oldest(&mut self, class: usize, k: usize, release_empty: bool) {
+        let top = self.tops[class] as usize;
+        hak_sync::check!(k <= top);
+        let mut j = 0;
+        while j < k {
+            let head = self.slots[class][j];
+            // SAFETY: blocks in a bin are live blocks of our slabs.
+            let slab = unsafe { self.slab_of(head) };
+            let mut tail = head;
+            let mut n = 1u32;
+            j += 1;
+            while j < k {
+                let b = self.slots[class][j];
+                // SAFETY: as above.
+                if unsafe { self.slab_of(b) } != slab {
+                    break;
+                }
+                // SAFETY: a bin block is ours to overwrite: link it behind the run.
+                unsafe { tail.cast::<*mut u8>().write(b) };
+                tail = b;
+                n += 1;
+                j += 1;
+            }
+            // SAFETY: a run of `n` distinct live blocks of `slab`, linked head -> tail.
+            unsafe {
+                self.give_back(
+                    class,
+                    slab,
+                    NonNull::new_unchecked(head),
+                    NonNull::new_unchecked(tail),
+                    n,
+                    release_empty,
+                )
+            };
         }
         self.slots[class].copy_within(k..top, 0);
         self.tops[class] = (top - k) as u32;
     }
 
-    /// Gives a cached block back to its slab: the local free list if this cache owns the slab
-    /// (releasing the slab if that empties it and `release_empty`; flush decides about its
-    /// slabs afterwards instead), else the remote stack.
+    /// Returns a run of blocks to their slab, which we own: a full slab becomes available
+    /// again, and one that empties (if `release_empty`) moves to the class's empty list, or
+    /// back to the pool if that list already holds `warm_limit` slabs.
     ///
     /// # Safety
-    /// `block` is a live block of `class` that the cache gives up.
-    unsafe fn return_block(&mut self, class: usize, block: NonNull<u8>, release_empty: bool) {
-        let lg = self.pool.lg_size();
-        // SAFETY: a live block's SuperSlab is mapped.
-        let ss = unsafe { SuperSlab::from_block(block.as_ptr(), lg) };
-        let index = ss.slab_index_of(block.as_ptr());
-        let slab = ss.slab(index);
-        if slab.owner() != self.id {
-            // SAFETY: forwarded.
-            unsafe { self.free_remote(ss, index, block) };
-            return;
-        }
-        self.stats.bytes_back.add(CLASS_SIZES[class] as u64);
-        // SAFETY: we own the slab and the block is one of its live blocks.
-        if unsafe { slab.free_local(block) } == 0 && release_empty && self.warm[class].len > 1 {
-            if let Some(pos) = self.warm_position(class, ss, index) {
-                self.remove_warm(class, pos);
-                self.stats.slabs_released.add(1);
-                // SAFETY: owned, every block back (used == 0), removed from the warm pool.
-                unsafe { self.pool.release(ss, index) };
+    /// The run holds `n` distinct live blocks of `slab`, linked `head -> tail`; we own `slab`.
+    unsafe fn give_back(
+        &mut self,
+        class: usize,
+        slab: SlabRef,
+        head: NonNull<u8>,
+        tail: NonNull<u8>,
+        n: u32,
+        release_empty: bool,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            hak_sync::check!(slab.owner() == self.me, "a bin block of a slab we do not own");
+            self.stats().bytes_back.add(n as u64 * CLASS_SIZES[class] as u64);
+            let used = slab.free_local_chain(head, tail, n);
+            if slab.links().tag == ON_FULL {
+                match slab.retract_full() {
+                    Retract::Retracted => {
+                        self.slabs[class].full.remove(slab);
+                        self.slabs[class].avail.push_front(slab);
+                    }
+                    // A remote freer delivered it: the inbox holds it (and maybe others).
+                    Retract::Delivered => self.drain_inbox(),
+                }
+            }
+            if used == 0 && release_empty {
+                self.slabs[class].avail.remove(slab);
+                if self.slabs[class].empty.len >= self.warm_limit {
+                    self.stats().slabs_released.add(1);
+                    self.pool.release(slab);
+                } else {
+                    self.slabs[class].empty.push_front(slab);
+                }
             }
         }
     }
 
-    fn warm_position(&self, class: usize, ss: &SuperSlab, index: usize) -> Option<usize> {
-        let w = &self.warm[class];
-        w.slabs[..w.len].iter().position(|s| ptr::eq(s.ss, ss) && s.index == index)
-    }
-
     /// Returns every cached block and gives up every slab: empty ones to the shared pool,
-    /// ones with free blocks published for adoption, full ones detached. Capacities go back to
-    /// their floors. Used at thread exit and by `flush_thread_cache()`; afterwards the cache
-    /// owns nothing and may be reused (by this or another thread).
+    /// ones with free blocks published for adoption, full ones detached (the first block freed
+    /// back publishes them). Capacities go back to their floors. Used at thread exit and by
+    /// `flush_thread_cache()`; afterwards the cache owns nothing and may be reused (by this or
+    /// another thread, with the same shared part).
     pub fn flush(&mut self) {
         if !self.is_active() {
             return;
         }
+        self.flush_stash();
         for class in 0..NUM_CLASSES {
             let top = self.tops[class] as usize;
-            // Keep every warm slab while draining so emptied ones are handled below.
-            for j in 0..top {
-                let b = self.slots[class][j];
-                // SAFETY: cached blocks are live blocks of this class.
-                unsafe { self.return_block(class, NonNull::new_unchecked(b), false) };
+            if top > 0 {
+                self.return_oldest(class, top, false);
             }
-            self.tops[class] = 0;
             self.caps[class] = floor(class);
-            while self.warm[class].len > 0 {
-                let w = self.warm[class].slabs[0];
-                self.remove_warm(class, 0);
-                // SAFETY: warm slabs are owned and their SuperSlabs mapped.
-                unsafe { self.give_up(&*w.ss, w.index) };
+        }
+        // Disarm every full slab; afterwards no delivery is in flight, so the inbox is final.
+        for class in 0..NUM_CLASSES {
+            let mut s = self.slabs[class].full.head;
+            while let Some(slab) = s {
+                // SAFETY: listed slabs are ours.
+                unsafe {
+                    s = slab.links().next;
+                    let _ = slab.retract_full();
+                }
             }
         }
+        self.drain_inbox();
+        for class in 0..NUM_CLASSES {
+            loop {
+                // SAFETY: listed slabs are ours.
+                let s = unsafe {
+                    let l = &mut self.slabs[class];
+                    match l.avail.pop_front() {
+                        Some(s) => s,
+                        None => match l.full.pop_front() {
+                            Some(s) => s,
+                            None => match l.empty.pop_front() {
+                                Some(s) => s,
+                                None => break,
+                            },
+                        },
+                    }
+                };
+                // SAFETY: ours, disarmed, off every list.
+                unsafe { self.give_up(s) };
+            }
+        }
+        self.events = 0;
+        self.active_mask = 0;
     }
 
     /// Ends this cache's ownership of a slab it no longer lists.
     ///
     /// # Safety
-    /// The cache owns slab `index` of `ss` and has removed it from its warm pool.
-    unsafe fn give_up(&mut self, ss: &SuperSlab, index: usize) {
-        let slab = ss.slab(index);
+    /// The cache owns `slab`, has disarmed it and taken it off its lists.
+    unsafe fn give_up(&mut self, slab: SlabRef) {
         // SAFETY: owned until the end of this function.
         unsafe {
             loop {
                 slab.collect_remote();
                 if slab.is_empty() {
-                    self.stats.slabs_released.add(1);
-                    self.pool.release(ss, index);
+                    self.stats().slabs_released.add(1);
+                    self.pool.release(slab);
                     return;
                 }
                 if slab.has_local() {
                     slab.disown();
-                    self.stats.slabs_published.add(1);
-                    self.pool.publish(ss, index);
+                    self.stats().slabs_published.add(1);
+                    self.pool.publish(slab);
                     return;
                 }
                 if slab.try_detach() {
@@ -457,27 +753,49 @@ impl<'p> ThreadCache<'p> {
             }
         }
     }
-}
 
-/// Pushes `block` onto its slab's remote stack and publishes the slab if the push asks for it;
-/// returns whether it published.
-///
-/// # Safety
-/// `block` is a live block of slab `index` of `ss`, a SuperSlab of `pool`.
-unsafe fn remote_push(
-    pool: &SharedPool<'_>,
-    ss: &SuperSlab,
-    index: usize,
-    block: NonNull<u8>,
-) -> bool {
-    // SAFETY: forwarded.
-    unsafe {
-        if ss.slab(index).free_remote(block) == RemoteFree::Publish {
-            pool.publish(ss, index);
-            return true;
+    /// Checks the cache's invariants: every listed slab is owned by it, carries its list's
+    /// tag, and serves its class; the inbox holds only slabs on full lists; every bin block
+    /// belongs to an owned slab. For tests: walks everything.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        for c in 0..NUM_CLASSES {
+            if self.tops[c] > self.caps[c] || self.caps[c] as usize > BIN_MAX {
+                return Err("bin top above capacity");
+            }
+            for (list, tag) in [(&self.slabs[c].avail, ON_AVAIL), (&self.slabs[c].full, ON_FULL)] {
+                let mut s = list.head;
+                let mut n = 0;
+                while let Some(slab) = s {
+                    // SAFETY: listed slabs are ours and mapped.
+                    unsafe {
+                        if slab.owner() != self.me {
+                            return Err("a listed slab is not owned by this cache");
+                        }
+                        if slab.links().tag != tag || slab.class() as usize != c {
+                            return Err("a slab on the wrong list");
+                        }
+                        if tag == ON_EMPTY && !slab.is_empty() {
+                            return Err("a slab with blocks in use on the empty list");
+                        }
+                        s = slab.links().next;
+                    }
+                    n += 1;
+                }
+                if n != list.len {
+                    return Err("list length disagrees with its links");
+                }
+            }
+            for &b in &self.slots[c][..self.tops[c] as usize] {
+                // SAFETY: bin blocks lie in mapped SuperSlabs.
+                let s = unsafe { self.slab_of(b) };
+                // SAFETY: as above.
+                if unsafe { s.owner() } != self.me || unsafe { s.links().tag } == ON_NONE {
+                    return Err("a bin block of a slab this cache does not list");
+                }
+            }
         }
+        Ok(())
     }
-    false
 }
 
 /// Frees a tiny block from a thread that has no active cache (for example during thread
@@ -489,12 +807,14 @@ unsafe fn remote_push(
 /// caller owns no slab (a thread without an active cache never does).
 pub unsafe fn free_without_cache(pool: &SharedPool<'_>, block: NonNull<u8>) -> usize {
     // SAFETY: a live block's SuperSlab is mapped.
-    let ss = unsafe { SuperSlab::from_block(block.as_ptr(), pool.lg_size()) };
-    let index = ss.slab_index_of(block.as_ptr());
-    let size = ss.slab(index).block_size() as usize;
-    // SAFETY: forwarded.
-    unsafe { remote_push(pool, ss, index, block) };
-    size
+    unsafe {
+        let slab = SsRef::from_block(block.as_ptr(), pool.lg_size()).slab_of(block.as_ptr().addr());
+        let size = slab.block_size() as usize;
+        if slab.free_remote(block) == RemoteFree::Publish {
+            pool.publish(slab);
+        }
+        size
+    }
 }
 
 // SAFETY: a cache is moved between threads only as a whole (pooled for reuse after flush);

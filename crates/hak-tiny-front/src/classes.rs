@@ -1,7 +1,7 @@
 //! Tiny size classes and the size -> class table.
 //!
 //! Classes: 16..=128 in steps of 16, then four per power of two (128·{1.25, 1.5, 1.75, 2}, ...)
-//! up to 32 KiB, then 40 and 48 KiB. The bound is above DESIGN.md's 1 KiB minimum because
+//! up to 32 KiB, then 40 and 48 KiB. The bound is above the more common 1 KiB because
 //! benchmarks said so: blocks up to 48 KiB still fit at least once in slab 0 (64 KiB minus the
 //! header page, with pages up to 16 KiB) and reuse resident slab memory, where a mapping per
 //! block pays page faults on every reuse and a shared lock on every call. A slab's tail beyond

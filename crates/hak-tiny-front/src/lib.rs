@@ -2,35 +2,60 @@
 //!
 //! What it offers:
 //! - Size classes ([`class_of`], [`CLASS_SIZES`], [`NUM_CLASSES`], [`TINY_MAX`]): 42 classes
-//!   from 16 B to 48 KiB, four per power of two above 128 B (two above 32 KiB), so the worst-case internal waste
-//!   for requests of 64 B and up is under 25%; the lookup is one table index.
-//! - [`ThreadCache`]: per class, an array stack of free blocks (the unified cache) whose
-//!   capacity grows from a floor to a ceiling as refills show demand, and a warm pool of slabs
-//!   this cache owns. The hot operations [`ThreadCache::pop`] and [`ThreadCache::free_fast`]
-//!   take raw pointers so that a shared, never-written sentinel cache (all capacities 0) can
-//!   stand in for a thread that has none yet: every operation on it misses. Slow paths:
-//!   [`ThreadCache::alloc_slow`], [`ThreadCache::free_slow`], [`ThreadCache::flush`].
+//!   from 16 B to 48 KiB, four per power of two above 128 B (two above 32 KiB), so the
+//!   worst-case internal waste for requests of 64 B and up is under 25%; the lookup is one
+//!   table index.
+//! - [`ThreadCache`]: per class, an array stack of free blocks (the bin) whose capacity grows
+//!   from a floor to a ceiling as refills show demand and shrinks when the class goes idle, and
+//!   the slabs the thread owns: a list of slabs with free blocks and a list of full ones. The
+//!   hot operations [`ThreadCache::pop`] and [`ThreadCache::free_fast`] take raw pointers so
+//!   that a shared, never-written sentinel cache (all capacities 0) can stand in for a thread
+//!   that has none yet: every operation on it misses. Slow paths: [`ThreadCache::alloc_slow`],
+//!   [`ThreadCache::free_slow`], [`ThreadCache::flush`].
+//! - [`CacheShared`]: the part of a cache other threads touch (its inbox, its counters
+//!   [`FrontStats`]), kept outside the cache so the owner's `&mut` never covers it.
 //! - [`free_without_cache`]: frees a block from a thread that has no cache (remote path).
-//! - [`FrontStats`]: per-cache counters, written only by the owning thread.
+//!
+//! How blocks move:
+//! - A thread's slabs stay its own until it exits or flushes, full ones included. A block
+//!   freed by its owner goes into the bin with plain stores; a bin that overflows returns its
+//!   older half to the slabs, runs of blocks of one slab as one splice. A full slab that gets a
+//!   block back from its owner moves to the avail list; one that gets a block from another
+//!   thread is delivered into the owner's inbox by that thread (one compare-exchange,
+//!   once per filling) and moves back on the owner's next refill. Nothing passes through the
+//!   shared pool's lock on the way.
+//! - Blocks of slabs another thread owns go into a small stash, per slab, and are handed over
+//!   as one linked chain with one compare-exchange when the entry holds 32 KiB of blocks (at
+//!   most 64), when another slab needs its place, or on the thread's next refill, drain, flush
+//!   or exit. So a batch waits at most until the freeing thread next takes a slow path.
+//! - A slab that empties moves to its class's empty list (at most `warm_limit` of them, 4 by
+//!   default), where the class's next refill finds it before asking the pool; past that it
+//!   goes back to the shared pool, where any class can reuse it and a purge returns its pages
+//!   after a delay.
+//! - Every 256 slow-path events, bins of classes that had none in that window give half their
+//!   blocks back and halve their capacity, and their empty slabs go back to the pool, so a
+//!   class that went quiet stops holding memory.
 //!
 //! Invariants:
-//! - Every slab this cache owns (`slab.owner() == id`) is in its warm pool for the slab's class,
-//!   and every warm slab is owned by it.
-//! - Every block in a bin is a live block of its class (counted in its slab's `used`) whose
-//!   slab this cache owned, or which was detached, when it entered the bin. Blocks of slabs
-//!   another thread owns never enter a bin: they go to that slab's remote stack.
-//! - `0 <= top[c] <= cap[c] <= BIN_MAX`; refills move up to `cap/2` blocks in one batch,
-//!   overflow drains return the older half in one batch.
-//! - A slab whose `used` falls to 0 goes back to the shared pool, unless it is the last warm
-//!   slab of its class (hysteresis against acquire/release ping-pong).
-//! - After [`ThreadCache::flush`] the cache holds no block and owns no slab: empty slabs were
-//!   released, slabs with free blocks published for adoption, full ones detached (the first
-//!   block freed back publishes them).
+//! - Every slab this cache owns (`slab.owner()` is its inbox) is on exactly one of its lists
+//!   for the slab's class (avail, full or empty), and every listed slab is owned by it. A slab
+//!   in the inbox is on a full list; a slab on the empty list has no block in use.
+//! - Every block in a bin is a live block of its class in a slab this cache owns. Blocks of
+//!   slabs it does not own never enter a bin: they go to the stash, then the slab's remote
+//!   stack.
+//! - `0 <= top[c] <= cap[c] <= BIN_MAX`; refills move up to `cap/2` blocks in one batch.
+//! - After [`ThreadCache::flush`] the cache holds no block, stashes nothing and owns no slab:
+//!   empty slabs were released, slabs with free blocks published for adoption, full ones
+//!   detached (the first block freed back publishes them).
+//! - What an idle thread keeps: its bins (at most 64 KiB of blocks per class, shrinking while
+//!   other classes are busy), its stash (at most 16 entries of 32 KiB), and the slabs it owns
+//!   with blocks in use plus at most `warm_limit` empty ones per class; all of it goes back
+//!   when the thread exits.
 //!
 //! Concurrency: a `ThreadCache` is used by one thread at a time (the facade keeps it in a
-//! thread-local); other threads only ever push onto its slabs' remote stacks. The hot paths
-//! take no lock, no atomic read-modify-write and no syscall: a relaxed load of the slab owner
-//! and plain loads and stores.
+//! thread-local); other threads only push onto its slabs' remote stacks and into its inbox,
+//! both in [`CacheShared`]. The hot paths take no lock, no atomic read-modify-write and no
+//! syscall: a relaxed load of the slab owner and plain loads and stores.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
@@ -39,8 +64,9 @@ extern crate std;
 
 mod cache;
 mod classes;
+mod list;
 
-pub use cache::{free_without_cache, FrontStats, ThreadCache, BIN_MAX, WARM_MAX};
+pub use cache::{free_without_cache, CacheShared, FrontStats, ThreadCache, BIN_MAX, WARM_MAX};
 pub use classes::{class_of, CLASS_SIZES, MAX_TINY_ALIGN, NUM_CLASSES, TINY_MAX};
 
 #[cfg(all(test, not(hak_loom)))]

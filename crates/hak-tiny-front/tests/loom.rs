@@ -1,6 +1,7 @@
-//! loom models of the thread front: a remote free racing the owner's refill of a full slab,
-//! and racing the owner's thread-exit flush. No block is lost or handed out twice, and a slab
-//! reaches the adopters' list exactly when it should.
+//! loom models of the thread front: a batched remote free racing the owner's refill of its
+//! full slab, and racing the owner's thread-exit flush. No block is lost or handed out twice,
+//! a full slab comes back to its owner exactly once, and a slab reaches the adopters' list
+//! only when its owner has gone.
 //!
 //! Run: `RUSTFLAGS="--cfg hak_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p hak-tiny-front --release --test loom`
 #![cfg(hak_loom)]
@@ -11,7 +12,7 @@ use hak_os::Os;
 use hak_registry::{CacheLimits, Registry};
 use hak_shared_pool::SharedPool;
 use hak_superslab::LG_SUPERSLAB_DEFAULT;
-use hak_tiny_front::{ThreadCache, NUM_CLASSES};
+use hak_tiny_front::{CacheShared, ThreadCache, NUM_CLASSES};
 
 const LG: u32 = LG_SUPERSLAB_DEFAULT;
 const CLASS: usize = NUM_CLASSES - 1; // 48 KiB blocks: 10 per slab under loom's 512 KiB slabs
@@ -28,90 +29,111 @@ fn drop_pool(p: &'static SharedPool<'static>) {
     drop(unsafe { Box::from_raw(p as *const SharedPool<'static> as *mut SharedPool<'static>) });
 }
 
-fn new_cache(pool: &'static SharedPool<'static>) -> Box<ThreadCache<'static>> {
-    let mut tc = Box::new(ThreadCache::new(pool));
-    tc.activate(1);
-    tc
+fn new_cache(
+    pool: &'static SharedPool<'static>,
+) -> (Box<ThreadCache<'static>>, &'static CacheShared) {
+    let shared: &'static CacheShared = Box::leak(Box::new(CacheShared::new()));
+    // Built in place: the cache is too large for a loom thread's stack.
+    let mut tc = Box::<ThreadCache<'static>>::new_zeroed();
+    // SAFETY: zeroed memory of the right size and alignment, ours; then a valid inactive
+    // cache. The shared part is leaked: stable and outlives the cache.
+    let mut tc = unsafe {
+        ThreadCache::init_in_place(tc.as_mut_ptr(), pool);
+        tc.assume_init()
+    };
+    // SAFETY: as above.
+    unsafe { tc.activate(shared, 1) };
+    (tc, shared)
 }
 
 fn alloc(tc: &mut ThreadCache<'static>) -> NonNull<u8> {
     // SAFETY: our cache, valid class.
     let p = unsafe { ThreadCache::pop(tc, CLASS) };
-    NonNull::new(p).unwrap_or_else(|| {
-        tc.alloc_slow(CLASS).unwrap_or_else(|| {
-            panic!("{:?} {:?}", tc.pool().stats(), tc.pool().registry().os().stats())
-        })
-    })
+    NonNull::new(p).unwrap_or_else(|| tc.alloc_slow(CLASS).expect("memory"))
 }
 
-fn remote_free(pool: &'static SharedPool<'static>, p: usize) {
-    let mut other = new_cache(pool);
-    let p = NonNull::new(p as *mut u8).unwrap();
-    // SAFETY: a live block handed to this thread; its slab is not ours.
-    unsafe {
-        if !ThreadCache::free_fast(&mut *other, CLASS, p.as_ptr(), LG) {
+/// Another thread frees `blocks` (blocks of a slab it does not own) as one batch, then exits.
+fn remote_free(pool: &'static SharedPool<'static>, blocks: &[usize]) {
+    let (mut other, _) = new_cache(pool);
+    for &p in blocks {
+        let p = NonNull::new(p as *mut u8).unwrap();
+        // SAFETY: live blocks handed to this thread; their slab is not ours.
+        unsafe {
+            assert!(!ThreadCache::free_fast(&mut *other, CLASS, p.as_ptr(), LG));
             other.free_slow(CLASS, p);
         }
     }
-    // This thread exits: its cache gives everything back (the block may be in its bin if the
-    // slab was detached when it was freed).
+    // Thread exit: the stash is handed over as one chain.
     other.flush();
 }
 
+fn free(tc: &mut ThreadCache<'static>, p: usize) {
+    let p = NonNull::new(p as *mut u8).unwrap();
+    // SAFETY: a live block of this cache's slabs.
+    unsafe {
+        if !ThreadCache::free_fast(tc, CLASS, p.as_ptr(), LG) {
+            tc.free_slow(CLASS, p);
+        }
+    }
+}
+
 #[test]
-fn remote_free_races_refill_of_a_full_slab() {
+fn remote_free_races_the_owner_freeing_into_its_full_slab() {
     loom::model(|| {
         let pool = pool();
-        let mut owner = new_cache(pool);
-        // Fill the first slab completely.
-        let first = alloc(&mut owner);
-        let mut blocks = vec![first];
+        let (mut owner, _) = new_cache(pool);
+        // Take every block of the first slab: the refill that finds it full arms it and moves
+        // on to a second slab. Then empty the bin, so every block is out.
+        let mut blocks = vec![alloc(&mut owner).as_ptr() as usize];
+        while pool.stats().stage2_unused + pool.stats().stage3_new < 2 {
+            blocks.push(alloc(&mut owner).as_ptr() as usize);
+        }
         loop {
             // SAFETY: our cache.
             let p = unsafe { ThreadCache::pop(&mut *owner, CLASS) };
-            if !p.is_null() {
-                blocks.push(NonNull::new(p).unwrap());
-                continue;
-            }
-            if pool.stats().stage3_new + pool.stats().stage2_unused > 0 {
-                break; // the next refill would need a new slab
-            }
-            let b = owner.alloc_slow(CLASS).unwrap();
-            if pool.stats().stage2_unused > 0 {
-                // That refill already moved on: the first slab is full and detached.
-                blocks.push(b);
+            if p.is_null() {
                 break;
             }
-            blocks.push(b);
+            blocks.push(p as usize);
         }
-        let x = blocks[0].as_ptr() as usize;
-        let t = loom::thread::spawn(move || remote_free(pool, x));
-        // The owner refills while the free races in.
-        let y = owner.alloc_slow(CLASS).unwrap().as_ptr() as usize;
+        let x = blocks[0];
+        let t = loom::thread::spawn(move || remote_free(pool, &[x]));
+        // Meanwhile the owner frees three blocks of the full slab: the bin holds two, the
+        // third drains one into the slab, which disarms it (racing the delivery).
+        for &b in &blocks[1..4] {
+            free(&mut owner, b);
+        }
         t.join().unwrap();
-        let published = pool.stats().published;
-        if y == x {
-            assert_eq!(published, 0, "collected by the owner: nobody publishes");
-        } else {
-            assert!(published <= 1, "published at most once");
+        owner.check_invariants().unwrap();
+        assert_eq!(pool.stats().published, 0, "the owner is alive: nothing is published");
+        // The remotely freed block comes back to this owner.
+        let mut got = Vec::new();
+        while !got.contains(&x) {
+            assert!(got.len() < 12, "the remote free was lost");
+            let g = alloc(&mut owner).as_ptr() as usize;
+            assert!(!got.contains(&g), "a block handed out twice");
+            assert!(!blocks[4..].contains(&g), "a live block handed out");
+            got.push(g);
         }
-        assert!(blocks.iter().all(|b| b.as_ptr() as usize != y || y == x), "no block twice");
+        owner.check_invariants().unwrap();
+        owner.flush();
         drop(owner);
         drop_pool(pool);
     });
 }
 
 #[test]
-fn remote_free_races_thread_exit() {
+fn batched_remote_free_races_thread_exit() {
     loom::model(|| {
         let pool = pool();
-        let mut owner = new_cache(pool);
-        let x = alloc(&mut owner).as_ptr() as usize;
-        let t = loom::thread::spawn(move || remote_free(pool, x));
+        let (mut owner, _) = new_cache(pool);
+        let a = alloc(&mut owner).as_ptr() as usize;
+        let b = alloc(&mut owner).as_ptr() as usize;
+        let t = loom::thread::spawn(move || remote_free(pool, &[a, b]));
         owner.flush(); // thread exit
         t.join().unwrap();
-        // Whatever the interleaving, the slab ends up released, either by the flush (the free
-        // came first) or by the pool's trim after the free (the slab was published).
+        // Whatever the interleaving, the slab ends up released: by the flush (the batch came
+        // first), or by the pool's trim after the batch (the slab was published).
         pool.trim();
         assert_eq!(pool.stats().releases, 1, "{:?}", pool.stats());
         pool.check_invariants().unwrap();

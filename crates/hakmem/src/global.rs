@@ -24,10 +24,10 @@ pub(crate) struct Config {
     pub(crate) key: libc::pthread_key_t,
 }
 
-static INIT: AtomicU8 = AtomicU8::new(0);
+pub(crate) static INIT: AtomicU8 = AtomicU8::new(0);
 const UNINIT: u8 = 0;
 const RUNNING: u8 = 1;
-const DONE: u8 = 2;
+pub(crate) const DONE: u8 = 2;
 
 struct ConfigCell(core::cell::UnsafeCell<Config>);
 // SAFETY: written once by the initialising thread before INIT is set to DONE (release), read
@@ -74,9 +74,11 @@ fn init_slow() {
         (v[Opt::MidDecommitBudgetMb as usize] as usize).saturating_mul(1 << 20),
     );
     crate::large::MID.set_max_empty_chunks(v[Opt::MidMaxEmptyChunks as usize] as usize);
+    POOL.set_purge_delay(v[Opt::PurgeDelayMs as usize].saturating_mul(1_000_000));
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
     unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit)) };
+    crate::fork::register();
     let prewarm = v[Opt::PrewarmSuperslabs as usize] as usize;
     if prewarm > 0 {
         POOL.cache().prewarm(prewarm, 1 << LG_SS, 1 << LG_SS);

@@ -29,9 +29,10 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
-use hak_superslab::SuperSlab;
+use hak_superslab::SsRef;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
+mod fork;
 mod global;
 mod large;
 mod options;
@@ -82,8 +83,7 @@ unsafe fn tiny_free_slow(class: usize, block: *mut u8) {
     let Some(block) = NonNull::new(block) else { return };
     // SAFETY: a tiny block lies in a mapped SuperSlab (GlobalAlloc's contract); a pointer that
     // does not is misuse we can sometimes detect by the magic.
-    let ss = unsafe { SuperSlab::from_block(block.as_ptr(), LG_SS) };
-    if !ss.is_valid() {
+    if !unsafe { SsRef::from_block(block.as_ptr(), LG_SS).is_valid() } {
         hak_os::write_stderr(
             b"hakmem: dealloc of a pointer that is not a live hakmem block; ignored\n",
         );

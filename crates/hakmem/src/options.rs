@@ -8,6 +8,7 @@ use hak_os::write_stderr;
 pub(crate) struct OptionDef {
     pub(crate) name: &'static core::ffi::CStr,
     pub(crate) default: u64,
+    pub(crate) min: u64,
     pub(crate) max: u64,
     /// Unit and meaning, for the docs and the `HAKMEM_STATS` printout.
     #[allow(dead_code)]
@@ -28,61 +29,78 @@ pub(crate) enum Opt {
     BigcacheTtlSec,
     MidDecommitBudgetMb,
     MidMaxEmptyChunks,
+    PurgeDelayMs,
 }
 
-/// The table (CONVENTIONS.md rule 13). Keep in the order of [`Opt`].
+/// The table: one entry per variable. Keep in the order of [`Opt`].
 pub(crate) static OPTIONS: [OptionDef; N] = [
     OptionDef {
         name: c"HAKMEM_SUPERSLAB_MAX_CACHED",
+        min: 0,
         default: 256,
         max: 1 << 20,
         doc: "empty SuperSlabs kept in the LRU cache (count)",
     },
     OptionDef {
         name: c"HAKMEM_SUPERSLAB_MAX_MEMORY_MB",
+        min: 0,
         default: 512,
         max: 1 << 30,
         doc: "bytes of empty SuperSlabs kept in the LRU cache (MiB)",
     },
     OptionDef {
         name: c"HAKMEM_SUPERSLAB_TTL_SEC",
+        min: 0,
         default: 60,
         max: 1 << 30,
         doc: "age after which a cached SuperSlab is unmapped (seconds)",
     },
     OptionDef {
         name: c"HAKMEM_PREWARM_SUPERSLABS",
+        min: 0,
         default: 0,
         max: 4096,
         doc: "SuperSlabs mapped into the cache at start-up (count)",
     },
     OptionDef {
         name: c"HAKMEM_WARM_POOL_SIZE",
+        min: 1,
         default: 4,
         max: hak_tiny_front::WARM_MAX as u64,
-        doc: "slabs per class a thread keeps warm (count, 1..=16)",
+        doc: "empty slabs a thread keeps per size class for reuse instead of returning them to \
+              the shared pool (count, 1..=16)",
     },
-    OptionDef { name: c"HAKMEM_STATS", default: 0, max: 1, doc: "print statistics at exit (0/1)" },
+    OptionDef {
+        name: c"HAKMEM_STATS",
+        min: 0,
+        default: 0,
+        max: 1,
+        doc: "print statistics at exit (0/1)",
+    },
     OptionDef {
         name: c"HAKMEM_DECOMMIT_FREE",
+        min: 0,
         default: 0,
         max: 1,
         doc: "decommit with MADV_FREE instead of MADV_DONTNEED (0/1)",
     },
     OptionDef {
         name: c"HAKMEM_BIGCACHE_MAX_MB",
+        min: 0,
         default: 64,
         max: 1 << 30,
         doc: "bytes of freed big blocks kept mapped for reuse, or a quarter of the live big bytes if more (MiB)",
     },
     OptionDef {
         name: c"HAKMEM_BIGCACHE_TTL_SEC",
+        min: 0,
         default: 30,
         max: 1 << 30,
         doc: "age after which a cached big block is unmapped (seconds)",
     },
     OptionDef {
         name: c"HAKMEM_MID_DECOMMIT_BUDGET_MB",
+        min: 0,
         default: (hak_l25::DEFAULT_DECOMMIT_BUDGET >> 20) as u64,
         max: 1 << 30,
         doc: "committed bytes of free mid blocks above which freed blocks of 64 KiB and more \
@@ -90,14 +108,23 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
     },
     OptionDef {
         name: c"HAKMEM_MID_MAX_EMPTY_CHUNKS",
+        min: 0,
         default: 4,
         max: 1 << 20,
         doc: "empty mid-tier chunks kept mapped for reuse (count)",
     },
+    OptionDef {
+        name: c"HAKMEM_PURGE_DELAY_MS",
+        min: 0,
+        default: hak_shared_pool::DEFAULT_PURGE_DELAY_NS / 1_000_000,
+        max: 1 << 30,
+        doc: "how long freed memory that stays unused keeps its pages before they go back to \
+              the OS (milliseconds)",
+    },
 ];
 
 /// Number of options.
-pub(crate) const N: usize = 11;
+pub(crate) const N: usize = 12;
 
 /// Reads every option; `values[i]` is option `i`'s value.
 pub(crate) fn read_all() -> [u64; N] {
@@ -118,11 +145,13 @@ fn read(o: &OptionDef) -> u64 {
     // SAFETY: non-null getenv result is a valid C string.
     let bytes = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
     match parse(bytes) {
-        Some(v) if v <= o.max => v,
+        Some(v) if (o.min..=o.max).contains(&v) => v,
         _ => {
             write_stderr(b"hakmem: ignoring invalid ");
             write_stderr(o.name.to_bytes());
-            write_stderr(b" (want a number from 0 to ");
+            write_stderr(b" (want a number from ");
+            hak_os::write_stderr_u64(o.min);
+            write_stderr(b" to ");
             hak_os::write_stderr_u64(o.max);
             write_stderr(b"); using the default ");
             hak_os::write_stderr_u64(o.default);
@@ -167,5 +196,10 @@ mod tests {
         assert_eq!(OPTIONS[Opt::SuperslabMaxCached as usize].default, 256);
         assert_eq!(OPTIONS[Opt::BigcacheTtlSec as usize].name, c"HAKMEM_BIGCACHE_TTL_SEC");
         assert_eq!(OPTIONS[Opt::MidMaxEmptyChunks as usize].name, c"HAKMEM_MID_MAX_EMPTY_CHUNKS");
+        assert_eq!(OPTIONS[Opt::PurgeDelayMs as usize].name, c"HAKMEM_PURGE_DELAY_MS");
+        assert_eq!(OPTIONS.len(), N);
+        for o in &OPTIONS {
+            assert!(o.min <= o.default && o.default <= o.max, "{:?}", o.name);
+        }
     }
 }

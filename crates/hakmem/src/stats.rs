@@ -14,14 +14,20 @@ use crate::thread;
 pub struct TinyStats {
     /// Bin refills (allocations that missed the thread cache).
     pub refills: u64,
-    /// Refills served by a warm slab (warm-pool hits).
+    /// Refills served by a slab the thread already owned (warm hits).
     pub warm_hits: u64,
-    /// Refills that acquired slabs from the shared pool (warm-pool misses).
+    /// Refills that acquired a slab from the shared pool (warm misses).
     pub warm_misses: u64,
     /// Overflow drains of a bin.
     pub drains: u64,
     /// Blocks freed onto another thread's slab (remote frees).
     pub remote_frees: u64,
+    /// Batches those remote frees were handed over in (one atomic operation each).
+    pub remote_batches: u64,
+    /// Full slabs that came back to their owner through its inbox.
+    pub inbox_slabs: u64,
+    /// Blocks that idle bins gave back to their slabs.
+    pub gc_blocks: u64,
     /// Slabs given back to the shared pool by thread caches.
     pub slabs_released: u64,
     /// Slabs published for adoption.
@@ -33,7 +39,7 @@ pub struct TinyStats {
     pub bytes_mapped: u64,
 }
 
-/// Allocator-wide counters (see DESIGN.md, "Stats").
+/// Allocator-wide counters.
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {
     /// The OS box: mmap/munmap/madvise calls, bytes mapped.
@@ -67,6 +73,9 @@ pub fn stats() -> Stats {
         t.warm_misses += f.warm_misses.get();
         t.drains += f.drains.get();
         t.remote_frees += f.remote_frees.get();
+        t.remote_batches += f.remote_batches.get();
+        t.inbox_slabs += f.inbox_slabs.get();
+        t.gc_blocks += f.gc_blocks.get();
         t.slabs_released += f.slabs_released.get();
         t.slabs_published += f.slabs_published.get();
         out += f.bytes_out.get();
@@ -117,11 +126,17 @@ pub(crate) extern "C" fn print_at_exit() {
     line(b"pool stage 2 (unused)", s.pool.stage2_unused);
     line(b"pool stage 3 (new superslab)", s.pool.stage3_new);
     line(b"lru hits", s.pool.lru_hits);
+    line(b"pool slabs purged", s.pool.purged);
     line(b"tiny refills", s.tiny.refills);
     line(b"tiny warm-pool hits", s.tiny.warm_hits);
     line(b"tiny warm-pool misses", s.tiny.warm_misses);
     line(b"tiny drains", s.tiny.drains);
     line(b"tiny remote frees", s.tiny.remote_frees);
+    line(b"tiny remote batches", s.tiny.remote_batches);
+    line(b"tiny full slabs back through the inbox", s.tiny.inbox_slabs);
+    line(b"tiny blocks given back by idle bins", s.tiny.gc_blocks);
+    line(b"tiny slabs released", s.tiny.slabs_released);
+    line(b"tiny slabs published", s.tiny.slabs_published);
     line(b"tiny bytes held", s.tiny.bytes_held);
     line(b"mid allocs", s.mid.allocs);
     line(b"mid frees", s.mid.frees);

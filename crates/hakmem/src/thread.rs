@@ -19,7 +19,7 @@ use core::ptr;
 use hak_l25::MidThreadCache;
 use hak_sync::atomic::{AtomicPtr, Ordering};
 use hak_sync::Mutex;
-use hak_tiny_front::ThreadCache;
+use hak_tiny_front::{CacheShared, ThreadCache};
 
 use crate::global::{self, OS, POOL};
 
@@ -28,6 +28,10 @@ use crate::global::{self, OS, POOL};
 #[repr(C)]
 pub(crate) struct ThreadState {
     pub(crate) tc: ThreadCache<'static>,
+    /// What other threads touch of the tiny cache (its inbox and counters); outside `tc` so
+    /// that the owner's `&mut` of the cache never covers it. Its address is the thread's
+    /// owner identity, stable because states are never unmapped.
+    pub(crate) shared: CacheShared,
     /// The mid tier's cache. Only used once `tc` is active: the sentinel's is never touched.
     pub(crate) mid: MidThreadCache,
     /// Next on the list of every state ever built (push-only).
@@ -44,6 +48,7 @@ unsafe impl Sync for Sentinel {}
 
 pub(crate) static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(ThreadState {
     tc: ThreadCache::new(&POOL),
+    shared: CacheShared::new(),
     mid: MidThreadCache::new(),
     next_all: AtomicPtr::new(ptr::null_mut()),
     next_free: ptr::null_mut(),
@@ -57,10 +62,10 @@ thread_local! {
 
 static ALL: AtomicPtr<ThreadState> = AtomicPtr::new(ptr::null_mut());
 
-struct FreeList(*mut ThreadState);
+pub(crate) struct FreeList(*mut ThreadState);
 // SAFETY: the pointer is only followed under the mutex.
 unsafe impl Send for FreeList {}
-static FREE: Mutex<FreeList> = Mutex::new(FreeList(ptr::null_mut()));
+pub(crate) static FREE: Mutex<FreeList> = Mutex::new(FreeList(ptr::null_mut()));
 
 /// The calling thread's state (maybe the sentinel).
 #[inline(always)]
@@ -82,8 +87,9 @@ pub(crate) fn current_or_init() -> *mut ThreadState {
     if ts.is_null() {
         return ts;
     }
-    // SAFETY: `ts` is a state nobody else uses (fresh or taken off the free list).
-    unsafe { (*ts).tc.activate(cfg.warm_pool_size) };
+    // SAFETY: `ts` is a state nobody else uses (fresh or taken off the free list); its shared
+    // part lives beside the cache in pages that are never unmapped.
+    unsafe { (*ts).tc.activate(ptr::addr_of!((*ts).shared), cfg.warm_pool_size) };
     // SAFETY: the key was created by `ensure_init`; the value is our state.
     unsafe { libc::pthread_setspecific(cfg.key, ts.cast()) };
     STATE.with(|s| s.set(ts));
@@ -107,8 +113,12 @@ fn new_state() -> *mut ThreadState {
     let Ok(mem) = OS.map(bytes, page) else { return ptr::null_mut() };
     let ts = mem.as_ptr().cast::<ThreadState>();
     // SAFETY: fresh zeroed pages of the right size; zero is a valid inactive cache apart from
-    // what `init_in_place` writes, a null `next_all` and a null `next_free`.
-    unsafe { ThreadCache::init_in_place(ptr::addr_of_mut!((*ts).tc), &POOL) };
+    // what `init_in_place` writes, an empty shared part (written here), a null `next_all` and
+    // a null `next_free`.
+    unsafe {
+        ThreadCache::init_in_place(ptr::addr_of_mut!((*ts).tc), &POOL);
+        ptr::addr_of_mut!((*ts).shared).write(CacheShared::new());
+    }
     let mut head = ALL.load(Ordering::Relaxed);
     loop {
         // SAFETY: not yet published.
@@ -162,7 +172,7 @@ pub(crate) fn for_each_front_stats(mut f: impl FnMut(&hak_tiny_front::FrontStats
         // SAFETY: states are never unmapped; only their atomic fields are read, never the rest
         // of a state another thread may be using.
         unsafe {
-            f(ThreadCache::stats_of(ptr::addr_of!((*p).tc)));
+            f(&(*ptr::addr_of!((*p).shared)).stats);
             p = (*ptr::addr_of!((*p).next_all)).load(Ordering::Acquire);
         }
     }

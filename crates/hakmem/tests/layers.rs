@@ -1,5 +1,5 @@
 //! The layer order of docs/architecture.md, checked against every crate's manifest: a crate
-//! may depend only on crates above it (CONVENTIONS.md rule 1).
+//! may depend only on crates above it.
 
 use std::path::Path;
 
