@@ -10,8 +10,8 @@
 //! bytes are a valid cache equal to [`MidThreadCache::new`], so the facade may place one in
 //! zeroed OS pages. Before the thread goes away (or the cache is abandoned) the facade calls
 //! [`Mid::flush_thread`](crate::Mid::flush_thread), or the cached blocks stay unreachable.
-//! Counters (allocs, frees, bytes) are plain and folded into the `Mid`'s statistics on every
-//! slow path and on flush.
+//! Counters (allocs, frees, bytes) are plain and folded into the `Mid`'s statistics on one
+//! slow path in eight and on flush.
 
 use core::fmt;
 use core::ptr;
@@ -50,6 +50,8 @@ pub struct MidThreadCache {
     pub(crate) alloc_bytes: u64,
     /// Block bytes taken back since the last fold.
     pub(crate) free_bytes: u64,
+    /// Slow paths taken (one in `CLOCK_EVERY` reads the clock for the decay).
+    pub(crate) slow_ops: u32,
 }
 
 // SAFETY: the cache owns its blocks exclusively; nothing in it is tied to a thread, so it may
@@ -92,6 +94,7 @@ impl MidThreadCache {
             frees: 0,
             alloc_bytes: 0,
             free_bytes: 0,
+            slow_ops: 0,
         }
     }
 

@@ -6,12 +6,14 @@
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
 //! under contention. What it offers:
 //! - [`Mid`]: the shared state. [`Mid::alloc`], [`Mid::dealloc`], [`Mid::usable_size`],
-//!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::stats`] (a [`MidStats`]); settings
-//!   [`Mid::set_decommit_budget`] and [`Mid::set_max_empty_chunks`].
+//!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::decay`], [`Mid::stats`] (a [`MidStats`]);
+//!   settings [`Mid::set_decommit_budget`], [`Mid::set_max_empty_chunks`] and
+//!   [`Mid::set_purge_delay`].
 //! - [`MidThreadCache`]: one per thread, plain data (`const fn new`, all-zero is valid, no
 //!   `Drop`), passed as `&mut` to every operation.
 //! - Routing helpers: [`MID_MIN`], [`MID_MAX`], [`MID_MAX_ALIGN`], [`can_serve`],
-//!   [`block_size`]; memory-return constants [`DECOMMIT_MIN`], [`DEFAULT_DECOMMIT_BUDGET`].
+//!   [`block_size`]; memory-return constants [`DECOMMIT_MIN`], [`DEFAULT_DECOMMIT_BUDGET`],
+//!   [`DEFAULT_PURGE_DELAY_NS`].
 //!
 //! Size classes (`class.rs`): 4 per power of two, 2560 B ..= 1 MiB (36 classes), looked up by
 //! arithmetic; waste `(class - size) / size < 25%`. Alignment: any power of two up to 4096 is
@@ -31,10 +33,16 @@
 //! - Shard tables are never unmapped while the `Mid` lives; a batch pushed into a table that
 //!   was replaced is migrated by the pusher or the grower (`shard.rs` has the argument, the
 //!   loom model checks it).
-//! - Memory return: chunks that empty wait in a cache of at most 4 chunks / 16 MiB, then are
-//!   unregistered and unmapped; free blocks of at least 64 KiB returning to their chunk are
-//!   decommitted past their first page while the committed free bytes on chunk lists exceed the
-//!   budget (32 MiB by default); [`Mid::trim`] does all of it at once.
+//! - Memory return: free memory that stays unused for the purge delay (1 s by default,
+//!   [`Mid::set_purge_delay`]) goes back to the OS: idle shards are drained to the chunks,
+//!   free blocks of at least 16 KiB that waited that long are decommitted past their first
+//!   page, and empty chunks (cached for reuse, at most 4 / 16 MiB) that waited that long are
+//!   unregistered and unmapped. [`Mid::decay`] does it, at most once per eighth of the delay;
+//!   the tier calls it from its slow paths and once in 64 allocations of a thread, the facade
+//!   may call it from elsewhere. Between passes the committed bytes of free blocks on chunk
+//!   lists stay within the decommit budget (32 MiB) plus half the bytes in use: past it, the
+//!   oldest free blocks of the freeing class are decommitted at once. [`Mid::trim`] does all
+//!   of it at once, whatever the ages.
 //!
 //! Misuse: a second free of a block is detected by a free mark in the block (see `block.rs`),
 //! reported on stderr and ignored. Internal consistency checks use `hak_sync::check!` (one
@@ -45,10 +53,13 @@
 //! Concurrency contract: a `Mid` is `Sync`; any thread may call anything at any time, each with
 //! its own `MidThreadCache` (a cache is used by one thread at a time; a block may be freed into
 //! any thread's cache). The thread-cache hit path takes no lock, makes no atomic
-//! read-modify-write and no syscall. Slow paths take one shard mutex (a `try_lock` first, whose
-//! failures measure contention), or one class's central mutex (then possibly the empty-cache
-//! and all-chunks mutexes, in that order). Shard tables are published by an `AtomicPtr` with
-//! release/acquire. OS refusal makes `alloc` return `None`, never panic; allocation works again
+//! read-modify-write and no syscall, except once in 64 allocations, when it does what a slow
+//! path does in one of eight: fold its counters (relaxed atomics), read the clock (vDSO) and
+//! maybe run a decay pass. Slow paths take one shard mutex (a `try_lock` first, whose failures
+//! measure contention), or one class's central mutex (then possibly the empty-cache and
+//! all-chunks mutexes, in that order); a purge drops the class mutex while it calls madvise. A
+//! decay pass holds at most one mutex at a time and only tries them (`try_lock`), skipping
+//! what is busy. Shard tables are published by an `AtomicPtr` with release/acquire. OS refusal makes `alloc` return `None`, never panic; allocation works again
 //! once mapping does. Nothing here allocates through the global allocator; metadata lives in
 //! chunk headers and hak-os pages.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -71,4 +82,4 @@ mod tests;
 
 pub use cache::MidThreadCache;
 pub use class::{block_size, can_serve, MID_MAX, MID_MAX_ALIGN, MID_MIN};
-pub use mid::{Mid, MidStats, DECOMMIT_MIN, DEFAULT_DECOMMIT_BUDGET};
+pub use mid::{Mid, MidStats, DECOMMIT_MIN, DEFAULT_DECOMMIT_BUDGET, DEFAULT_PURGE_DELAY_NS};

@@ -75,6 +75,9 @@ pub(crate) struct ShardLists {
     head: [*mut u8; NUM_CLASSES],
     /// Batches in each class's chain.
     batches: [u32; NUM_CLASSES],
+    /// When a batch was last pushed or popped (the `Mid`'s coarse clock, ns): a shard idle
+    /// for the purge delay is drained to the chunks by [`Shards::drain_idle`].
+    last_used: u64,
 }
 
 // SAFETY: the lists are plain pointers to free blocks; whoever holds the mutex owns them, from
@@ -82,8 +85,11 @@ pub(crate) struct ShardLists {
 unsafe impl Send for ShardLists {}
 
 impl ShardLists {
-    const EMPTY: ShardLists =
-        ShardLists { head: [ptr::null_mut(); NUM_CLASSES], batches: [0; NUM_CLASSES] };
+    const EMPTY: ShardLists = ShardLists {
+        head: [ptr::null_mut(); NUM_CLASSES],
+        batches: [0; NUM_CLASSES],
+        last_used: 0,
+    };
 
     fn is_empty(&self) -> bool {
         self.batches.iter().all(|&b| b == 0)
@@ -380,11 +386,13 @@ impl Shards {
 
     /// Pushes a batch of class `c` (`head`, `n` blocks, null-terminated through word 0) onto
     /// the caller's shard, unless that shard already holds `max_batches` of the class (or no
-    /// table can be mapped): then returns `false` and the batch stays the caller's.
+    /// table can be mapped): then returns `false` and the batch stays the caller's. `now` is
+    /// the coarse time of the push.
     ///
     /// # Safety
     /// The caller owns the batch: `n >= 1` free blocks of class `c` (at least `BLOCK_WORDS`
     /// words each), which nobody else references.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn push(
         &self,
         os: &Os,
@@ -393,6 +401,7 @@ impl Shards {
         head: *mut u8,
         n: usize,
         max_batches: u32,
+        now: u64,
     ) -> bool {
         // SAFETY: the batch is ours (contract).
         hak_sync::check!(unsafe { list_len(head, n) } == n, "shard push: batch length");
@@ -405,6 +414,7 @@ impl Shards {
             } else {
                 // SAFETY: we hold the lock, and the batch is ours (contract).
                 unsafe { g.push(c, head, n) };
+                g.last_used = now;
                 true
             }
         };
@@ -416,12 +426,20 @@ impl Shards {
         pushed
     }
 
-    /// Pops a batch of class `c` from the caller's shard: its head and length.
-    pub(crate) fn pop(&self, os: &Os, cur: &mut ShardCursor, c: usize) -> Option<(*mut u8, usize)> {
+    /// Pops a batch of class `c` from the caller's shard: its head and length. `now` is the
+    /// coarse time of the pop.
+    pub(crate) fn pop(
+        &self,
+        os: &Os,
+        cur: &mut ShardCursor,
+        c: usize,
+        now: u64,
+    ) -> Option<(*mut u8, usize)> {
         let t = self.current(os)?;
         let idx = cur.seed & (t.len() - 1);
         let got = {
             let mut g = self.lock(cur, t, idx);
+            g.last_used = now;
             // SAFETY: we hold the lock.
             unsafe { g.pop(c) }
         };
@@ -445,6 +463,7 @@ impl Shards {
             }
             {
                 let mut g = to.shard(idx).lists.lock();
+                g.last_used = g.last_used.max(taken.last_used);
                 for c in 0..NUM_CLASSES {
                     let mut h = taken.head[c];
                     while !h.is_null() {
@@ -500,6 +519,29 @@ impl Shards {
         Self::drain_shard(t, cur.seed & (t.len() - 1), &mut f);
     }
 
+    /// Takes every batch of every shard of the current table that holds batches and was last
+    /// used at or before `older_than`, and gives each to `f` as `(class, head, n, last_used)`.
+    /// Shards whose lock is busy are skipped (they are in use). Batches in old tables are
+    /// left to their migration.
+    pub(crate) fn drain_idle(
+        &self,
+        older_than: u64,
+        mut f: impl FnMut(usize, *mut u8, usize, u64),
+    ) {
+        let Some(t) = self.published() else { return };
+        for idx in 0..t.len() {
+            let taken = {
+                let Some(mut g) = t.shard(idx).lists.try_lock() else { continue };
+                if g.last_used > older_than || g.is_empty() {
+                    continue;
+                }
+                mem::replace(&mut *g, ShardLists::EMPTY)
+            };
+            let since = taken.last_used;
+            Self::give_all(taken, &mut |c, h, n| f(c, h, n, since));
+        }
+    }
+
     /// Takes every batch of every shard of every table (current and old) and gives each to
     /// `f` as `(class, head, n)`.
     pub(crate) fn drain_all(&self, mut f: impl FnMut(usize, *mut u8, usize)) {
@@ -513,7 +555,12 @@ impl Shards {
     }
 
     fn drain_shard(t: TableRef<'_>, idx: usize, f: &mut impl FnMut(usize, *mut u8, usize)) {
-        let mut taken = mem::replace(&mut *t.shard(idx).lists.lock(), ShardLists::EMPTY);
+        let taken = mem::replace(&mut *t.shard(idx).lists.lock(), ShardLists::EMPTY);
+        Self::give_all(taken, f);
+    }
+
+    /// Gives every batch of lists taken out of a shard to `f`.
+    fn give_all(mut taken: ShardLists, f: &mut impl FnMut(usize, *mut u8, usize)) {
         for c in 0..NUM_CLASSES {
             // SAFETY: the lists were taken under the lock: they are ours now.
             while let Some((h, n)) = unsafe { taken.pop(c) } {

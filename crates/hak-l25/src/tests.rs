@@ -575,3 +575,113 @@ fn a_second_free_of_a_block_is_refused() {
     let st = mid.stats();
     assert_eq!((st.allocs, st.frees), (9, 9), "{st:?}");
 }
+
+/// A `Mid` whose coarse clock starts at `t0`, far enough ahead of the real clock that the
+/// slow paths' own clock reads never move it: the test drives time through `decay`.
+fn future_clock(mid: &Mid<'_>) -> u64 {
+    let t0 = hak_os::monotonic_ns() + 3_600_000_000_000;
+    mid.decay(t0);
+    t0
+}
+
+#[test]
+fn decay_returns_free_memory_after_the_delay_and_not_before() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let delay = crate::DEFAULT_PURGE_DELAY_NS;
+    let t0 = future_clock(&mid);
+    let mut tc = MidThreadCache::new();
+    let size = 256 << 10;
+    let keep = mid.alloc(&mut tc, size, 1).unwrap();
+    let blocks: Vec<_> = (0..40).map(|_| mid.alloc(&mut tc, size, 1).unwrap()).collect();
+    for &p in &blocks {
+        fill(p, size, 7);
+    }
+    for p in blocks {
+        // SAFETY: allocated above.
+        unsafe { mid.dealloc(&mut tc, p, size, 1) };
+    }
+    // The frees went to the thread cache, the shard and the chunks; some chunks emptied.
+    let (in_shards, _) = mid.shards().count_blocks();
+    assert!(in_shards > 0);
+    let before = mid.stats();
+    assert!(before.chunks_cached > 0, "{before:?}");
+    mid.decay(t0 + delay / 2);
+    let st = mid.stats();
+    assert_eq!((st.purges_decay, st.bytes_decommitted.total, st.chunk_unmaps), (0, 0, 0));
+    assert_eq!(mid.shards().count_blocks().0, in_shards, "a busy shard was drained early");
+    mid.decay(t0 + delay + delay / 4);
+    let st = mid.stats();
+    assert_eq!(mid.shards().count_blocks(), (0, 0), "the idle shard was drained");
+    assert!(st.purges_decay > 0, "{st:?}");
+    assert_eq!(st.chunks_cached, 0, "cached empty chunks were unmapped: {st:?}");
+    // What is left committed: the first page of every free block on a chunk (its links).
+    let page = hak_os::page_size() as u64;
+    assert!(st.bytes_free_committed <= 40 * page, "{st:?}");
+    assert!(st.bytes_decommitted.current > 0);
+    mid.check_invariants();
+    // SAFETY: allocated above.
+    unsafe { mid.dealloc(&mut tc, keep, size, 1) };
+    mid.flush_thread(&mut tc);
+    mid.trim();
+    assert_eq!(mid.stats().chunks_live, 0);
+}
+
+#[test]
+fn the_budget_purges_the_oldest_free_blocks_first() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let t1 = future_clock(&mid);
+    let mut tc = MidThreadCache::new();
+    let size = 256 << 10;
+    let c = class_of(size);
+    let cap = CHUNK_CAPACITY[c];
+    // Two chunks, A then B, each full; one block of each stays live so neither empties.
+    let all: Vec<_> = (0..2 * cap).map(|_| mid.alloc(&mut tc, size, 1).unwrap()).collect();
+    let base = |p: NonNull<u8>| reg.lookup(p.as_ptr() as usize).unwrap().base;
+    let (a, b): (Vec<_>, Vec<_>) = all.iter().partition(|&&p| base(p) == base(all[0]));
+    assert_eq!((a.len(), b.len()), (cap, cap));
+    for &p in &all {
+        fill(p, size, 0xAB);
+    }
+    // A's blocks come back at t1, B's 10 ms later; flushing puts them on the chunks.
+    for &p in &a[1..] {
+        // SAFETY: allocated above.
+        unsafe { mid.dealloc(&mut tc, p, size, 1) };
+    }
+    mid.flush_thread(&mut tc);
+    assert_eq!(mid.stats().purges_budget, 0, "within the default budget");
+    mid.set_decommit_budget((cap * size) * 3 / 2);
+    mid.decay(t1 + 10_000_000);
+    for &p in &b[1..] {
+        // SAFETY: allocated above.
+        unsafe { mid.dealloc(&mut tc, p, size, 1) };
+    }
+    mid.flush_thread(&mut tc);
+    let st = mid.stats();
+    let tail = (size - hak_os::page_size()) as u64;
+    assert_eq!(st.purges_budget, 1, "{st:?}");
+    assert_eq!(st.bytes_decommitted.current, (cap as u64 - 1) * tail, "A's blocks, all of them");
+    mid.check_invariants();
+    // B's blocks are still resident and come first (dirty before clean): their tails kept
+    // their bytes; A's read back as zero.
+    let again: Vec<_> = (1..cap).map(|_| mid.alloc(&mut tc, size, 1).unwrap()).collect();
+    for &p in &again {
+        assert_eq!(base(p), base(b[0]), "a dirty block of B before any clean one of A");
+        check(NonNull::new(p.as_ptr().wrapping_add(size - 16)).unwrap(), 16, 0xAB);
+    }
+    let more = mid.alloc(&mut tc, size, 1).unwrap();
+    assert_eq!(base(more), base(a[0]));
+    // SAFETY: a purged block: its last byte was decommitted and reads zero.
+    assert_eq!(unsafe { *more.as_ptr().add(size - 1) }, 0);
+    // SAFETY: all allocated above, each freed once.
+    unsafe {
+        for p in again.into_iter().chain([more, a[0], b[0]]) {
+            mid.dealloc(&mut tc, p, size, 1);
+        }
+    }
+    mid.flush_thread(&mut tc);
+    mid.check_invariants();
+}
