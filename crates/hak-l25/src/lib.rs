@@ -59,7 +59,13 @@
 //! measure contention), or one class's central mutex (then possibly the empty-cache and
 //! all-chunks mutexes, in that order); a purge drops the class mutex while it calls madvise. A
 //! decay pass holds at most one mutex at a time and only tries them (`try_lock`), skipping
-//! what is busy. Shard tables are published by an `AtomicPtr` with release/acquire. OS refusal makes `alloc` return `None`, never panic; allocation works again
+//! what is busy. Shard tables are published by an `AtomicPtr` with release/acquire.
+//! Fork: [`Mid::prefork`] takes every lock in this fixed order — the shard table's
+//! `grow_lock`, every shard of every table (newest first, in index order), the 36 central
+//! locks in class order, the empty cache, the all-chunks list — and [`Mid::postfork`]
+//! releases them in reverse. No path of this tier holds one of its locks while taking another
+//! tier's, or takes them against this order, so the facade may call it anywhere in its own
+//! sequence. OS refusal makes `alloc` return `None`, never panic; allocation works again
 //! once mapping does. Nothing here allocates through the global allocator; metadata lives in
 //! chunk headers and hak-os pages.
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -938,6 +938,38 @@ impl<'r> Mid<'r> {
         }
     }
 
+    /// Takes every lock of the tier for `fork()` (see the crate docs for the order), so that
+    /// the child, in which only the forking thread exists, finds none of them held by a
+    /// thread that is gone. Pair with [`Mid::postfork`] in the parent and in the child.
+    #[cfg(not(hak_loom))]
+    pub fn prefork(&self) {
+        self.shards.prefork();
+        for m in &self.central {
+            m.fork_lock();
+        }
+        self.empty.fork_lock();
+        self.all.fork_lock();
+    }
+
+    /// Releases what [`Mid::prefork`] took, in reverse order; call it in the parent and in the
+    /// child after `fork()`.
+    ///
+    /// # Safety
+    /// The calling thread ran `prefork` (or is the child of the thread that did), and has not
+    /// released those locks since.
+    #[cfg(not(hak_loom))]
+    pub unsafe fn postfork(&self) {
+        // SAFETY: `prefork` took each of these and no guard of them exists (contract).
+        unsafe {
+            self.all.fork_unlock();
+            self.empty.fork_unlock();
+            for m in self.central.iter().rev() {
+                m.fork_unlock();
+            }
+            self.shards.postfork();
+        }
+    }
+
     /// Checks every partial chunk's invariants (tests).
     #[cfg(all(test, not(hak_loom)))]
     pub(crate) fn check_invariants(&self) {
@@ -953,6 +985,25 @@ impl<'r> Mid<'r> {
                 }
             }
         }
+    }
+
+    /// Counts the tier's locks that are held and free now, by trying each (tests).
+    #[cfg(all(test, not(hak_loom)))]
+    pub(crate) fn lock_states(&self) -> (usize, usize) {
+        let (mut held, mut free) = self.shards.lock_states();
+        let mut count = |is_free: bool| {
+            if is_free {
+                free += 1;
+            } else {
+                held += 1;
+            }
+        };
+        for m in &self.central {
+            count(m.try_lock().is_some());
+        }
+        count(self.empty.try_lock().is_some());
+        count(self.all.try_lock().is_some());
+        (held, free)
     }
 
     /// The shard layer (tests).

@@ -31,7 +31,9 @@
 //!
 //! Concurrency: `table` is an `AtomicPtr` (acquire loads, release publication); each shard's
 //! lists are owned by whoever holds its mutex; `grow_lock` serialises growers (a loser just
-//! returns). Lock order: a thread holds at most one shard lock at a time, so there is no cycle.
+//! returns) and the first table's creation. Lock order: `grow_lock` → one shard; a thread
+//! holds at most one shard lock at a time, so there is no cycle. [`Shards::prefork`] takes
+//! `grow_lock`, then every shard of every table.
 
 use core::mem;
 use core::ptr;
@@ -296,24 +298,52 @@ impl Shards {
         unsafe { TableRef::new(self.table.load(Ordering::Acquire)) }
     }
 
+    /// Maps and publishes the first table, under `grow_lock` (so a fork handler holding that
+    /// lock knows every table there is).
     #[cold]
     fn init(&self, os: &Os) -> Option<TableRef<'_>> {
+        let _g = self.grow_lock.lock();
+        if let Some(t) = self.published() {
+            return Some(t);
+        }
         let fresh = Table::create(os, INITIAL_SHARDS, ptr::null_mut())?;
-        let t = match self.table.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(winner) => {
-                // SAFETY: our table was never published; it is all ours.
-                unsafe { Self::destroy(os, fresh) };
-                winner
-            }
-        };
+        self.table.store(fresh, Ordering::Release);
         // SAFETY: as in `published`.
-        unsafe { TableRef::new(t) }
+        unsafe { TableRef::new(fresh) }
+    }
+
+    /// Takes every lock of the shard layer for `fork()`: `grow_lock` (so no table is published
+    /// meanwhile), then every shard of every table, newest table first, in index order.
+    #[cfg(not(hak_loom))]
+    pub(crate) fn prefork(&self) {
+        self.grow_lock.fork_lock();
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                table.shard(idx).lists.fork_lock();
+            }
+            t = table.prev();
+        }
+    }
+
+    /// Releases what [`Shards::prefork`] took.
+    ///
+    /// # Safety
+    /// The calling thread ran `prefork` (or is the child of the thread that did), and no
+    /// guard of these locks exists.
+    #[cfg(not(hak_loom))]
+    pub(crate) unsafe fn postfork(&self) {
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                // SAFETY: taken by `prefork` (contract); the tables are the same, since
+                // `grow_lock` kept any new one from being published.
+                unsafe { table.shard(idx).lists.fork_unlock() };
+            }
+            t = table.prev();
+        }
+        // SAFETY: as above.
+        unsafe { self.grow_lock.fork_unlock() };
     }
 
     /// Number of shards in the current table (0 before first use).
@@ -501,8 +531,30 @@ impl Shards {
         }
     }
 
-    /// Grows the current table once (the loom model).
-    #[cfg(all(test, hak_loom))]
+    /// Counts the shard layer's locks that are held and free now, by trying each (tests).
+    #[cfg(all(test, not(hak_loom)))]
+    pub(crate) fn lock_states(&self) -> (usize, usize) {
+        let mut held_free = (0, 0);
+        let mut count = |free: bool| {
+            if free {
+                held_free.1 += 1;
+            } else {
+                held_free.0 += 1;
+            }
+        };
+        count(self.grow_lock.try_lock().is_some());
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                count(table.shard(idx).lists.try_lock().is_some());
+            }
+            t = table.prev();
+        }
+        held_free
+    }
+
+    /// Grows the current table once (tests and the loom model).
+    #[cfg(test)]
     pub(crate) fn grow_now(&self, os: &Os) {
         if let Some(t) = self.current(os) {
             self.grow(os, t);

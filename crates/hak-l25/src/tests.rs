@@ -685,3 +685,125 @@ fn the_budget_purges_the_oldest_free_blocks_first() {
     mid.flush_thread(&mut tc);
     mid.check_invariants();
 }
+
+#[test]
+fn prefork_holds_every_lock_until_postfork() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let mut tc = MidThreadCache::new();
+    // A table, a grown one, chunks of a few classes: every kind of lock exists.
+    let p = mid.alloc(&mut tc, 3000, 1).unwrap();
+    let q = mid.alloc(&mut tc, 300_000, 1).unwrap();
+    mid.shards().grow_now(&os);
+    let (held, free) = mid.lock_states();
+    assert_eq!(held, 0);
+    // grow_lock, 64 + 128 shards, 36 classes, the empty cache, the chunk list.
+    assert_eq!(free, 1 + 3 * INITIAL_SHARDS + NUM_CLASSES + 2);
+    mid.prefork();
+    assert_eq!(mid.lock_states(), (free, 0), "prefork left a lock free");
+    // SAFETY: this thread ran `prefork` just above.
+    unsafe { mid.postfork() };
+    assert_eq!(mid.lock_states(), (0, free), "postfork left a lock held");
+    // SAFETY: allocated above.
+    unsafe {
+        mid.dealloc(&mut tc, p, 3000, 1);
+        mid.dealloc(&mut tc, q, 300_000, 1);
+    }
+    mid.flush_thread(&mut tc);
+    mid.trim();
+    assert_eq!(mid.stats().chunks_live, 0);
+}
+
+/// Forks while other threads allocate and free through the same `Mid`; each child allocates
+/// and frees blocks of every class and exits. Without `prefork`/`postfork` a child can find a
+/// lock held by a thread that does not exist in it, and hangs: the parent then kills it and
+/// the test fails.
+#[test]
+fn children_forked_while_threads_allocate_never_hang() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (mid, stop) = (&mid, &stop);
+            s.spawn(move || {
+                let mut tc = MidThreadCache::new();
+                let mut held = Vec::new();
+                let mut i = t;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let size = MID_MIN + (i * 7919 % MID_MAX as u64) as usize % (MID_MAX - MID_MIN);
+                    held.push((mid.alloc(&mut tc, size, 1).unwrap(), size));
+                    if held.len() > 16 {
+                        for (p, size) in held.drain(..) {
+                            // SAFETY: allocated above with `(size, 1)`.
+                            unsafe { mid.dealloc(&mut tc, p, size, 1) };
+                        }
+                        if i % 64 == 0 {
+                            mid.flush_thread(&mut tc);
+                            mid.trim();
+                        }
+                    }
+                }
+                for (p, size) in held {
+                    // SAFETY: as above.
+                    unsafe { mid.dealloc(&mut tc, p, size, 1) };
+                }
+                mid.flush_thread(&mut tc);
+            });
+        }
+        let mut hung = 0;
+        for _ in 0..100 {
+            if hung > 0 {
+                break;
+            }
+            mid.prefork();
+            // SAFETY: fork has no preconditions; the child only uses `mid` (whose locks this
+            // thread holds) and exits with `_exit`, never returning into the test harness.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: the child of the thread that ran `prefork`.
+                unsafe { mid.postfork() };
+                let mut tc = MidThreadCache::new();
+                for &size in &CLASS_SIZE {
+                    let p = mid.alloc(&mut tc, size, 1);
+                    if let Some(p) = p {
+                        // SAFETY: allocated just above.
+                        unsafe { mid.dealloc(&mut tc, p, size, 1) };
+                    }
+                }
+                mid.flush_thread(&mut tc);
+                mid.trim();
+                // SAFETY: ends the child without running the parent's atexit work.
+                unsafe { libc::_exit(0) };
+            }
+            // SAFETY: this thread ran `prefork` just above.
+            unsafe { mid.postfork() };
+            assert!(pid > 0, "fork failed");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut status = 0;
+                // SAFETY: `pid` is our child; `status` is writable.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+                    break;
+                }
+                if Instant::now() > deadline {
+                    // SAFETY: our child, hung: kill and reap it.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    hung += 1;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(hung, 0, "children hung");
+    });
+}
