@@ -24,7 +24,8 @@
 //! - Every block is in exactly one place: with a user, in one thread cache bin, in one shard
 //!   batch, on its chunk's free list, or not yet carved. Per chunk
 //!   `used + free_count == carved <= capacity` (`chunk.rs`); per bin
-//!   `count == |list| <= TC_CAP[class]` (`cache.rs`).
+//!   `count == |list| <= TC_CEIL[class]` (`cache.rs`; each bin's capacity adapts between 1 and
+//!   that ceiling by the bin's low-water mark and its refills and spills).
 //! - Chunks are `CHUNK_BYTES[class]` (whole MiB) mapped 1 MiB-aligned, registered as
 //!   `OwnerKind::Mid` after their header is written and unregistered before unmapping; so for a
 //!   live block `p`, `registry.lookup(p).base` is its chunk and the header there gives its class.

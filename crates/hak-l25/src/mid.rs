@@ -5,10 +5,11 @@
 //! with a user | in a thread cache bin | in a shard batch | on its chunk's dirty or clean list |
 //! held by a purge in progress | uncarved.
 //! Flows: alloc takes from the bin; an empty bin takes a batch from the thread's shard, else
-//! `central_alloc` gathers up to `TC_CAP[c]` blocks from partial chunks (dirty blocks, then
+//! `central_alloc` gathers up to the bin's capacity of blocks from partial chunks (dirty blocks, then
 //! clean ones, then carving; a new chunk from the empty cache or hak-os when none is left).
 //! dealloc pushes onto the bin; a full bin goes to the shard as one batch, or, if the shard
-//! already holds `SHARD_BATCHES[c]` of the class, back to the chunks (`central_free`).
+//! already holds `SHARD_BATCHES[c]` of the class, back to the chunks (`central_free`). Bin
+//! capacities adapt (`cache.rs`), reviewed on one upkeep in sixteen.
 //!
 //! Memory return. Freed memory is returned when it has stayed unused for the purge delay
 //! (default [`DEFAULT_PURGE_DELAY_NS`], 1 s), or at once when there is too much of it:
@@ -59,7 +60,9 @@ use crate::chunk::{
     decommit_tail, Central, ChunkHeader, ChunkList, EmptyCache, DEFAULT_MAX_EMPTY_CHUNKS,
     MAX_EMPTY_BYTES, NO_CLASS,
 };
-use crate::class::{class_for, CHUNK_BYTES, CLASS_SIZE, NUM_CLASSES, SHARD_BATCHES, TC_CAP};
+use crate::class::{
+    class_for, CHUNK_BYTES, CLASS_SIZE, NUM_CLASSES, SHARD_BATCHES, TC_CAP, TC_CEIL,
+};
 use crate::shard::Shards;
 
 /// Blocks at least this large (16 KiB) are purged (decommitted past their first page) when
@@ -82,6 +85,8 @@ const MIN_TICK_NS: u64 = 1_000_000;
 const CLOCK_EVERY: u32 = 8;
 /// See [`CLOCK_EVERY`]: allocations between upkeeps (64).
 const ALLOCS_EVERY: u64 = 8 * CLOCK_EVERY as u64;
+/// A thread reviews its bins' capacities once in this many upkeeps.
+const REVIEW_EVERY: u32 = 16;
 /// Most chunks one `central_free` purges for the budget.
 const BUDGET_PURGE_CHUNKS: usize = 4;
 /// The first class that is purged.
@@ -363,6 +368,10 @@ impl<'r> Mid<'r> {
     fn upkeep_now(&self, tc: &mut MidThreadCache) {
         self.fold(tc);
         self.decay(hak_os::monotonic_ns());
+        tc.upkeeps = tc.upkeeps.wrapping_add(1);
+        if tc.upkeeps.is_multiple_of(REVIEW_EVERY) {
+            self.review(tc);
+        }
     }
 
     /// Applies a batch's changes to the free-byte gauges (decreases first, so the peaks are
@@ -401,6 +410,9 @@ impl<'r> Mid<'r> {
             }
             hak_sync::check!(bin.count > 0, "thread cache count");
             bin.count = bin.count.wrapping_sub(1);
+            if bin.count < u32::from(bin.low) {
+                bin.low = bin.count as u16;
+            }
             tc.allocs += 1;
             tc.alloc_bytes += CLASS_SIZE[c] as u64;
             if tc.allocs >= ALLOCS_EVERY {
@@ -416,9 +428,10 @@ impl<'r> Mid<'r> {
     fn alloc_slow(&self, tc: &mut MidThreadCache, c: usize) -> Option<NonNull<u8>> {
         self.upkeep(tc);
         self.shards.seed(&mut tc.cursor);
+        let cap = tc.bins[c].cap_or(TC_CAP[c]);
         let (head, n) = match self.shards.pop(self.reg.os(), &mut tc.cursor, c, self.now()) {
             Some(batch) => batch,
-            None => self.central_alloc(c, TC_CAP[c] as usize)?,
+            None => self.central_alloc(c, cap as usize)?,
         };
         // SAFETY: the batch (`n >= 1` blocks, null-terminated) is ours now; its head goes to
         // the caller.
@@ -426,7 +439,13 @@ impl<'r> Mid<'r> {
             clear_mark(head);
             next(head)
         };
-        tc.bins[c] = Bin { head: rest, count: (n as u32).wrapping_sub(1) };
+        let bin = &mut tc.bins[c];
+        hak_sync::check!(n as u32 <= TC_CEIL[c], "a batch larger than any bin");
+        bin.head = rest;
+        bin.count = (n as u32).wrapping_sub(1);
+        bin.cap = cap;
+        bin.low = 0;
+        bin.refills = bin.refills.saturating_add(1);
         tc.allocs += 1;
         tc.alloc_bytes += CLASS_SIZE[c] as u64;
         NonNull::new(head)
@@ -468,7 +487,7 @@ impl<'r> Mid<'r> {
             mark_free(b);
         }
         let bin = &mut tc.bins[c];
-        if bin.count < TC_CAP[c] {
+        if bin.count < u32::from(bin.cap) {
             // SAFETY: as above; its first word becomes the link.
             unsafe { set_next(b, bin.head) };
             bin.head = b;
@@ -482,38 +501,96 @@ impl<'r> Mid<'r> {
     }
 
     /// # Safety
-    /// `b` is a block of class `c` that is ours, marked free; `tc.bins[c]` is full.
+    /// `b` is a block of class `c` that is ours, marked free; `tc.bins[c]` is full (or not
+    /// used yet: `cap == 0`).
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(&self, tc: &mut MidThreadCache, c: usize, b: *mut u8) {
         self.upkeep(tc);
         self.shards.seed(&mut tc.cursor);
-        let full = core::mem::replace(&mut tc.bins[c], Bin::EMPTY);
-        if full.count > 0 {
-            let n = full.count as usize;
-            let now = self.now();
-            // SAFETY: the bin's list is ours; it becomes one batch.
-            let pushed = unsafe {
-                self.shards.push(
-                    self.reg.os(),
-                    &mut tc.cursor,
-                    c,
-                    full.head,
-                    n,
-                    SHARD_BATCHES[c],
-                    now,
-                )
-            };
-            if !pushed {
-                // SAFETY: the shard refused, so the list is still ours.
-                unsafe { self.central_free(c, full.head, n, now) };
-            }
+        let bin = &mut tc.bins[c];
+        if bin.cap == 0 {
+            bin.cap = TC_CAP[c] as u16;
         }
+        if bin.count >= u32::from(bin.cap) {
+            let (head, n) = (bin.head, bin.count as usize);
+            bin.head = ptr::null_mut();
+            bin.count = 0;
+            bin.low = 0;
+            bin.spills = bin.spills.saturating_add(1);
+            // SAFETY: the bin's list (`n >= 1` blocks: `cap >= 1`) is ours.
+            unsafe { self.spill(tc, c, head, n, true) };
+        }
+        let bin = &mut tc.bins[c];
         // SAFETY: `b` is ours (contract).
-        unsafe { set_next(b, ptr::null_mut()) };
-        tc.bins[c] = Bin { head: b, count: 1 };
+        unsafe { set_next(b, bin.head) };
+        bin.head = b;
+        bin.count += 1;
         tc.frees += 1;
         tc.free_bytes += CLASS_SIZE[c] as u64;
+    }
+
+    /// Hands a list of `n >= 1` blocks of class `c` out of a thread cache: to the thread's
+    /// shard as one batch if `to_shard` and it has room, else back to the chunks.
+    ///
+    /// # Safety
+    /// `head` starts a null-terminated list of `n` free blocks of class `c` that are ours.
+    unsafe fn spill(
+        &self,
+        tc: &mut MidThreadCache,
+        c: usize,
+        head: *mut u8,
+        n: usize,
+        to_shard: bool,
+    ) {
+        let now = self.now();
+        // SAFETY: the list is ours (contract); it becomes one batch.
+        let pushed = to_shard
+            && unsafe {
+                self.shards.push(self.reg.os(), &mut tc.cursor, c, head, n, SHARD_BATCHES[c], now)
+            };
+        if !pushed {
+            // SAFETY: not pushed, so the list is still ours.
+            unsafe { self.central_free(c, head, n, now) };
+        }
+    }
+
+    /// Reviews every bin's capacity (see `cache.rs`): a bin's capacity shrinks by its
+    /// low-water mark (blocks it never needed since the last review) and half of those blocks
+    /// (rounded up) go back to the chunks; a bin that both ran empty and overflowed doubles its
+    /// capacity.
+    #[cold]
+    fn review(&self, tc: &mut MidThreadCache) {
+        for (c, &ceil) in TC_CEIL.iter().enumerate() {
+            let bin = &mut tc.bins[c];
+            if bin.cap == 0 {
+                continue;
+            }
+            let unused = u32::from(bin.low).min(bin.count);
+            if unused > 0 {
+                let k = unused.div_ceil(2);
+                let head = bin.head;
+                let mut last = head;
+                // SAFETY: the bin's list is ours and holds `count >= k` blocks.
+                unsafe {
+                    for _ in 1..k {
+                        last = next(last);
+                    }
+                    bin.head = next(last);
+                    set_next(last, ptr::null_mut());
+                }
+                bin.count -= k;
+                bin.cap = bin.cap.saturating_sub(unused as u16).max(1);
+                // SAFETY: the `k` blocks just cut off the bin are ours; cold, so to the chunks.
+                unsafe { self.spill(tc, c, head, k as usize, true) };
+            } else if bin.refills > 0 && bin.spills > 0 {
+                bin.cap = bin.cap.saturating_mul(2).min(ceil as u16);
+            }
+            let bin = &mut tc.bins[c];
+            bin.low = bin.count as u16;
+            bin.refills = 0;
+            bin.spills = 0;
+        }
     }
 
     /// The usable size (class size) of the mid block starting at `ptr`, found through the
@@ -555,6 +632,7 @@ impl<'r> Mid<'r> {
         let now = self.now();
         for c in 0..NUM_CLASSES {
             let bin = core::mem::replace(&mut tc.bins[c], Bin::EMPTY);
+            tc.bins[c].cap = bin.cap;
             if bin.count > 0 {
                 // SAFETY: the bin's blocks are ours.
                 unsafe { self.central_free(c, bin.head, bin.count as usize, now) };

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use crate::class::{
     class_for, class_of, CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE, NUM_CLASSES,
-    SHARD_BATCHES, TC_CAP,
+    SHARD_BATCHES, TC_CAP, TC_CEIL,
 };
 use crate::shard::{INITIAL_SHARDS, MAX_SHARDS};
 use crate::{block_size, can_serve, Mid, MidThreadCache, MID_MAX, MID_MAX_ALIGN, MID_MIN};
@@ -374,9 +374,11 @@ fn contention_grows_the_shard_table() {
             let (mid, stop) = (&mid, &stop);
             s.spawn(move || {
                 let mut tc = MidThreadCache::with_seed(seed);
-                let mut held = Vec::with_capacity(64);
+                // More than a bin can grow to, so every round goes through the shards.
+                let n = 3 * TC_CEIL[class_of(2500)] as usize;
+                let mut held = Vec::with_capacity(n);
                 while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..64 {
+                    for _ in 0..n {
                         held.push(mid.alloc(&mut tc, 2500, 1).unwrap());
                     }
                     for p in held.drain(..) {
@@ -806,4 +808,68 @@ fn children_forked_while_threads_allocate_never_hang() {
         stop.store(true, Ordering::Relaxed);
         assert_eq!(hung, 0, "children hung");
     });
+}
+
+#[test]
+fn a_class_that_goes_quiet_gives_its_cached_blocks_back() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let mut tc = MidThreadCache::new();
+    let quiet = 8 << 10;
+    let c = class_of(quiet);
+    let v: Vec<_> = (0..40).map(|_| mid.alloc(&mut tc, quiet, 1).unwrap()).collect();
+    for p in v {
+        // SAFETY: allocated above.
+        unsafe { mid.dealloc(&mut tc, p, quiet, 1) };
+    }
+    assert_eq!((tc.bins[c].count, tc.bins[c].cap), (TC_CAP[c], TC_CAP[c] as u16));
+    // Another class keeps the thread busy; the quiet one is reviewed meanwhile.
+    for _ in 0..20_000 {
+        let p = mid.alloc(&mut tc, 100_000, 1).unwrap();
+        // SAFETY: allocated just above.
+        unsafe { mid.dealloc(&mut tc, p, 100_000, 1) };
+    }
+    assert_eq!((tc.bins[c].count, tc.bins[c].cap), (0, 1), "the quiet bin gave its blocks back");
+    // The busy class keeps what it uses: one block (its low-water mark is 0 or 1).
+    let busy = &tc.bins[class_of(100_000)];
+    assert!(busy.count <= 1 && busy.cap >= 1, "{} {}", busy.count, busy.cap);
+    mid.flush_thread(&mut tc);
+    mid.check_invariants();
+    assert_eq!(mid.stats().bytes_in_use.current, 0);
+}
+
+#[test]
+fn a_class_that_keeps_crossing_its_bounds_grows_its_cache() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let mut tc = MidThreadCache::new();
+    let size = 8 << 10;
+    let c = class_of(size);
+    assert!(TC_CEIL[c] > TC_CAP[c]);
+    let n = TC_CAP[c] as usize + TC_CAP[c] as usize / 2;
+    for _ in 0..200 {
+        let v: Vec<_> = (0..n).map(|_| mid.alloc(&mut tc, size, 1).unwrap()).collect();
+        for p in v {
+            // SAFETY: allocated above.
+            unsafe { mid.dealloc(&mut tc, p, size, 1) };
+        }
+    }
+    // It grew past the working set, then settled just above it (blocks it held but never
+    // needed went back).
+    let cap = u32::from(tc.bins[c].cap);
+    assert!(cap as usize >= n && cap <= TC_CEIL[c], "cap {cap} for a working set of {n}");
+    // With the room, the same loop no longer takes slow paths every round.
+    let before = tc.slow_ops;
+    for _ in 0..10 {
+        let v: Vec<_> = (0..n).map(|_| mid.alloc(&mut tc, size, 1).unwrap()).collect();
+        for p in v {
+            // SAFETY: allocated above.
+            unsafe { mid.dealloc(&mut tc, p, size, 1) };
+        }
+    }
+    assert!(tc.slow_ops - before <= 1, "{} slow paths", tc.slow_ops - before);
+    mid.flush_thread(&mut tc);
+    mid.check_invariants();
 }
