@@ -15,16 +15,29 @@
 //! | [`larson`] | `larson THREADS ROUNDS BATCH SEED` | THREADS × ROUNDS × BATCH × 2 |
 //! | [`xthread`] | `xthread ROUNDS BATCH SEED` | ROUNDS × BATCH × 2 |
 //! | [`mid_mixed`] | `mid_mixed ITER WS SEED` | ITER |
-//! | [`big`] | `big ITER WS SEED` | ITER |
-//! | [`realloc_grow`] | `realloc_grow REPS` | REPS × 19 |
+//! | [`big`] | `big ITER WS SEED [dense\|sparse]` | ITER |
+//! | [`realloc_grow`] | `realloc_grow REPS MAX [dense\|sparse]` | REPS × (log2(MAX / 8) + 2) |
 //! | [`thread_churn`] | `thread_churn THREADS STEPS SEED` | THREADS × STEPS |
+//! | [`real::json`] | `json RECORDS SEED` | RECORDS |
+//! | [`real::syn_parse`] | `syn ITEMS SEED` | ITEMS |
+//! | [`real::regex`] | `regex LINES SEED` | LINES |
+//! | [`real::collections`] | `collections KEYS SEED` | KEYS |
+//! | [`real::vec_grow`] | `vec_grow N SEED` | elements pushed |
+//! | [`real::reserve`] | `reserve ITER WS SEED` | ITER |
+//! | [`mt::tokio_msgs`] | `tokio TASKS MSGS SEED` | TASKS × MSGS |
+//! | [`mt::rayon_pipeline`] | `rayon ITEMS SEED` | ITEMS |
 //!
-//! Invariants every workload keeps: blocks are allocated with raw `std::alloc` calls (alignment
-//! [`ALIGN`]) so the work is allocator-bound; every block gets a byte pattern when it is allocated
-//! and the pattern is checked before it is freed (a wrong byte is an `Err`, which the binary turns
-//! into exit code 1); the [`Outcome::checksum`] depends only on the arguments, never on
-//! addresses or timing, so all allocators must report the same checksum for the same command.
-//! The timed region of each workload ends only after every block is freed.
+//! Invariants the raw workloads (this file) keep: blocks are allocated with raw `std::alloc`
+//! calls (alignment [`ALIGN`]) so the work is allocator-bound; every block gets a byte pattern
+//! when it is allocated and the pattern is checked before it is freed (a wrong byte is an `Err`,
+//! which the binary turns into exit code 1). The real-program rows ([`real`], [`mt`]) run
+//! ordinary code on real crates (serde_json, syn, regex, tokio, rayon, std's collections) and
+//! check their results instead. For every workload the [`Outcome::checksum`] depends only on
+//! the arguments, never on addresses or timing, so all allocators must report the same checksum
+//! for the same command. The timed region of each workload ends only after every block is freed.
+
+pub mod mt;
+pub mod real;
 
 use std::alloc::{alloc, dealloc, realloc, Layout};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -85,6 +98,14 @@ pub const WORKLOADS: &[&str] = &[
     "big",
     "realloc_grow",
     "thread_churn",
+    "json",
+    "syn",
+    "regex",
+    "collections",
+    "vec_grow",
+    "reserve",
+    "tokio",
+    "rayon",
 ];
 
 /// Runs the workload named by `args[0]` with the numeric arguments after it; missing arguments
@@ -103,9 +124,17 @@ pub fn run(args: &[String]) -> Result<Outcome, String> {
         "larson" => larson(a.get(0, 2)?, a.get(1, 10_000)?, a.get(2, 100)?, a.get(3, 7)?),
         "xthread" => xthread(a.get(0, 40_000)?, a.get(1, 100)?, a.get(2, 11)?),
         "mid_mixed" => mid_mixed(a.get(0, 1_200_000)?, a.get(1, 64)?, a.get(2, 5)?),
-        "big" => big(a.get(0, 1_000)?, a.get(1, 8)?, a.get(2, 3)?),
-        "realloc_grow" => realloc_grow(a.get(0, 8_000)?),
+        "big" => big(a.get(0, 1_000)?, a.get(1, 8)?, a.get(2, 3)?, a.touch(3)?),
+        "realloc_grow" => realloc_grow(a.get(0, 8_000)?, a.get(1, 1 << 20)?, a.touch(2)?),
         "thread_churn" => thread_churn(a.get(0, 3_000)?, a.get(1, 400)?, a.get(2, 9)?),
+        "json" => real::json(a.get(0, 20_000)?, a.get(1, 1)?),
+        "syn" => real::syn_parse(a.get(0, 400)?, a.get(1, 2)?),
+        "regex" => real::regex(a.get(0, 50_000)?, a.get(1, 3)?),
+        "collections" => real::collections(a.get(0, 100_000)?, a.get(1, 4)?),
+        "vec_grow" => real::vec_grow(a.get(0, 8 << 20)?, a.get(1, 5)?),
+        "reserve" => real::reserve(a.get(0, 40_000)?, a.get(1, 8)?, a.get(2, 6)?),
+        "tokio" => mt::tokio_msgs(a.get(0, 64)?, a.get(1, 8_000)?, a.get(2, 7)?),
+        "rayon" => mt::rayon_pipeline(a.get(0, 200_000)?, a.get(1, 8)?),
         _ => Err(format!("unknown workload `{name}`\n{}", usage())),
     }
 }
@@ -127,6 +156,38 @@ impl Args<'_> {
             Some(s) => s.parse().map_err(|_| {
                 format!("{}: argument {} must be a number, got `{s}`", self.name, i + 1)
             }),
+        }
+    }
+
+    /// The optional `dense`/`sparse` argument at `i` (default dense).
+    fn touch(&self, i: usize) -> Result<Touch, String> {
+        match self.rest.get(i).map(String::as_str) {
+            None | Some("dense") => Ok(Touch::Dense),
+            Some("sparse") => Ok(Touch::Sparse),
+            Some(s) => Err(format!(
+                "{}: argument {} must be `dense` or `sparse`, got `{s}`",
+                self.name,
+                i + 1
+            )),
+        }
+    }
+}
+
+/// How much of a large block `big` and `realloc_grow` write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    /// Every page (`big`) or every new byte (`realloc_grow`): the block is used in full.
+    Dense,
+    /// Only both ends: a buffer reserved for more than it ends up holding.
+    Sparse,
+}
+
+impl Touch {
+    /// `dense` or `sparse`, as in row names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Touch::Dense => "dense",
+            Touch::Sparse => "sparse",
         }
     }
 }
@@ -513,9 +574,10 @@ pub fn mid_mixed(iters: u64, ws: usize, seed: u32) -> Result<Outcome, String> {
     Ok(Outcome { name: "mid_mixed".into(), ops: iters, secs, checksum })
 }
 
-/// Random slots with sizes uniform in 1 MiB ..= 8 MiB; every page of a block is written once at
-/// allocation and every page's byte is checked before the free.
-pub fn big(iters: u64, ws: usize, seed: u32) -> Result<Outcome, String> {
+/// Random slots with sizes uniform in 1 MiB ..= 8 MiB. `Dense`: every page of a block is
+/// written once at allocation and every page's byte is checked before the free. `Sparse`: only
+/// the first and the last byte are (a buffer reserved large and filled partly).
+pub fn big(iters: u64, ws: usize, seed: u32, touch: Touch) -> Result<Outcome, String> {
     const LO: usize = 1 << 20;
     const HI: usize = 8 << 20;
     let mut slots: Slots = vec![(std::ptr::null_mut(), 0); ws.max(1)];
@@ -528,11 +590,11 @@ pub fn big(iters: u64, ws: usize, seed: u32) -> Result<Outcome, String> {
         let (p, size) = std::mem::replace(&mut slots[i], (std::ptr::null_mut(), 0));
         if p.is_null() {
             let size = LO + r as usize % (HI - LO + 1);
-            slots[i] = (alloc_touched(size)?, size);
+            slots[i] = (alloc_touched(size, touch)?, size);
             sum = sum.wrapping_add(size as u64);
         } else {
-            // SAFETY: an occupied slot holds a live block written by `alloc_touched`.
-            unsafe { free_touched(p, size)? };
+            // SAFETY: an occupied slot holds a live block written by `alloc_touched(_, touch)`.
+            unsafe { free_touched(p, size, touch)? };
             sum = sum.wrapping_add(1 << 32);
         }
     }
@@ -540,12 +602,12 @@ pub fn big(iters: u64, ws: usize, seed: u32) -> Result<Outcome, String> {
         let (p, size) = std::mem::replace(slot, (std::ptr::null_mut(), 0));
         if !p.is_null() {
             // SAFETY: as above.
-            unsafe { free_touched(p, size)? };
+            unsafe { free_touched(p, size, touch)? };
             sum = sum.wrapping_add(1 << 32);
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Outcome { name: "big".into(), ops: iters, secs, checksum: sum })
+    Ok(Outcome { name: format!("big/{}", touch.name()), ops: iters, secs, checksum: sum })
 }
 
 /// The byte `big` writes at `off` in a block of `size` bytes.
@@ -554,10 +616,20 @@ fn page_tag(size: usize, off: usize) -> u8 {
     tag(size) ^ ((off / PAGE) as u8)
 }
 
-/// Allocates `size` bytes and writes one byte per page plus the last byte.
-fn alloc_touched(size: usize) -> Result<*mut u8, String> {
+/// The offsets `big` writes in a block of `size` bytes: one per page plus the last byte
+/// (`Dense`), or the first and the last byte (`Sparse`).
+fn touched_offsets(size: usize, touch: Touch) -> impl Iterator<Item = usize> {
+    let step = match touch {
+        Touch::Dense => PAGE,
+        Touch::Sparse => size,
+    };
+    (0..size).step_by(step).chain(std::iter::once(size - 1))
+}
+
+/// Allocates `size` bytes and writes the bytes [`touched_offsets`] names.
+fn alloc_touched(size: usize, touch: Touch) -> Result<*mut u8, String> {
     let p = alloc_block(size)?;
-    for off in (0..size).step_by(PAGE).chain(std::iter::once(size - 1)) {
+    for off in touched_offsets(size, touch) {
         // SAFETY: `off < size`, so the byte is inside the fresh block.
         unsafe { p.add(off).write(page_tag(size, off)) };
     }
@@ -567,9 +639,9 @@ fn alloc_touched(size: usize) -> Result<*mut u8, String> {
 /// Checks every byte `alloc_touched` wrote, then frees the block.
 ///
 /// # Safety
-/// `p` is a live block of `size` bytes from [`alloc_touched`].
-unsafe fn free_touched(p: *mut u8, size: usize) -> Result<(), String> {
-    for off in (0..size).step_by(PAGE).chain(std::iter::once(size - 1)) {
+/// `p` is a live block of `size` bytes from [`alloc_touched`] with the same `touch`.
+unsafe fn free_touched(p: *mut u8, size: usize, touch: Touch) -> Result<(), String> {
+    for off in touched_offsets(size, touch) {
         // SAFETY: the caller guarantees the block is live; `alloc_touched` wrote this offset.
         unsafe { check(p, off, page_tag(size, off), size)? };
     }
@@ -578,17 +650,33 @@ unsafe fn free_touched(p: *mut u8, size: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Smallest and largest sizes of `realloc_grow`.
+/// Smallest size of `realloc_grow`.
 const GROW_FROM: usize = 8;
-const GROW_TO: usize = 1 << 20;
-/// Number of doublings from `GROW_FROM` to `GROW_TO` (8 B -> 1 MiB = 17).
-const GROW_STEPS: u64 = (GROW_TO / GROW_FROM).trailing_zeros() as u64;
-const _: () = assert!(GROW_STEPS == 17);
 
-/// `reps` times: allocate 8 bytes, then double the block with `realloc` up to 1 MiB; after each
-/// step check that the old contents moved (first byte and the byte before the new tail) and fill
-/// the new tail; then free. Ops per rep: 1 alloc + 17 reallocs + 1 free = 19.
-pub fn realloc_grow(reps: u64) -> Result<Outcome, String> {
+/// A byte size as a short row-name label: `1m`, `64m`, `512k`, `4096b`.
+fn size_label(bytes: usize) -> String {
+    if bytes.is_multiple_of(1 << 20) {
+        format!("{}m", bytes >> 20)
+    } else if bytes.is_multiple_of(1 << 10) {
+        format!("{}k", bytes >> 10)
+    } else {
+        format!("{bytes}b")
+    }
+}
+
+/// `reps` times: allocate 8 bytes, then double the block with `realloc` up to `max` bytes (a
+/// power of two, at least 16), then free it. After each step the old contents must have moved:
+/// the first byte and the last byte written before the step are checked. `Dense` then fills the
+/// whole new tail (a Vec pushed full); `Sparse` writes only the new last byte (a buffer grown
+/// ahead of its use), so an allocator that copies or faults in the untouched tail pays for it.
+/// Ops per rep: 1 alloc + log2(max / 8) reallocs + 1 free.
+pub fn realloc_grow(reps: u64, max: usize, touch: Touch) -> Result<Outcome, String> {
+    if !max.is_power_of_two() || max <= GROW_FROM || max > 1 << 40 {
+        return Err(format!(
+            "realloc_grow: argument 2 must be a power of two above {GROW_FROM}, got {max}"
+        ));
+    }
+    let steps = u64::from((max / GROW_FROM).trailing_zeros());
     let start = Instant::now();
     for _ in 0..reps {
         let mut size = GROW_FROM;
@@ -596,7 +684,7 @@ pub fn realloc_grow(reps: u64) -> Result<Outcome, String> {
         // SAFETY: `p` is a fresh block of `size` bytes.
         unsafe { p.write_bytes(0xA0, size) };
         let mut fill = 0xA0u8;
-        while size < GROW_TO {
+        while size < max {
             let new = size * 2;
             // SAFETY: `p` is live with layout(size); `new` is non-zero and < isize::MAX.
             let q = unsafe { realloc(p, layout(size), new) };
@@ -604,14 +692,18 @@ pub fn realloc_grow(reps: u64) -> Result<Outcome, String> {
                 return Err(format!("realloc from {size} to {new} bytes failed"));
             }
             p = q;
-            // SAFETY: realloc kept the first `size` bytes, all of which were written.
+            // SAFETY: realloc kept the first `size` bytes; bytes 0 and size - 1 were written.
             unsafe {
                 check(p, 0, 0xA0, new)?;
                 check(p, size - 1, fill, new)?;
             }
             fill = fill.wrapping_add(1);
-            // SAFETY: bytes size..new are inside the new block.
-            unsafe { p.add(size).write_bytes(fill, new - size) };
+            match touch {
+                // SAFETY: bytes size..new are inside the new block.
+                Touch::Dense => unsafe { p.add(size).write_bytes(fill, new - size) },
+                // SAFETY: new - 1 is inside the new block.
+                Touch::Sparse => unsafe { p.add(new - 1).write(fill) },
+            }
             size = new;
         }
         // SAFETY: the last byte was written with `fill`; `p` is live with layout(size).
@@ -622,10 +714,10 @@ pub fn realloc_grow(reps: u64) -> Result<Outcome, String> {
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(Outcome {
-        name: "realloc_grow".into(),
-        ops: reps * (GROW_STEPS + 2),
+        name: format!("realloc_grow/{}_{}", size_label(max), touch.name()),
+        ops: reps * (steps + 2),
         secs,
-        checksum: reps.wrapping_mul(GROW_TO as u64),
+        checksum: reps.wrapping_mul(max as u64).wrapping_add(steps),
     })
 }
 
@@ -682,15 +774,30 @@ mod tests {
             ("larson 2 50 10 7", "larson", 2_000),
             ("xthread 50 10 11", "xthread", 1_000),
             ("mid_mixed 200 8 5", "mid_mixed", 200),
-            ("big 20 2 3", "big", 20),
-            ("realloc_grow 3", "realloc_grow", 57),
+            ("big 20 2 3", "big/dense", 20),
+            ("big 20 2 3 sparse", "big/sparse", 20),
+            ("realloc_grow 3", "realloc_grow/1m_dense", 57),
+            ("realloc_grow 2 65536 sparse", "realloc_grow/64k_sparse", 30),
             ("thread_churn 5 100 9", "thread_churn", 500),
+            ("json 50 1", "json", 50),
+            ("syn 5 2", "syn", 5),
+            ("regex 300 3", "regex", 300),
+            ("collections 500 4", "collections", 500),
+            ("vec_grow 1000 5", "vec_grow", 0),
+            ("reserve 20 2 6", "reserve", 20),
+            ("tokio 4 20 7", "tokio", 80),
+            ("rayon 500 8", "rayon", 500),
         ];
-        assert_eq!(cases.len(), WORKLOADS.len());
+        let names: std::collections::BTreeSet<&str> =
+            cases.iter().map(|c| c.0.split(' ').next().unwrap()).collect();
+        assert_eq!(names.len(), WORKLOADS.len());
         for (cmd, name, ops) in cases {
             let out = run(&args(cmd)).unwrap_or_else(|e| panic!("{cmd}: {e}"));
             assert_eq!(out.name, name, "{cmd}");
-            assert_eq!(out.ops, ops, "{cmd}");
+            // vec_grow counts the pushes it made, which depend on the words drawn.
+            if ops != 0 {
+                assert_eq!(out.ops, ops, "{cmd}");
+            }
             assert!(out.secs >= 0.0);
             assert_ne!(out.checksum, 0, "{cmd}");
         }
@@ -698,7 +805,14 @@ mod tests {
 
     #[test]
     fn checksums_depend_only_on_arguments() {
-        for cmd in ["random_mixed 5000 32 9", "larson 3 20 5 1", "xthread 20 5 2"] {
+        for cmd in [
+            "random_mixed 5000 32 9",
+            "larson 3 20 5 1",
+            "xthread 20 5 2",
+            "json 30 3",
+            "tokio 3 30 1",
+            "rayon 300 2",
+        ] {
             let a = run(&args(cmd)).unwrap();
             let b = run(&args(cmd)).unwrap();
             assert_eq!(a.checksum, b.checksum, "{cmd}");
@@ -709,6 +823,8 @@ mod tests {
     fn bad_arguments_are_errors() {
         assert!(run(&args("nope")).is_err());
         assert!(run(&args("tiny_hot x")).is_err());
+        assert!(run(&args("big 1 1 1 half")).is_err());
+        assert!(run(&args("realloc_grow 1 1000")).is_err());
         assert!(run(&[]).is_err());
     }
 

@@ -45,9 +45,14 @@ fn main() {
         Err(msg) => {
             eprintln!("hak-bench ({ALLOCATOR}): {}: {msg}", args[0]);
             let known = hak_bench::WORKLOADS.contains(&args[0].as_str());
-            std::process::exit(if known && !msg.contains("must be a number") { 1 } else { 2 });
+            std::process::exit(if known && !is_usage_error(&msg) { 1 } else { 2 });
         }
     }
+}
+
+/// Whether `msg` is a bad-argument message (exit code 2) rather than a failed workload.
+fn is_usage_error(msg: &str) -> bool {
+    msg.contains(": argument ") && msg.contains(" must be ")
 }
 
 /// Prints hakmem's OS syscall counters (whole process, including the untimed prefault).

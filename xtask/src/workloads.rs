@@ -107,12 +107,41 @@ pub(crate) const WORKLOADS: &[Workload] = &[
         quick: "mid_mixed 300000 64 5",
         smoke: "mid_mixed 200 16 5",
     },
-    Workload { id: "big", full: "big 1000 8 3", quick: "big 250 8 3", smoke: "big 10 2 3" },
     Workload {
-        id: "realloc_grow",
-        full: "realloc_grow 8000",
-        quick: "realloc_grow 2000",
-        smoke: "realloc_grow 5",
+        id: "big/dense",
+        full: "big 1000 8 3 dense",
+        quick: "big 250 8 3 dense",
+        smoke: "big 10 2 3 dense",
+    },
+    Workload {
+        id: "big/sparse",
+        full: "big 10000 8 3 sparse",
+        quick: "big 2500 8 3 sparse",
+        smoke: "big 10 2 3 sparse",
+    },
+    Workload {
+        id: "realloc_grow/1m_dense",
+        full: "realloc_grow 8000 1048576 dense",
+        quick: "realloc_grow 2000 1048576 dense",
+        smoke: "realloc_grow 5 1048576 dense",
+    },
+    Workload {
+        id: "realloc_grow/1m_sparse",
+        full: "realloc_grow 20000 1048576 sparse",
+        quick: "realloc_grow 5000 1048576 sparse",
+        smoke: "realloc_grow 5 1048576 sparse",
+    },
+    Workload {
+        id: "realloc_grow/64m_dense",
+        full: "realloc_grow 8 67108864 dense",
+        quick: "realloc_grow 2 67108864 dense",
+        smoke: "realloc_grow 1 67108864 dense",
+    },
+    Workload {
+        id: "realloc_grow/64m_sparse",
+        full: "realloc_grow 200 67108864 sparse",
+        quick: "realloc_grow 50 67108864 sparse",
+        smoke: "realloc_grow 1 67108864 sparse",
     },
     Workload {
         id: "thread_churn",
@@ -120,6 +149,34 @@ pub(crate) const WORKLOADS: &[Workload] = &[
         quick: "thread_churn 750 400 9",
         smoke: "thread_churn 10 100 9",
     },
+    Workload { id: "json", full: "json 20000 1", quick: "json 5000 1", smoke: "json 200 1" },
+    Workload { id: "syn", full: "syn 400 2", quick: "syn 100 2", smoke: "syn 5 2" },
+    Workload { id: "regex", full: "regex 50000 3", quick: "regex 12500 3", smoke: "regex 500 3" },
+    Workload {
+        id: "collections",
+        full: "collections 100000 4",
+        quick: "collections 25000 4",
+        smoke: "collections 1000 4",
+    },
+    Workload {
+        id: "vec_grow",
+        full: "vec_grow 8388608 5",
+        quick: "vec_grow 2097152 5",
+        smoke: "vec_grow 65536 5",
+    },
+    Workload {
+        id: "reserve",
+        full: "reserve 40000 8 6",
+        quick: "reserve 10000 8 6",
+        smoke: "reserve 20 2 6",
+    },
+    Workload {
+        id: "tokio",
+        full: "tokio 64 8000 7",
+        quick: "tokio 64 2000 7",
+        smoke: "tokio 4 50 7",
+    },
+    Workload { id: "rayon", full: "rayon 200000 8", quick: "rayon 50000 8", smoke: "rayon 1000 8" },
 ];
 
 /// The allocators `hak-bench` has a feature for, in report order (hakmem first: the ratios

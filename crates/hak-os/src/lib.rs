@@ -32,6 +32,8 @@ compile_error!(
      Port it by adding a platform module to crates/hak-os."
 );
 
+#[cfg(miri)]
+mod miri;
 mod os;
 mod platform;
 

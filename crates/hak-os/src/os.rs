@@ -4,6 +4,9 @@
 //! (one syscall, and our regions cluster, which keeps the registry's page map dense); when the
 //! hint is taken or unaligned they fall back to over-mapping by `align` and trimming both ends
 //! (one mmap and up to two munmaps), as mimalloc does.
+//!
+//! Under Miri the syscalls give way to the emulation in `miri.rs` (one allocation per
+//! mapping, no hint window); validation, failure injection and the counters stay the same.
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -11,22 +14,24 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 
-use crate::platform::{errno, page_size};
+#[cfg(not(miri))]
+use crate::platform::errno;
+use crate::platform::page_size;
 
 /// Start of the address window aligned mappings are hinted into (32 TiB: far from the
 /// executable, the brk heap and the libraries near the top of the 47-bit user space).
-#[cfg(not(hak_loom))]
+#[cfg(not(any(hak_loom, miri)))]
 const HINT_START: usize = 0x2000_0000_0000;
 /// Size of the hint window (16 TiB). The cursor wraps inside it; a taken address just costs the
 /// fallback path.
-#[cfg(not(hak_loom))]
+#[cfg(not(any(hak_loom, miri)))]
 const HINT_WINDOW: usize = 0x1000_0000_0000;
 /// Under loom the registry's map shrinks to the low 256 MiB, so aligned regions are hinted
 /// there (PIE test binaries leave it free).
-#[cfg(hak_loom)]
+#[cfg(all(hak_loom, not(miri)))]
 const HINT_START: usize = 64 << 20;
 /// Under loom: 64 MiB .. 256 MiB.
-#[cfg(hak_loom)]
+#[cfg(all(hak_loom, not(miri)))]
 const HINT_WINDOW: usize = 192 << 20;
 
 /// The operation an [`OsError`] comes from.
@@ -111,7 +116,8 @@ pub struct Os {
     /// `Decommit` as u8.
     decommit: AtomicU8,
     /// Next hint address for aligned maps (offset into the hint window). A hint only: races
-    /// lose nothing but a syscall.
+    /// lose nothing but a syscall. Unused under Miri, which has no address hints.
+    #[cfg_attr(miri, allow(dead_code))]
     hint: AtomicUsize,
 }
 
@@ -209,16 +215,28 @@ impl Os {
             return Err(OsError { op: OsOp::Map, errno: libc::ENOMEM });
         }
         let align = align.max(page);
-        let p = if align == page {
-            self.mmap_raw(core::ptr::null_mut(), size, 0)
-        } else {
-            self.map_aligned(size, align)
-        }
-        .inspect_err(|_| self.map_failures.add(1))?;
+        let p = self.map_region(size, align).inspect_err(|_| self.map_failures.add(1))?;
         self.mapped.increase(size as u64);
         Ok(p)
     }
 
+    #[cfg(not(miri))]
+    fn map_region(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
+        if align == page_size() {
+            self.mmap_raw(core::ptr::null_mut(), size, 0)
+        } else {
+            self.map_aligned(size, align)
+        }
+    }
+
+    /// Under Miri: one emulated mapping, counted as one `mmap` (what the hinted path costs).
+    #[cfg(miri)]
+    fn map_region(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
+        self.mmap_calls.add(1);
+        crate::miri::map(size, align).ok_or(OsError { op: OsOp::Map, errno: libc::ENOMEM })
+    }
+
+    #[cfg(not(miri))]
     fn map_aligned(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
         // Hinted attempts: fresh aligned addresses in our window, refused by the kernel if
         // anything is there (another allocator instance, or a foreign mapping); a few tries
@@ -263,6 +281,7 @@ impl Os {
         Ok(unsafe { NonNull::new_unchecked(base as *mut u8) })
     }
 
+    #[cfg(not(miri))]
     fn mmap_raw(
         &self,
         addr: *mut libc::c_void,
@@ -291,12 +310,23 @@ impl Os {
 
     /// # Safety
     /// `[ptr, ptr+size)` must be mapped memory nobody uses any more.
+    #[cfg(not(miri))]
     unsafe fn munmap_raw(&self, ptr: *mut u8, size: usize) -> Result<(), OsError> {
         self.munmap_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         if unsafe { libc::munmap(ptr.cast(), size) } != 0 {
             return Err(OsError { op: OsOp::Unmap, errno: errno() });
         }
+        Ok(())
+    }
+
+    /// # Safety
+    /// As the syscall version; under Miri a range that is not wholly mapped aborts.
+    #[cfg(miri)]
+    unsafe fn munmap_raw(&self, ptr: *mut u8, size: usize) -> Result<(), OsError> {
+        self.munmap_calls.add(1);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { crate::miri::unmap(ptr, size) };
         Ok(())
     }
 
@@ -363,6 +393,7 @@ impl Os {
     /// # Safety
     /// The range is page-aligned and inside a mapping of this `Os`; `advice` does not destroy
     /// data anyone needs.
+    #[cfg(not(miri))]
     unsafe fn madvise_raw(
         &self,
         ptr: NonNull<u8>,
@@ -373,6 +404,32 @@ impl Os {
         // SAFETY: forwarded from the caller's contract.
         if unsafe { libc::madvise(ptr.as_ptr().cast(), size, advice) } != 0 {
             return Err(OsError { op: OsOp::Advise, errno: errno() });
+        }
+        Ok(())
+    }
+
+    /// Under Miri: the decommit advice zero-fills the range (both modes; zero is one of the
+    /// contents `MADV_FREE` may leave), huge-page advice only checks that the range is mapped.
+    ///
+    /// # Safety
+    /// As the syscall version.
+    #[cfg(miri)]
+    unsafe fn madvise_raw(
+        &self,
+        ptr: NonNull<u8>,
+        size: usize,
+        advice: i32,
+    ) -> Result<(), OsError> {
+        self.madvise_calls.add(1);
+        if advice == libc::MADV_DONTNEED || advice == libc::MADV_FREE {
+            // SAFETY: forwarded from the caller's contract.
+            unsafe { crate::miri::decommit(ptr.as_ptr(), size) };
+        } else {
+            crate::miri::check_mapped(
+                ptr.as_ptr(),
+                size,
+                "hak-os (Miri backend): madvise of a range that is not mapped",
+            );
         }
         Ok(())
     }
@@ -402,19 +459,14 @@ impl Os {
             return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
         }
         self.mremap_calls.add(1);
-        // SAFETY: forwarded from the caller's contract; MAYMOVE never overwrites other mappings.
-        let p =
-            unsafe { libc::mremap(ptr.as_ptr().cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
-        if p == libc::MAP_FAILED {
-            return Err(OsError { op: OsOp::Remap, errno: errno() });
-        }
+        // SAFETY: forwarded from the caller's contract.
+        let p = unsafe { mremap_maymove(ptr, old_size, new_size) }?;
         if new_size >= old_size {
             self.mapped.increase((new_size - old_size) as u64);
         } else {
             self.mapped.decrease((old_size - new_size) as u64);
         }
-        // SAFETY: a successful mremap never returns null.
-        Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+        Ok(p)
     }
 
     /// Moves the pages of `[ptr, ptr+old_size)` to `dst`, resized to `new_size` (`mremap` with
@@ -457,24 +509,90 @@ impl Os {
             return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
         }
         self.mremap_calls.add(1);
-        // SAFETY: forwarded from the caller's contract: FIXED replaces only `[dst, dst+new)`,
-        // which the caller gave up.
-        let p = unsafe {
-            libc::mremap(
-                ptr.as_ptr().cast(),
-                old_size,
-                new_size,
-                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                dst.as_ptr().cast::<libc::c_void>(),
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(OsError { op: OsOp::Remap, errno: errno() });
-        }
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { mremap_fixed(ptr, old_size, dst, new_size) }?;
         // The destination was already counted as mapped; the source range is gone.
         self.mapped.decrease(old_size as u64);
         Ok(())
     }
+}
+
+/// `mremap(ptr, old, new, MREMAP_MAYMOVE)`.
+///
+/// # Safety
+/// As [`Os::remap`].
+#[cfg(not(miri))]
+unsafe fn mremap_maymove(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    new_size: usize,
+) -> Result<NonNull<u8>, OsError> {
+    // SAFETY: forwarded from the caller's contract; MAYMOVE never overwrites other mappings.
+    let p = unsafe { libc::mremap(ptr.as_ptr().cast(), old_size, new_size, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        return Err(OsError { op: OsOp::Remap, errno: errno() });
+    }
+    // SAFETY: a successful mremap never returns null.
+    Ok(unsafe { NonNull::new_unchecked(p.cast()) })
+}
+
+/// Under Miri: a copy into a fresh emulated mapping; the source is unmapped.
+///
+/// # Safety
+/// As [`Os::remap`].
+#[cfg(miri)]
+unsafe fn mremap_maymove(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    new_size: usize,
+) -> Result<NonNull<u8>, OsError> {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { crate::miri::remap(ptr.as_ptr(), old_size, new_size) }
+        .ok_or(OsError { op: OsOp::Remap, errno: libc::ENOMEM })
+}
+
+/// `mremap(ptr, old, new, MREMAP_MAYMOVE | MREMAP_FIXED, dst)`.
+///
+/// # Safety
+/// As [`Os::remap_to`].
+#[cfg(not(miri))]
+unsafe fn mremap_fixed(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    dst: NonNull<u8>,
+    new_size: usize,
+) -> Result<(), OsError> {
+    // SAFETY: forwarded from the caller's contract: FIXED replaces only `[dst, dst+new)`,
+    // which the caller gave up.
+    let p = unsafe {
+        libc::mremap(
+            ptr.as_ptr().cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            dst.as_ptr().cast::<libc::c_void>(),
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(OsError { op: OsOp::Remap, errno: errno() });
+    }
+    Ok(())
+}
+
+/// Under Miri: a copy into the destination; the source is unmapped.
+///
+/// # Safety
+/// As [`Os::remap_to`].
+#[cfg(miri)]
+unsafe fn mremap_fixed(
+    ptr: NonNull<u8>,
+    old_size: usize,
+    dst: NonNull<u8>,
+    new_size: usize,
+) -> Result<(), OsError> {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { crate::miri::remap_to(ptr.as_ptr(), old_size, dst.as_ptr(), new_size) };
+    Ok(())
 }
 
 /// Takes one from a test-hook counter if it is above zero; whether it did.
@@ -635,6 +753,42 @@ mod tests {
             assert_eq!(os.stats().mapped.current, 64 * 4096);
             os.unmap(q, 64 * 4096).unwrap();
         }
+    }
+
+    #[test]
+    fn unmapping_part_of_a_mapping_keeps_the_rest() {
+        let os = Os::new();
+        let page = page_size();
+        let p = os.map(4 * page, page).unwrap();
+        // SAFETY: the mapping is ours; only the pages still mapped are touched after each unmap.
+        unsafe {
+            p.as_ptr().write_bytes(3, 4 * page);
+            os.unmap(NonNull::new_unchecked(p.as_ptr().add(page)), 2 * page).unwrap();
+            assert_eq!(os.stats().mapped.current, 2 * page as u64);
+            assert_eq!((*p.as_ptr(), *p.as_ptr().add(4 * page - 1)), (3, 3));
+            p.as_ptr().add(3 * page).write(4);
+            os.unmap(p, page).unwrap();
+            assert_eq!(*p.as_ptr().add(3 * page), 4, "the last page is still mapped");
+            os.unmap(NonNull::new_unchecked(p.as_ptr().add(3 * page)), page).unwrap();
+        }
+        assert_eq!(os.stats().mapped.current, 0);
+        assert_eq!(os.stats().munmap_calls, 3);
+    }
+
+    #[test]
+    fn alignment_beyond_half_a_gib_is_honoured() {
+        // Larger than any one allocation Miri can align, so its backend carves it.
+        let os = Os::new();
+        let align = 1 << 30;
+        let p = os.map(2 * page_size(), align).unwrap();
+        assert_eq!(p.as_ptr() as usize % align, 0);
+        // SAFETY: the mapping is ours and two pages long.
+        unsafe {
+            assert_eq!(*p.as_ptr().add(2 * page_size() - 1), 0);
+            p.as_ptr().write(1);
+            os.unmap(p, 2 * page_size()).unwrap();
+        }
+        assert_eq!(os.stats().mapped.current, 0);
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! breathing around a SuperSlab or two (threads coming and going) does not pay an madvise and
 //! refaults each time; `pop` prefers committed regions.
 //!
+//! Provenance: nodes are reached only through raw pointers derived from the `base` each region
+//! was pushed with (which carries the mapping's provenance), never through `&Node`/`&mut Node`:
+//! a node overlays the header of whatever the region was (a SuperSlab), and references into
+//! region memory are what Miri's borrow models object to. [`SuperSlabCache::pop`] returns the
+//! pushed pointer itself.
+//!
 //! Invariants (under the lock): `count == |list|`, `bytes == Σ node.len`,
 //! `committed == |{node : node.committed}| <= HOT_COMMITTED`, every node is a region registered
 //! in `registry` that nobody else references.
@@ -179,7 +185,9 @@ impl<'r> SuperSlabCache<'r> {
     /// # Safety
     /// `[base, base+len)` is a region mapped by the registry's `Os`, registered in the
     /// registry, page-aligned and a page multiple, at least one page long, and nobody uses it
-    /// any more: the cache overwrites its first bytes and may unmap it at any time.
+    /// any more: the cache overwrites its first bytes and may unmap it at any time, even before
+    /// `push` returns (no reference into the region may be alive across the call). `base`
+    /// carries the mapping's provenance: the cache writes through it and `pop` returns it.
     pub unsafe fn push(&self, base: NonNull<u8>, len: usize) {
         self.pushes.add(1);
         let page = hak_os::page_size();
@@ -204,7 +212,8 @@ impl<'r> SuperSlabCache<'r> {
         let now = hak_os::monotonic_ns();
         let victims = {
             let mut g = self.inner.lock();
-            // SAFETY: the region is ours and at least a page long, so the node fits.
+            // SAFETY: the region is ours and at least a page long, so the node fits; the old
+            // head is a listed node. Both are written through raw pointers only.
             unsafe {
                 node.write(Node {
                     prev: ptr::null_mut(),
@@ -213,10 +222,10 @@ impl<'r> SuperSlabCache<'r> {
                     pushed_ns: now,
                     committed: !decommit,
                 });
-                if let Some(h) = g.head.as_mut() {
-                    h.prev = node;
-                } else {
+                if g.head.is_null() {
                     g.tail = node;
+                } else {
+                    (*g.head).prev = node;
                 }
             }
             g.head = node;
@@ -238,17 +247,18 @@ impl<'r> SuperSlabCache<'r> {
             // The most recent committed region of that size, else the most recent of that size.
             let mut n = g.head;
             let mut any: *mut Node = ptr::null_mut();
-            // SAFETY: listed nodes are valid while the lock is held.
-            while let Some(node) = unsafe { n.as_ref() } {
-                if node.len == len {
-                    if node.committed {
+            while !n.is_null() {
+                // SAFETY: listed nodes are valid while the lock is held; read in place.
+                let (n_len, committed, next) = unsafe { ((*n).len, (*n).committed, (*n).next) };
+                if n_len == len {
+                    if committed {
                         break;
                     }
                     if any.is_null() {
                         any = n;
                     }
                 }
-                n = node.next;
+                n = next;
             }
             if n.is_null() {
                 n = any;
@@ -349,13 +359,15 @@ impl<'r> SuperSlabCache<'r> {
             if (*n).committed {
                 g.committed -= 1;
             }
-            match prev.as_mut() {
-                Some(p) => p.next = next,
-                None => g.head = next,
+            if prev.is_null() {
+                g.head = next;
+            } else {
+                (*prev).next = next;
             }
-            match next.as_mut() {
-                Some(x) => x.prev = prev,
-                None => g.tail = prev,
+            if next.is_null() {
+                g.tail = prev;
+            } else {
+                (*next).prev = prev;
             }
             g.count -= 1;
             g.bytes -= len;

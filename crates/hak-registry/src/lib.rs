@@ -15,7 +15,9 @@
 //!   leaf is mapped from hak-os the first time a granule under it is registered, then kept.
 //!   Memory cost: 8 bytes per 1 MiB granule touched (8 KiB of leaf per GiB of heap, committed
 //!   by the kernel a page at a time) plus the 32 KiB top array.
-//! - An entry is `base | kind`, `base` the owner region's first granule; `0` means unowned.
+//! - An entry is `base | kind`, `base` the owner region's first granule, kept as the pointer
+//!   the owner registered (with its provenance, the kind in its two low bits); null means
+//!   unowned.
 //! - A region is registered before it is visible to any other thread and unregistered before
 //!   it is unmapped, so a lookup sees nothing or a fully initialised owner.
 //! - No two registered regions share a granule: registration of an owned granule fails and

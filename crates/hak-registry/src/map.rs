@@ -4,10 +4,11 @@
 //! Under `--cfg hak_loom` the levels shrink to 16 slots each (addresses below 256 MiB) so a model
 //! stays small; the code is the same.
 
+use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 
 use hak_os::{Os, OsError};
-use hak_sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use hak_sync::atomic::{AtomicPtr, Ordering};
 use hak_sync::stat::StatCounter;
 
 /// log2 of the granule the map resolves: 1 MiB, the smallest SuperSlab hakmem supports.
@@ -38,9 +39,28 @@ const KIND_MASK: usize = 0b11;
 #[cfg(not(hak_loom))]
 const _: () = assert!(GRANULE_SHIFT + LEAF_BITS + TOP_BITS == 48);
 
-/// One leaf: `LEAF_LEN` entries, living in memory from hak-os.
+/// One leaf: `LEAF_LEN` entries, living in memory from hak-os. An entry is the owner's base
+/// pointer with the kind in its two low bits (`base.map_addr(|a| a | kind)`), so a lookup hands
+/// back the pointer the owner registered, provenance included: the owner reaches its header
+/// through it without an integer-to-pointer cast.
 struct Leaf {
-    entries: [AtomicUsize; LEAF_LEN],
+    entries: [AtomicPtr<u8>; LEAF_LEN],
+}
+
+/// The top level: one leaf pointer per 64 GiB. The array sits behind one `UnsafeCell` and is
+/// only ever touched through the atomics in it; the cell makes a `&Registry` a single
+/// interior-mutable range for Miri's borrow trackers, where 4096 separate atomics made
+/// retagging every `&self` cost milliseconds.
+struct Top(UnsafeCell<[AtomicPtr<Leaf>; TOP_LEN]>);
+
+impl Top {
+    #[inline]
+    fn slot(&self, i: usize) -> &AtomicPtr<Leaf> {
+        // SAFETY: the array is never accessed except through shared references to its atomics,
+        // so handing out another one is what `&[AtomicPtr]` indexing would do. `i` is bounds
+        // checked by the indexing.
+        unsafe { &(*self.0.get())[i] }
+    }
 }
 
 /// What kind of owner a granule belongs to.
@@ -60,7 +80,8 @@ pub enum OwnerKind {
 pub struct Owner {
     /// Which tier owns the region.
     pub kind: OwnerKind,
-    /// The first byte of the registered region.
+    /// The first byte of the registered region: the pointer given to [`Registry::register`],
+    /// with its provenance, so the owner can reach its header through it.
     pub base: NonNull<u8>,
 }
 
@@ -80,7 +101,7 @@ pub enum RegisterError {
 /// The address -> owner map. See the crate docs for invariants and the concurrency contract.
 pub struct Registry<'os> {
     os: &'os Os,
-    top: [AtomicPtr<Leaf>; TOP_LEN],
+    top: Top,
     leaves: StatCounter,
 }
 
@@ -96,7 +117,7 @@ impl<'os> Registry<'os> {
     pub const fn new(os: &'os Os) -> Registry<'os> {
         Registry {
             os,
-            top: [const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN],
+            top: Top(UnsafeCell::new([const { AtomicPtr::new(ptr::null_mut()) }; TOP_LEN])),
             leaves: StatCounter::new(),
         }
     }
@@ -106,7 +127,7 @@ impl<'os> Registry<'os> {
     pub fn new(os: &'os Os) -> Registry<'os> {
         Registry {
             os,
-            top: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            top: Top(UnsafeCell::new(core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())))),
             leaves: StatCounter::new(),
         }
     }
@@ -130,7 +151,7 @@ impl<'os> Registry<'os> {
         if addr >= ADDR_LIMIT {
             return None;
         }
-        let leaf = self.top[addr >> (GRANULE_SHIFT + LEAF_BITS)].load(Ordering::Acquire);
+        let leaf = self.top.slot(addr >> (GRANULE_SHIFT + LEAF_BITS)).load(Ordering::Acquire);
         if leaf.is_null() {
             return None;
         }
@@ -145,7 +166,9 @@ impl<'os> Registry<'os> {
     ///
     /// `base` must be [`GRANULE`]-aligned; `len` may be any non-zero size (the last granule is
     /// claimed whole). Call it after the region's owner header is initialised and before its
-    /// address is handed to anyone. On error the map is unchanged.
+    /// address is handed to anyone. On error the map is unchanged. `base` should carry the
+    /// mapping's provenance (derived from the pointer `Os::map` returned, not from a reference
+    /// into the region): lookups hand it back as [`Owner::base`].
     pub fn register(
         &self,
         base: NonNull<u8>,
@@ -153,7 +176,7 @@ impl<'os> Registry<'os> {
         kind: OwnerKind,
     ) -> Result<(), RegisterError> {
         let (first, count) = granules(base, len)?;
-        let value = base.as_ptr() as usize | kind as usize;
+        let value = base.as_ptr().map_addr(|a| a | kind as usize);
         for k in 0..count {
             let g = first + k;
             let slot = match self.slot(g, true) {
@@ -163,7 +186,10 @@ impl<'os> Registry<'os> {
                     return Err(e);
                 }
             };
-            if slot.compare_exchange(0, value, Ordering::Release, Ordering::Relaxed).is_err() {
+            if slot
+                .compare_exchange(ptr::null_mut(), value, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
                 self.clear(first, k);
                 return Err(RegisterError::Occupied);
             }
@@ -175,12 +201,12 @@ impl<'os> Registry<'os> {
     /// Granules owned by another region are left alone. Call it before unmapping the region.
     pub fn unregister(&self, base: NonNull<u8>, len: usize) {
         let Ok((first, count)) = granules(base, len) else { return };
-        let value = base.as_ptr() as usize;
+        let value = base.as_ptr().addr();
         for g in first..first + count {
             if let Ok(slot) = self.slot(g, false) {
                 let cur = slot.load(Ordering::Relaxed);
-                if cur & !KIND_MASK == value {
-                    slot.store(0, Ordering::Release);
+                if cur.addr() & !KIND_MASK == value {
+                    slot.store(ptr::null_mut(), Ordering::Release);
                 }
             }
         }
@@ -189,14 +215,14 @@ impl<'os> Registry<'os> {
     fn clear(&self, first: usize, count: usize) {
         for g in first..first + count {
             if let Ok(slot) = self.slot(g, false) {
-                slot.store(0, Ordering::Release);
+                slot.store(ptr::null_mut(), Ordering::Release);
             }
         }
     }
 
     /// The entry for granule number `g`, mapping its leaf if `create`.
-    fn slot(&self, g: usize, create: bool) -> Result<&AtomicUsize, RegisterError> {
-        let top = &self.top[g >> LEAF_BITS];
+    fn slot(&self, g: usize, create: bool) -> Result<&AtomicPtr<u8>, RegisterError> {
+        let top = self.top.slot(g >> LEAF_BITS);
         let mut leaf = top.load(Ordering::Acquire);
         if leaf.is_null() {
             if !create {
@@ -213,12 +239,14 @@ impl<'os> Registry<'os> {
         let bytes = leaf_bytes();
         let mem = self.os.map(bytes, 1).map_err(RegisterError::NoMemory)?;
         let fresh = mem.as_ptr().cast::<Leaf>();
-        // Fresh mappings are zero, which is a valid `AtomicUsize(0)`; loom's atomics must be
+        // Fresh mappings are zero, which is a valid null `AtomicPtr`; loom's atomics must be
         // constructed.
         #[cfg(hak_loom)]
         for i in 0..LEAF_LEN {
             // SAFETY: `fresh` points to `bytes >= size_of::<Leaf>()` writable bytes.
-            unsafe { ptr::addr_of_mut!((*fresh).entries[i]).write(AtomicUsize::new(0)) };
+            unsafe {
+                ptr::addr_of_mut!((*fresh).entries[i]).write(AtomicPtr::new(ptr::null_mut()))
+            };
         }
         match top.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
@@ -236,8 +264,8 @@ impl<'os> Registry<'os> {
 
 impl Drop for Registry<'_> {
     fn drop(&mut self) {
-        for top in &self.top {
-            let leaf = top.load(Ordering::Acquire);
+        for i in 0..TOP_LEN {
+            let leaf = self.top.slot(i).load(Ordering::Acquire);
             if let Some(p) = NonNull::new(leaf.cast::<u8>()) {
                 // SAFETY: `&mut self` means no lookups are running; the leaf came from `os.map`.
                 let _ = unsafe { self.os.unmap(p, leaf_bytes()) };
@@ -269,18 +297,18 @@ fn granules(base: NonNull<u8>, len: usize) -> Result<(usize, usize), RegisterErr
 }
 
 #[inline]
-fn decode(e: usize) -> Option<Owner> {
-    let kind = match e & KIND_MASK {
+fn decode(e: *mut u8) -> Option<Owner> {
+    let kind = match e.addr() & KIND_MASK {
         1 => OwnerKind::SuperSlab,
         2 => OwnerKind::Mid,
         3 => OwnerKind::Big,
         _ => return None,
     };
-    Some(Owner { kind, base: NonNull::new((e & !KIND_MASK) as *mut u8)? })
+    Some(Owner { kind, base: NonNull::new(e.map_addr(|a| a & !KIND_MASK))? })
 }
 
-// SAFETY: all shared state is atomics; leaves are immutable once published apart from their
-// atomic entries.
+// SAFETY: all shared state is atomics (the top array is only reached through its atomics);
+// leaves are immutable once published apart from their atomic entries.
 unsafe impl Send for Registry<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for Registry<'_> {}
@@ -289,8 +317,10 @@ unsafe impl Sync for Registry<'_> {}
 mod tests {
     use super::*;
 
+    /// A region address for registration tests: nothing is mapped there, so it has no
+    /// provenance.
     fn nn(a: usize) -> NonNull<u8> {
-        NonNull::new(a as *mut u8).unwrap()
+        NonNull::new(ptr::without_provenance_mut(a)).unwrap()
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   slot in an existing SuperSlab (one already holding the class preferred), or failing that an
 //!   EMPTY slot of another class; 3, a new SuperSlab from the LRU cache, then from the OS.
 //!   [`SharedPool::release`] takes back an empty slab (ACTIVE -> EMPTY); a SuperSlab left with no
-//!   ACTIVE slot leaves every list and goes to the cache (the last live one is kept).
+//!   ACTIVE slot leaves every list and goes to the cache once its slots have been purged (the
+//!   last live one is kept).
 //!   [`SharedPool::publish`] lists an ownerless slab with free blocks for adoption (only thread
 //!   exit creates those). [`SharedPool::purge`] / [`SharedPool::maybe_purge`] give back the
 //!   pages of slabs that stayed EMPTY for the purge delay ([`SharedPool::set_purge_delay`],
@@ -29,9 +30,9 @@
 //! provenance.
 //!
 //! Memory return: an EMPTY slot keeps its pages for the purge delay (a program that frees and
-//! reallocates soon reuses them warm); then a purge pass, run on the pool's slow paths or by the
-//! layer above, decommits them. A SuperSlab with no ACTIVE slot goes to the SuperSlab cache at
-//! once, which decommits it (except the two most recent).
+//! reallocates soon reuses them warm, with no page faults); then a purge pass, run on the
+//! pool's slow paths or by the layer above, decommits them. A SuperSlab with no ACTIVE slot
+//! goes to the SuperSlab cache when its last EMPTY slot has been purged.
 //!
 //! Concurrency: all list and state changes happen under one mutex; acquire and release are
 //! per-slab (once per 64 KiB of blocks), never per allocation, and a purge pass looks at a

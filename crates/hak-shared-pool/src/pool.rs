@@ -15,10 +15,10 @@ pub const MAX_CLASSES: usize = 64;
 /// Default delay after which an EMPTY slab's pages go back to the OS: 1 s.
 pub const DEFAULT_PURGE_DELAY_NS: u64 = 1_000_000_000;
 
-/// Most SuperSlabs one purge pass looks at, and most slots it decommits, so the lock is held
-/// for a bounded time.
-const PURGE_LOOK: usize = 4;
+/// Most slots one purge pass takes under the lock (then decommits outside it), and most one
+/// call purges before leaving the rest to the next slow path.
 const PURGE_BATCH: usize = 32;
+const PURGE_MAX: usize = 512;
 
 /// Which source [`SharedPool::acquire`] used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,9 +381,9 @@ impl<'r> SharedPool<'r> {
     }
 
     /// Takes back an empty slab (ACTIVE -> EMPTY, keeping its class and, for now, its pages;
-    /// a purge gives them back after the purge delay). If its SuperSlab has no ACTIVE slot
-    /// left, the SuperSlab leaves every list and goes to the LRU cache, unless it is the last
-    /// one the pool holds.
+    /// a purge gives them back after the purge delay). A SuperSlab with no ACTIVE slot left
+    /// goes to the LRU cache once its EMPTY slots have given their pages back (so right away
+    /// only if none still holds them), unless it is the last one the pool holds.
     ///
     /// # Safety
     /// The caller owns the slab, a slab of this pool, every block of it is back on its free
@@ -420,26 +420,33 @@ impl<'r> SharedPool<'r> {
         let i = s.index();
         // SAFETY: forwarded; each access borrows the extension area briefly.
         unsafe {
-            let (class, newly_dirty, active) = {
+            let (class, was_dirty, active) = {
                 let e = ext(ss);
                 hak_sync::check!(e.state[i] == ACTIVE || e.state[i] == PURGING);
                 e.state[i] = EMPTY;
                 e.active -= 1;
-                let newly = dirty && e.dirty_mask == 0;
+                let was = e.dirty_mask != 0;
                 if dirty {
                     e.dirty_mask |= 1u64 << i;
-                    e.empty_ms[i] = ms(now);
+                    e.dirty_ms = ms(now);
                 }
-                (e.class[i] as usize, newly, e.active)
+                (e.class[i] as usize, was, e.active)
             };
             st.empty[class].push(s);
-            if newly_dirty {
+            if dirty {
+                // Keep the dirty list ordered by newest dirty time: move to the tail.
+                if was_dirty {
+                    SsList::Dirty.unlink(&mut st.dirty, ss);
+                }
                 SsList::Dirty.push_back(&mut st.dirty, ss);
             }
             if active != 0 {
                 return None;
             }
-            if st.live <= 1 {
+            if st.live <= 1 || ext(ss).dirty_mask != 0 {
+                // The last SuperSlab stays; so does one whose slots still hold their pages: a
+                // program that frees and allocates again soon reuses them warm, and the purge
+                // pass retires it once they have waited out the delay.
                 ext(ss).class_mask = 0;
                 return None;
             }
@@ -507,8 +514,9 @@ impl<'r> SharedPool<'r> {
     }
 
     /// Gives back the pages of EMPTY slabs that have been EMPTY for the purge delay (all of
-    /// them if `force`). Bounded work per lock hold; decommits outside the lock. Returns the
-    /// number of slabs purged.
+    /// them if `force`), SuperSlab by SuperSlab, the one whose newest EMPTY slab is oldest
+    /// first. Takes at most 32 slots per lock hold and decommits them outside it; stops after
+    /// 512 (leaving the rest for the next call) unless `force`. Returns the number purged.
     pub fn purge(&self, now: u64, force: bool) -> usize {
         let delay = self.purge_delay.load(Ordering::Relaxed);
         let delay_ms = ms(delay);
@@ -518,44 +526,43 @@ impl<'r> SharedPool<'r> {
             let mut n = 0;
             {
                 let mut st = self.state.lock();
-                let mut looked = 0;
-                while looked < PURGE_LOOK && n < PURGE_BATCH {
+                let mut next = u64::MAX;
+                while n < PURGE_BATCH {
                     let Some(ss) = first(&st.dirty) else { break };
-                    looked += 1;
                     // SAFETY: lock held; listed SuperSlabs are live pool SuperSlabs.
                     unsafe {
-                        let mut mask = ext(ss).dirty_mask;
-                        while mask != 0 && n < PURGE_BATCH {
-                            let i = mask.trailing_zeros() as usize;
-                            mask &= mask - 1;
-                            let (age, class) = {
+                        let age = ms(now).wrapping_sub(ext(ss).dirty_ms);
+                        if !force && age < delay_ms {
+                            next = now.saturating_add((delay_ms - age) as u64 * 1_000_000);
+                            break;
+                        }
+                        while n < PURGE_BATCH {
+                            let i = {
                                 let e = ext(ss);
-                                (ms(now).wrapping_sub(e.empty_ms[i]), e.class[i] as usize)
+                                if e.dirty_mask == 0 {
+                                    break;
+                                }
+                                let i = e.dirty_mask.trailing_zeros() as usize;
+                                e.dirty_mask &= !(1u64 << i);
+                                i
                             };
-                            if !force && age < delay_ms {
-                                continue;
-                            }
                             let s = Slot::new(ss, i);
+                            let class = ext(ss).class[i] as usize;
                             st.empty[class].remove(s);
                             let e = ext(ss);
                             e.state[i] = PURGING;
                             e.active += 1;
-                            e.dirty_mask &= !(1u64 << i);
                             batch[n] = s;
                             n += 1;
                         }
-                        // Next pass starts with another SuperSlab; a fully purged one leaves.
-                        SsList::Dirty.unlink(&mut st.dirty, ss);
-                        if ext(ss).dirty_mask != 0 {
-                            SsList::Dirty.push_back(&mut st.dirty, ss);
+                        if ext(ss).dirty_mask == 0 {
+                            SsList::Dirty.unlink(&mut st.dirty, ss);
                         }
                     }
                 }
-                let next = if st.dirty.head.is_null() {
-                    u64::MAX
-                } else {
-                    now.saturating_add((delay / 4).max(1_000_000))
-                };
+                if n == PURGE_BATCH && !st.dirty.head.is_null() {
+                    next = now; // more may be due: the next check continues
+                }
                 self.next_purge.store(next, Ordering::Relaxed);
             }
             if n == 0 {
@@ -583,7 +590,7 @@ impl<'r> SharedPool<'r> {
             for ss in retired[..n].iter().flatten() {
                 self.retire(*ss);
             }
-            if !force && n < PURGE_BATCH {
+            if n < PURGE_BATCH || (!force && total >= PURGE_MAX) {
                 return total;
             }
         }

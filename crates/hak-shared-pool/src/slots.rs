@@ -79,8 +79,9 @@ pub(crate) struct PoolExt {
     /// Links of the EMPTY or abandoned list the slot is on.
     pub(crate) next: [Slot; MAX_SLABS],
     pub(crate) prev: [Slot; MAX_SLABS],
-    /// When each EMPTY slot became EMPTY, in wrapping milliseconds of the monotonic clock.
-    pub(crate) empty_ms: [u32; MAX_SLABS],
+    /// When the newest dirty slot became EMPTY, in wrapping milliseconds of the monotonic
+    /// clock (the dirty list is ordered by it).
+    pub(crate) dirty_ms: u32,
     /// Bit `i` set: slot `i` is UNUSED.
     pub(crate) unused_mask: u64,
     /// Bit `c` set: an ACTIVE slot serves class `c` (a hint for class affinity).
@@ -93,7 +94,8 @@ pub(crate) struct PoolExt {
     pub(crate) unused: SsLinks,
     /// Links in the list of every SuperSlab the pool holds (for `Drop`).
     pub(crate) all: SsLinks,
-    /// Links in the list of SuperSlabs with dirty EMPTY slots (oldest first).
+    /// Links in the list of SuperSlabs with dirty EMPTY slots, ordered by `dirty_ms` (a
+    /// SuperSlab moves to the tail whenever one of its slots becomes EMPTY).
     pub(crate) dirty: SsLinks,
 }
 

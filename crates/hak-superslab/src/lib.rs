@@ -10,10 +10,10 @@
 //!   ([`SsRef::ext`], [`EXT_BYTES`]) belongs to the layer above. [`SuperSlab`] is the header
 //!   type; it is never reached through a reference.
 //! - [`SlabRef`]: the raw handle to one slab's record. Owner operations: [`SlabRef::assign`],
-//!   [`SlabRef::alloc_batch`], [`SlabRef::free_local_chain`], [`SlabRef::collect_remote`],
+//!   [`SlabRef::alloc_batch`], [`SlabRef::free_local_batch`], [`SlabRef::collect_remote`],
 //!   [`SlabRef::mark_full`], [`SlabRef::retract_full`], [`SlabRef::try_detach`],
 //!   [`SlabRef::adopt`], the owner's list links ([`SlabRef::links`]). Any thread:
-//!   [`SlabRef::free_remote_chain`], [`SlabRef::owner`], [`SlabRef::class`].
+//!   [`SlabRef::free_remote_batch`], [`SlabRef::owner`], [`SlabRef::class`].
 //! - [`Inbox`]: an owner's identity and the place its full slabs come back to when another
 //!   thread frees into them; [`RemoteFree`] and [`Retract`]: what the protocol asks of callers.
 //!
@@ -37,7 +37,10 @@
 //! Concurrency contract: owner-only fields live in a [`hak_sync::cell::UnsafeCell`] and are
 //! touched only by the owner (or, for a detached slab, by whoever holds it exclusively via the
 //! layer above); `remote`, `owner`, `class` and `block_size` are atomics any thread may read.
-//! The remote stack is a lock-free multi-producer push (a whole chain per compare-exchange);
+//! Free lists (local and remote) are lists of *carriers*: a freed block that holds pointers to
+//! other freed blocks of the slab (`node.rs`), so a batch handed back costs writes to a few
+//! blocks and a refill reads a few cache lines per dozens of blocks.
+//! The remote stack is a lock-free multi-producer push (a whole batch per compare-exchange);
 //! the owner takes the whole list with one compare-exchange, so the ABA problem cannot arise.
 //! An owner waits only in [`SlabRef::retract_full`], for a delivery already under way.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -47,6 +50,7 @@
 extern crate std;
 
 mod inbox;
+mod node;
 mod slab;
 mod superslab;
 

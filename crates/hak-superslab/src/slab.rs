@@ -28,6 +28,7 @@ use hak_sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use hak_sync::cell::UnsafeCell;
 
 use crate::inbox::Inbox;
+use crate::node;
 use crate::superslab::{SsRef, SuperSlab, LG_SUPERSLAB_MIN, SLABS_OFFSET, SLAB_SHIFT};
 
 /// Remote-head flag: the slab has no free block; the next remote freer delivers it.
@@ -319,13 +320,9 @@ impl SlabRef {
         // SAFETY: owner-only state, caller owns the slab; list nodes are free blocks.
         self.rec().local.with_mut(|l| unsafe {
             let l = &mut *l;
-            let mut n = 0;
-            while n < out.len() && !l.free.is_null() {
-                let b = l.free;
-                l.free = b.cast::<*mut u8>().read();
-                out[n] = b;
-                n += 1;
-            }
+            let mut free = l.free;
+            let mut n = node::take(&mut free, out);
+            l.free = free;
             let carve = ((l.capacity - l.carved) as usize).min(out.len() - n);
             let mut p = start.add(l.carved as usize * bs);
             for slot in &mut out[n..n + carve] {
@@ -345,22 +342,26 @@ impl SlabRef {
     /// The caller owns the slab and `block` is a live block of it.
     #[inline]
     pub unsafe fn free_local(self, block: NonNull<u8>) -> u32 {
-        // SAFETY: forwarded (a chain of one).
-        unsafe { self.free_local_chain(block, block, 1) }
+        // SAFETY: forwarded (a batch of one).
+        unsafe { self.free_local_batch(&[block.as_ptr()]) }
     }
 
-    /// Returns `n` live blocks, already linked `head -> ... -> tail` through their first words,
-    /// to the local free list with one splice; gives the new `used`.
+    /// Returns live blocks of this slab to the local free list, packed into carriers (see the
+    /// `node` module), with one splice; gives the new `used`.
     ///
     /// # Safety
-    /// The caller owns the slab; the chain holds exactly `n` distinct live blocks of it.
+    /// The caller owns the slab; `blocks` is non-empty and holds distinct live blocks of it.
     #[inline]
-    pub unsafe fn free_local_chain(self, head: NonNull<u8>, tail: NonNull<u8>, n: u32) -> u32 {
-        // SAFETY: owner-only state; the blocks are ours to overwrite.
+    pub unsafe fn free_local_batch(self, blocks: &[*mut u8]) -> u32 {
+        let bs = self.rec().block_size.load(Ordering::Relaxed) as usize;
+        // SAFETY: the blocks are ours to overwrite.
+        let (head, tail) = unsafe { node::pack(blocks, bs) };
+        let n = blocks.len() as u32;
+        // SAFETY: owner-only state.
         self.rec().local.with_mut(|l| unsafe {
             let l = &mut *l;
             hak_sync::check!(l.used as u32 >= n, "slab used count underflow (double free?)");
-            tail.as_ptr().cast::<*mut u8>().write(l.free);
+            node::set_next(tail.as_ptr(), l.free);
             l.free = head.as_ptr();
             l.used -= n as u16;
             l.used as u32
@@ -373,32 +374,31 @@ impl SlabRef {
     /// `block` is a live block of this slab that the caller gives up.
     #[inline]
     pub unsafe fn free_remote(self, block: NonNull<u8>) -> RemoteFree {
-        // SAFETY: forwarded (a chain of one).
-        unsafe { self.free_remote_chain(block, block, 1) }
+        // SAFETY: forwarded (a batch of one).
+        unsafe { self.free_remote_batch(&[block.as_ptr()]) }
     }
 
-    /// Pushes `n` blocks, linked `head -> ... -> tail` through their first words (as
-    /// pointers), onto the remote stack with one compare-exchange. Any thread may call it.
-    /// If the slab was marked full, delivers it (see the module docs).
+    /// Pushes live blocks of this slab onto the remote stack with one compare-exchange, packed
+    /// into carriers (see the `node` module), so the owner reads a few nodes, not every block.
+    /// Any thread may call it. If the slab was marked full, delivers it (see the module docs).
     ///
     /// # Safety
-    /// The chain holds exactly `n` (>= 1) distinct live blocks of this slab, which the caller
+    /// `blocks` is non-empty and holds distinct live blocks of this slab, which the caller
     /// gives up; the owner's inbox, if any, stays valid (hakmem never unmaps thread states).
-    pub unsafe fn free_remote_chain(
-        self,
-        head: NonNull<u8>,
-        tail: NonNull<u8>,
-        n: u32,
-    ) -> RemoteFree {
-        hak_sync::check!(head.as_ptr().addr() & !PTR_MASK == 0, "block address outside 48 bits");
+    pub unsafe fn free_remote_batch(self, blocks: &[*mut u8]) -> RemoteFree {
         let r = self.rec();
+        let bs = r.block_size.load(Ordering::Relaxed) as usize;
+        // SAFETY: the blocks are ours until the compare-exchange publishes them.
+        let (head, tail) = unsafe { node::pack(blocks, bs) };
+        hak_sync::check!(head.as_ptr().addr() & !PTR_MASK == 0, "block address outside 48 bits");
+        let n = blocks.len();
         let mut h = r.remote.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the chain is ours until the compare-exchange publishes it.
-            unsafe { tail.as_ptr().cast::<*mut u8>().write(head_ptr(h)) };
+            // SAFETY: the nodes are ours until the compare-exchange publishes them.
+            unsafe { node::set_next(tail.as_ptr(), head_ptr(h)) };
             let f = head_flags(h);
             let nf = if f & FULL != 0 { (f & !FULL) | DELIVERING } else { f };
-            let count = head_count(h) + n as usize;
+            let count = head_count(h) + n;
             let new = head.as_ptr().map_addr(|a| a | (count << COUNT_SHIFT) | nf);
             match r.remote.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) if f & FULL != 0 => {
@@ -463,8 +463,9 @@ impl SlabRef {
     }
 
     /// Takes every remotely freed block onto the local free list with one compare-exchange
-    /// (flags stay); returns how many came back (they leave `used`). Walks the taken list only
-    /// if the local list is not empty (never on the refill path, which collects when it is).
+    /// (flags stay); returns how many came back (they leave `used`). Walks the taken list's
+    /// nodes only if the local list is not empty (never on the refill path, which collects when
+    /// it is).
     ///
     /// # Safety
     /// The caller owns the slab.
@@ -489,13 +490,13 @@ impl SlabRef {
             if !l.free.is_null() {
                 let mut tail = first;
                 loop {
-                    let next = tail.cast::<*mut u8>().read();
+                    let next = node::next(tail);
                     if next.is_null() {
                         break;
                     }
                     tail = next;
                 }
-                tail.cast::<*mut u8>().write(l.free);
+                node::set_next(tail, l.free);
             }
             l.free = first;
             hak_sync::check!(l.used as u32 >= n, "remote frees exceed blocks in use");
@@ -692,21 +693,15 @@ impl SlabRef {
                 return Err("carved > capacity");
             }
             let mut n = 0u32;
-            let mut p = l.free;
-            while !p.is_null() {
+            let carved = l.carved as usize;
+            node::for_each(l.free, l.capacity as usize, |p| {
                 let off = p.addr().wrapping_sub(start.addr());
-                if p.addr() < start.addr()
-                    || !off.is_multiple_of(bs)
-                    || off / bs >= l.carved as usize
-                {
+                if p.addr() < start.addr() || !off.is_multiple_of(bs) || off / bs >= carved {
                     return Err("free block outside the carved range or misaligned");
                 }
                 n += 1;
-                if n > l.capacity as u32 {
-                    return Err("free list has a cycle");
-                }
-                p = p.cast::<*mut u8>().read();
-            }
+                Ok(())
+            })?;
             if l.used as u32 + n != l.carved as u32 {
                 return Err("used + |free| != carved");
             }

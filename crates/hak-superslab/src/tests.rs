@@ -147,27 +147,82 @@ fn local_free_is_reused_before_carving_and_counts_used() {
 }
 
 #[test]
-fn a_linked_chain_goes_back_with_one_splice() {
+fn a_batch_goes_back_with_one_splice_and_comes_back_whole() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
-    let slab = assign(r.ss, 2, 32, owner());
-    let mut out = [core::ptr::null_mut(); 8];
-    // SAFETY: we own the slab and its blocks; links are written as pointers.
-    unsafe {
-        assert_eq!(slab.alloc_batch(&mut out), 8);
-        for w in out[..5].windows(2) {
-            w[0].cast::<*mut u8>().write(w[1]);
+    for (i, bs) in [(2usize, 16u32), (3, 32), (4, 256)] {
+        let slab = assign(r.ss, i, bs, owner());
+        let mut out = [core::ptr::null_mut(); 40];
+        // SAFETY: we own the slab and its blocks.
+        unsafe {
+            assert_eq!(slab.alloc_batch(&mut out), 40);
+            assert_eq!(slab.free_local_batch(&out[..37]), 3);
+            slab.check_invariants().unwrap();
+            let mut again = [core::ptr::null_mut(); 37];
+            assert_eq!(slab.alloc_batch(&mut again), 37);
+            let mut a: Vec<_> = again.to_vec();
+            let mut b: Vec<_> = out[..37].to_vec();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "bs {bs}: the same blocks come back");
+            assert_eq!(slab.counts().1, 40, "nothing new carved");
         }
-        assert_eq!(slab.free_local_chain(nn(out[0]), nn(out[4]), 5), 3);
-        slab.check_invariants().unwrap();
-        let mut again = [core::ptr::null_mut(); 5];
-        assert_eq!(slab.alloc_batch(&mut again), 5);
-        assert_eq!(again, out[..5], "the chain comes back in order");
     }
 }
 
 #[test]
-fn remote_chains_are_collected_with_one_exchange() {
+fn a_refill_from_carriers_reads_only_the_carriers() {
+    // 256-byte blocks carry 30 others: a batch of 31 is one node, and taking it back must not
+    // read the carried blocks (scribbled over here, as a user would after the free).
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let slab = assign(r.ss, 5, 256, owner());
+    let mut out = [core::ptr::null_mut(); 31];
+    // SAFETY: we own the slab; the scribbled blocks are free and ours until reused.
+    unsafe {
+        assert_eq!(slab.alloc_batch(&mut out), 31);
+        assert_eq!(slab.free_remote_batch(&out), RemoteFree::Pushed);
+        for &b in &out[1..] {
+            b.write_bytes(0xEE, 256);
+        }
+        assert_eq!(slab.collect_remote(), 31);
+        let mut again = [core::ptr::null_mut(); 31];
+        assert_eq!(slab.alloc_batch(&mut again), 31);
+        let mut a = again.to_vec();
+        a.sort();
+        let mut b = out.to_vec();
+        b.sort();
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn a_partly_taken_carrier_keeps_the_rest() {
+    let os = Os::new();
+    let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
+    let slab = assign(r.ss, 6, 128, owner());
+    let mut out = [core::ptr::null_mut(); 15]; // one node carrying 14
+                                               // SAFETY: we own the slab and its blocks.
+    unsafe {
+        assert_eq!(slab.alloc_batch(&mut out), 15);
+        assert_eq!(slab.free_local_batch(&out), 0);
+        let mut some = [core::ptr::null_mut(); 4];
+        assert_eq!(slab.alloc_batch(&mut some), 4);
+        slab.check_invariants().unwrap();
+        assert_eq!(slab.counts().0, 4);
+        let mut rest = [core::ptr::null_mut(); 11];
+        assert_eq!(slab.alloc_batch(&mut rest), 11);
+        let mut all: Vec<_> = some.iter().chain(rest.iter()).copied().collect();
+        all.sort();
+        let mut want = out.to_vec();
+        want.sort();
+        assert_eq!(all, want);
+        assert_eq!(slab.counts().1, 15, "nothing new carved");
+    }
+}
+
+#[test]
+fn remote_batches_are_collected_with_one_exchange() {
     let os = Os::new();
     let r = superslab(&os, LG_SUPERSLAB_DEFAULT);
     let slab = assign(r.ss, 2, 32, owner());
@@ -183,14 +238,11 @@ fn remote_chains_are_collected_with_one_exchange() {
                     assert_eq!(slab.free_remote(nn(p as *mut u8)), RemoteFree::Pushed);
                 }
             });
-            // The other five as one chain: one compare-exchange.
+            // The other five as one batch: one compare-exchange.
             let rest: Vec<usize> = rest.iter().map(|&p| p as usize).collect();
             s.spawn(move || {
-                for w in rest.windows(2) {
-                    (w[0] as *mut *mut u8).write(w[1] as *mut u8);
-                }
-                let r = slab.free_remote_chain(nn(rest[0] as *mut u8), nn(rest[4] as *mut u8), 5);
-                assert_eq!(r, RemoteFree::Pushed);
+                let rest: Vec<*mut u8> = rest.iter().map(|&p| p as *mut u8).collect();
+                assert_eq!(slab.free_remote_batch(&rest), RemoteFree::Pushed);
             });
         });
         assert!(slab.has_remote());

@@ -69,21 +69,18 @@ fn remote_pushes_race_owner_take_without_loss() {
                 assert_eq!(r, RemoteFree::Pushed);
             })
         };
-        let chain = {
+        let batch = {
             let f = f.clone();
             loom::thread::spawn(move || {
-                // SAFETY: the two blocks are this thread's to link and give up.
-                unsafe {
-                    (b[1] as *mut *mut u8).write(b[2] as *mut u8);
-                    let r = f.slab().free_remote_chain(nn(b[1]), nn(b[2]), 2);
-                    assert_eq!(r, RemoteFree::Pushed);
-                }
+                // SAFETY: the two blocks are this thread's to give up.
+                let r = unsafe { f.slab().free_remote_batch(&[b[1] as *mut u8, b[2] as *mut u8]) };
+                assert_eq!(r, RemoteFree::Pushed);
             })
         };
         // SAFETY: owner-side collection racing with the pushes.
         let mut got = unsafe { slab.collect_remote() };
         single.join().unwrap();
-        chain.join().unwrap();
+        batch.join().unwrap();
         // SAFETY: as above.
         got += unsafe { slab.collect_remote() };
         assert_eq!(got, 3, "every block comes back exactly once");

@@ -7,7 +7,8 @@
 //!
 //! What it offers:
 //! - [`atomic`]: `AtomicUsize`, `AtomicPtr`, `AtomicU32`, `AtomicU64`, `AtomicU8`, `AtomicBool`, `Ordering`,
-//!   `fence`, mirroring `core::sync::atomic`.
+//!   `fence`, mirroring `core::sync::atomic`; and [`atomic::acquire_fence_after`], the
+//!   "`fence(Acquire)` after a relaxed load or CAS" that ThreadSanitizer understands.
 //! - [`cell::UnsafeCell`] with loom's closure API (`with`, `with_mut`).
 //! - [`Mutex`] and [`MutexGuard`]: `lock` and `try_lock`, no poisoning; [`Mutex::fork_lock`] and
 //!   [`Mutex::fork_unlock`] hold a lock across `fork()` without a guard (not under loom).
@@ -36,6 +37,100 @@ pub mod atomic {
     pub use loom::sync::atomic::{
         fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
+
+    /// The acquire half of "relaxed load (or CAS) of `a`, then `fence(Acquire)`": call it right
+    /// after that load, passing the same atomic. Normally it is exactly `fence(Acquire)`.
+    /// Built with `--cfg hak_sanitize` (what `cargo xtask sanitize` sets) it is an acquire
+    /// load of `a` instead, because ThreadSanitizer does not model fences and would report the
+    /// accesses the fence orders as races; std's `Arc` makes the same substitution under TSan.
+    ///
+    /// The substitute is only as strong as the fence if every write to `a` after the release
+    /// store the fence pairs with is a read-modify-write (or itself a release): then the
+    /// acquire load reads a value from that store's release sequence and synchronises with it.
+    /// A plain relaxed store to `a` in between would break the chain; do not use the helper
+    /// for such an atomic.
+    #[inline]
+    pub fn acquire_fence_after<A: AcquireLoad>(a: &A) {
+        #[cfg(not(hak_sanitize))]
+        {
+            let _ = a;
+            fence(Ordering::Acquire);
+        }
+        #[cfg(hak_sanitize)]
+        a.acquire_load();
+    }
+
+    /// The atomics [`acquire_fence_after`] takes (sealed: implemented for this module's
+    /// atomic types only).
+    pub trait AcquireLoad: sealed::Sealed {
+        /// Loads with `Ordering::Acquire` and discards the value.
+        fn acquire_load(&self);
+    }
+
+    mod sealed {
+        pub trait Sealed {}
+    }
+
+    macro_rules! acquire_load {
+        ($($t:ty),* $(,)?) => {$(
+            impl sealed::Sealed for $t {}
+            impl AcquireLoad for $t {
+                #[inline]
+                fn acquire_load(&self) {
+                    let _ = self.load(Ordering::Acquire);
+                }
+            }
+        )*};
+    }
+    acquire_load!(AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize);
+
+    impl<T> sealed::Sealed for AtomicPtr<T> {}
+    impl<T> AcquireLoad for AtomicPtr<T> {
+        #[inline]
+        fn acquire_load(&self) {
+            let _ = self.load(Ordering::Acquire);
+        }
+    }
+
+    #[cfg(all(test, not(hak_loom)))]
+    mod tests {
+        use super::*;
+        use core::cell::UnsafeCell;
+
+        struct Slot(UnsafeCell<u64>);
+        // SAFETY: the test hands the cell from writer to reader through `ready`.
+        unsafe impl Sync for Slot {}
+        impl Slot {
+            fn get(&self) -> *mut u64 {
+                self.0.get()
+            }
+        }
+
+        /// Message passing through a relaxed load plus the helper. Without the acquire half
+        /// the read of `data` races with its write: Miri's data-race detector (which models
+        /// fences) and ThreadSanitizer (with `--cfg hak_sanitize`) report it.
+        #[test]
+        fn acquire_fence_after_orders_a_relaxed_load() {
+            for _ in 0..if cfg!(miri) { 20 } else { 1000 } {
+                let data = Slot(UnsafeCell::new(0));
+                let ready = AtomicUsize::new(0);
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        // SAFETY: the reader touches `data` only after seeing `ready`.
+                        unsafe { *data.get() = 42 };
+                        ready.fetch_add(1, Ordering::Release);
+                    });
+                    while ready.load(Ordering::Relaxed) == 0 {
+                        core::hint::spin_loop();
+                        std::thread::yield_now();
+                    }
+                    acquire_fence_after(&ready);
+                    // SAFETY: ordered after the writer's store by the release/acquire pair.
+                    assert_eq!(unsafe { *data.get() }, 42);
+                });
+            }
+        }
+    }
 }
 
 /// Spin-wait hint.

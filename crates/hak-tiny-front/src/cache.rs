@@ -132,19 +132,19 @@ impl CacheShared {
     }
 }
 
-/// One entry of the remote-free stash: blocks of one foreign slab, linked
-/// `head -> ... -> tail`, waiting to be handed over with one atomic operation.
+/// One entry of the remote-free stash: blocks of one foreign slab, waiting to be handed over
+/// with one atomic operation. Kept as pointers here (the blocks are not written until the
+/// hand-over packs them into a few carriers).
 #[derive(Clone, Copy)]
 struct Stash {
     slab: Option<SlabRef>,
-    head: *mut u8,
-    tail: *mut u8,
     n: u32,
     max: u32,
+    blocks: [*mut u8; STASH_MAX_BLOCKS],
 }
 
 const NO_STASH: Stash =
-    Stash { slab: None, head: ptr::null_mut(), tail: ptr::null_mut(), n: 0, max: 0 };
+    Stash { slab: None, n: 0, max: 0, blocks: [ptr::null_mut(); STASH_MAX_BLOCKS] };
 
 /// The slabs this cache owns for one class.
 #[derive(Clone, Copy)]
@@ -386,43 +386,36 @@ impl<'p> ThreadCache<'p> {
             st.bytes_back.add(CLASS_SIZES[class] as u64);
         }
         let i = (slab.as_ptr().addr() >> 6) % STASH_SLOTS;
-        let b = block.as_ptr();
-        if self.stash[i].slab == Some(slab) {
-            let e = &mut self.stash[i];
-            // SAFETY: the block is ours to overwrite: link it in front (as a pointer).
-            unsafe { b.cast::<*mut u8>().write(e.head) };
-            e.head = b;
-            e.n += 1;
-            if e.n >= e.max {
+        if self.stash[i].slab != Some(slab) {
+            if self.stash[i].slab.is_some() {
                 self.flush_stash_entry(i);
             }
-            return;
+            let e = &mut self.stash[i];
+            e.slab = Some(slab);
+            e.n = 0;
+            e.max = stash_max(class);
+            self.stashed += 1;
         }
-        if self.stash[i].slab.is_some() {
-            self.flush_stash_entry(i);
-        }
-        self.stash[i] = Stash { slab: Some(slab), head: b, tail: b, n: 1, max: stash_max(class) };
-        self.stashed += 1;
-        if stash_max(class) == 1 {
+        let e = &mut self.stash[i];
+        e.blocks[e.n as usize] = block.as_ptr();
+        e.n += 1;
+        if e.n >= e.max {
             self.flush_stash_entry(i);
         }
     }
 
     /// Hands stash entry `i` over to its slab with one atomic operation.
     fn flush_stash_entry(&mut self, i: usize) {
-        let e = self.stash[i];
-        self.stash[i] = NO_STASH;
-        let Some(slab) = e.slab else { return };
+        let Some(slab) = self.stash[i].slab.take() else { return };
+        let n = self.stash[i].n as usize;
         self.stashed -= 1;
         self.stats().remote_batches.add(1);
-        // SAFETY: the entry holds `n` live blocks of `slab` that this thread gave up, linked
-        // head -> tail; their SuperSlab stays mapped while they are out (they count as used).
-        unsafe {
-            let (h, t) = (NonNull::new_unchecked(e.head), NonNull::new_unchecked(e.tail));
-            if slab.free_remote_chain(h, t, e.n) == RemoteFree::Publish {
-                self.stats().slabs_published.add(1);
-                self.pool.publish(slab);
-            }
+        // SAFETY: the entry holds `n` distinct live blocks of `slab` that this thread gave up;
+        // their SuperSlab stays mapped while they are out (they count as used).
+        if unsafe { slab.free_remote_batch(&self.stash[i].blocks[..n]) } == RemoteFree::Publish {
+            self.stats().slabs_published.add(1);
+            // SAFETY: the push told us to publish this detached slab, exactly once.
+            unsafe { self.pool.publish(slab) };
         }
     }
 
@@ -589,43 +582,24 @@ impl<'p> ThreadCache<'p> {
         self.return_oldest(class, k, true);
     }
 
-    /// Gives the `k` oldest blocks of a bin back to their slabs (runs of blocks of the same
-    /// slab as one splice) and shifts the rest down. Slabs that empty are released if
+    /// Gives the `k` oldest blocks of a bin back to their slabs (each run of blocks of one
+    /// slab as one batch) and shifts the rest down. Slabs that empty are released if
     /// `release_empty` and the class keeps enough others.
     fn return_oldest(&mut self, class: usize, k: usize, release_empty: bool) {
         let top = self.tops[class] as usize;
         hak_sync::check!(k <= top);
         let mut j = 0;
         while j < k {
-            let head = self.slots[class][j];
+            let first = j;
             // SAFETY: blocks in a bin are live blocks of our slabs.
-            let slab = unsafe { self.slab_of(head) };
-            let mut tail = head;
-            let mut n = 1u32;
+            let slab = unsafe { self.slab_of(self.slots[class][j]) };
             j += 1;
-            while j < k {
-                let b = self.slots[class][j];
-                // SAFETY: as above.
-                if unsafe { self.slab_of(b) } != slab {
-                    break;
-                }
-                // SAFETY: a bin block is ours to overwrite: link it behind the run.
-                unsafe { tail.cast::<*mut u8>().write(b) };
-                tail = b;
-                n += 1;
+            // SAFETY: as above.
+            while j < k && unsafe { self.slab_of(self.slots[class][j]) } == slab {
                 j += 1;
             }
-            // SAFETY: a run of `n` distinct live blocks of `slab`, linked head -> tail.
-            unsafe {
-                self.give_back(
-                    class,
-                    slab,
-                    NonNull::new_unchecked(head),
-                    NonNull::new_unchecked(tail),
-                    n,
-                    release_empty,
-                )
-            };
+            // SAFETY: a run of distinct live blocks of `slab`, which we own.
+            unsafe { self.give_back(class, slab, first, j, release_empty) };
         }
         self.slots[class].copy_within(k..top, 0);
         self.tops[class] = (top - k) as u32;
@@ -636,21 +610,21 @@ impl<'p> ThreadCache<'p> {
     /// back to the pool if that list already holds `warm_limit` slabs.
     ///
     /// # Safety
-    /// The run holds `n` distinct live blocks of `slab`, linked `head -> tail`; we own `slab`.
+    /// `slots[class][from..to]` holds distinct live blocks of `slab`, which we own.
     unsafe fn give_back(
         &mut self,
         class: usize,
         slab: SlabRef,
-        head: NonNull<u8>,
-        tail: NonNull<u8>,
-        n: u32,
+        from: usize,
+        to: usize,
         release_empty: bool,
     ) {
         // SAFETY: forwarded.
         unsafe {
             hak_sync::check!(slab.owner() == self.me, "a bin block of a slab we do not own");
-            self.stats().bytes_back.add(n as u64 * CLASS_SIZES[class] as u64);
-            let used = slab.free_local_chain(head, tail, n);
+            let n = (to - from) as u64;
+            self.stats().bytes_back.add(n * CLASS_SIZES[class] as u64);
+            let used = slab.free_local_batch(&self.slots[class][from..to]);
             if slab.links().tag == ON_FULL {
                 match slab.retract_full() {
                     Retract::Retracted => {

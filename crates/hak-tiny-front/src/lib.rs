@@ -19,15 +19,19 @@
 //! How blocks move:
 //! - A thread's slabs stay its own until it exits or flushes, full ones included. A block
 //!   freed by its owner goes into the bin with plain stores; a bin that overflows returns its
-//!   older half to the slabs, runs of blocks of one slab as one splice. A full slab that gets a
+//!   older half to the slabs, each run of blocks of one slab as one batch (packed into a few
+//!   carrier blocks, spliced in once). A full slab that gets a
 //!   block back from its owner moves to the avail list; one that gets a block from another
 //!   thread is delivered into the owner's inbox by that thread (one compare-exchange,
 //!   once per filling) and moves back on the owner's next refill. Nothing passes through the
 //!   shared pool's lock on the way.
-//! - Blocks of slabs another thread owns go into a small stash, per slab, and are handed over
-//!   as one linked chain with one compare-exchange when the entry holds 32 KiB of blocks (at
-//!   most 64), when another slab needs its place, or on the thread's next refill, drain, flush
-//!   or exit. So a batch waits at most until the freeing thread next takes a slow path.
+//! - Blocks of slabs another thread owns go into a small stash (pointers, per slab; the blocks
+//!   are not written) and are handed over as one batch with one compare-exchange when the
+//!   entry holds 32 KiB of blocks (at most 64), when another slab needs its place, or on the
+//!   thread's next refill, drain, flush or exit. So a batch waits at most until the freeing
+//!   thread next takes a slow path. The batch is packed into carriers (blocks holding pointers
+//!   to the others), so the owner's refill reads a few cache lines the freeing core wrote, not
+//!   one per block.
 //! - A slab that empties moves to its class's empty list (at most `warm_limit` of them, 4 by
 //!   default), where the class's next refill finds it before asking the pool; past that it
 //!   goes back to the shared pool, where any class can reuse it and a purge returns its pages

@@ -44,6 +44,7 @@ fn active_state() -> *mut ThreadState {
 #[cold]
 pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
     ensure_init();
+    crate::decay::tick();
     let (size, align) = (layout.size(), layout.align());
     if is_mid(size, align) && !(zeroed && size >= ZEROED_BIG_MIN) {
         let ts = active_state();
@@ -79,6 +80,7 @@ pub(crate) fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
 #[cold]
 pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     let Some(p) = NonNull::new(ptr) else { return };
+    crate::decay::tick();
     match REGISTRY.lookup(ptr as usize).map(|o| o.kind) {
         // SAFETY: forwarded.
         Some(OwnerKind::Mid) => unsafe { mid_dealloc(p, layout) },

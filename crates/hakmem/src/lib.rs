@@ -32,6 +32,7 @@ use core::ptr::{self, NonNull};
 use hak_superslab::SsRef;
 use hak_tiny_front::{class_of, ThreadCache, CLASS_SIZES};
 
+mod decay;
 mod fork;
 mod global;
 mod large;

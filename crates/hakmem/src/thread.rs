@@ -34,6 +34,9 @@ pub(crate) struct ThreadState {
     pub(crate) shared: CacheShared,
     /// The mid tier's cache. Only used once `tc` is active: the sentinel's is never touched.
     pub(crate) mid: MidThreadCache,
+    /// Slow-path calls above the tiny tier, counted for the decay tick (`decay.rs`). Only
+    /// written once `tc` is active.
+    pub(crate) ticks: u32,
     /// Next on the list of every state ever built (push-only).
     next_all: AtomicPtr<ThreadState>,
     /// Next on the free list (under `FREE`'s lock).
@@ -50,6 +53,7 @@ pub(crate) static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(ThreadState {
     tc: ThreadCache::new(&POOL),
     shared: CacheShared::new(),
     mid: MidThreadCache::new(),
+    ticks: 0,
     next_all: AtomicPtr::new(ptr::null_mut()),
     next_free: ptr::null_mut(),
 }));
