@@ -6,6 +6,8 @@
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
 //! under contention. What it offers:
 //! - [`Mid`]: the shared state. [`Mid::alloc`], [`Mid::dealloc`], [`Mid::usable_size`],
+//!   [`Mid::realloc_in_place`] (whether a resize stays in the block's class),
+//!   [`Mid::prefork`] / [`Mid::postfork`],
 //!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::decay`], [`Mid::stats`] (a [`MidStats`]);
 //!   settings [`Mid::set_decommit_budget`], [`Mid::set_max_empty_chunks`] and
 //!   [`Mid::set_purge_delay`].

@@ -593,6 +593,28 @@ impl<'r> Mid<'r> {
         }
     }
 
+    /// Whether a live block allocated for `(old_size, align)` can serve `new_size` in place,
+    /// i.e. `new_size` (with `align`) has the block's size class; the caller then keeps the
+    /// pointer and frees it later with `new_size`. Otherwise (another class, or a size this
+    /// tier does not serve) the caller must move the block: a class is a fixed block size in
+    /// a chunk of equal blocks, so a block has no neighbour to grow into, and shrinking into a
+    /// smaller class in place would leave a block that a free with the smaller size puts on the
+    /// wrong list. Reads nothing but the sizes: O(1), no lock.
+    ///
+    /// Routing for the facade (Vec-style growth through the mid range copies at every class
+    /// step here, four steps per doubling at most): keep in-place resizes here; for a growth to
+    /// another class, a tier whose blocks can grow without a copy (remapping pages, or
+    /// address space reserved past the block) is the better destination once the block is
+    /// large, because every later growth is then free, where here each one costs a copy of the
+    /// whole block.
+    #[inline]
+    pub fn realloc_in_place(&self, old_size: usize, align: usize, new_size: usize) -> bool {
+        match (class_for(old_size, align), class_for(new_size, align)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
     /// The usable size (class size) of the mid block starting at `ptr`, found through the
     /// registry and the chunk header; `None` if `ptr` is in no mid chunk or is not the start of
     /// a block (a pointer into a block's middle). Lets the C ABI free without a size:

@@ -873,3 +873,28 @@ fn a_class_that_keeps_crossing_its_bounds_grows_its_cache() {
     mid.flush_thread(&mut tc);
     mid.check_invariants();
 }
+
+#[test]
+fn realloc_in_place_within_the_class_only() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    // 100 000 B is in the 112 KiB class (98 305 ..= 114 688 B).
+    assert!(mid.realloc_in_place(100_000, 8, 114_688));
+    assert!(mid.realloc_in_place(100_000, 8, 98_305));
+    assert!(!mid.realloc_in_place(100_000, 8, 114_689), "a larger class");
+    assert!(!mid.realloc_in_place(100_000, 8, 98_304), "a smaller class");
+    assert!(!mid.realloc_in_place(MID_MAX, 8, MID_MAX + 1), "beyond the tier");
+    // Alignment counts: 5000 B at 4096 is the 8 KiB class, as is 8192 B.
+    assert!(mid.realloc_in_place(5000, 4096, 8192));
+    assert!(!mid.realloc_in_place(5000, 8, 8192));
+    // A block resized in place is freed with its new size.
+    let mut tc = MidThreadCache::new();
+    let p = mid.alloc(&mut tc, 100_000, 8).unwrap();
+    assert!(mid.realloc_in_place(100_000, 8, 110_000));
+    fill(p, 110_000, 3);
+    // SAFETY: allocated above; resized in place to 110 000 B.
+    unsafe { mid.dealloc(&mut tc, p, 110_000, 8) };
+    mid.flush_thread(&mut tc);
+    mid.check_invariants();
+}
