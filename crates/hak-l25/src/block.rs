@@ -108,7 +108,7 @@ pub(crate) unsafe fn set_next(b: *mut u8, n: *mut u8) {
 /// The free mark of block `b`.
 #[inline(always)]
 fn mark_of(b: *mut u8) -> usize {
-    b as usize ^ FREE_KEY
+    b.addr() ^ FREE_KEY
 }
 
 /// Whether `b` carries its free mark, i.e. is (almost certainly) free already.

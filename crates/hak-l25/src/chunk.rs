@@ -214,7 +214,11 @@ impl ChunkHeader {
                 let b = (*h).clean;
                 (*h).clean = next(b);
                 dec(&mut (*h).free_count, 1);
+                // A record larger than the block means a write after free; never let it make
+                // the arithmetic below overflow (which would panic in checked builds).
                 let d = word(b, W_DECOMMITTED);
+                hak_sync::check!(d < s, "decommitted bytes of a free block");
+                let d = d.min(s);
                 decommitted += d;
                 committed += s - d;
                 set_word(b, W_DECOMMITTED, 0);
@@ -293,7 +297,7 @@ impl ChunkHeader {
     /// `h` is a live header.
     #[inline]
     pub(crate) unsafe fn contains(h: *mut ChunkHeader, addr: usize) -> bool {
-        let base = h as usize;
+        let base = h.addr();
         // SAFETY: per the contract.
         addr >= base + CHUNK_HEADER && addr < base + unsafe { (*h).bytes }
     }
@@ -305,7 +309,7 @@ impl ChunkHeader {
     /// `h` is a live header whose class fields are fixed (it holds a live block).
     #[inline]
     pub(crate) unsafe fn is_block_start(h: *mut ChunkHeader, addr: usize) -> bool {
-        let first = h as usize + CHUNK_HEADER;
+        let first = h.addr() + CHUNK_HEADER;
         // SAFETY: per the contract.
         let (size, capacity) = unsafe { ((*h).block_size, (*h).capacity) };
         if addr < first || size == 0 {
@@ -338,7 +342,7 @@ impl ChunkHeader {
             let mut n = 0;
             let mut b = (*h).dirty;
             while !b.is_null() {
-                assert!(ChunkHeader::contains(h, b as usize));
+                assert!(ChunkHeader::contains(h, b.addr()));
                 assert!(crate::block::is_marked_free(b), "a dirty block without its free mark");
                 n += 1;
                 b = next(b);
@@ -347,7 +351,7 @@ impl ChunkHeader {
             let mut decommitted = 0;
             b = (*h).clean;
             while !b.is_null() {
-                assert!(ChunkHeader::contains(h, b as usize));
+                assert!(ChunkHeader::contains(h, b.addr()));
                 assert!(crate::block::is_marked_free(b), "a clean block without its free mark");
                 decommitted += word(b, W_DECOMMITTED);
                 n += 1;
@@ -376,15 +380,15 @@ impl ChunkHeader {
 /// `b` is a free block the caller owns.
 pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usize {
     let page = hak_os::page_size();
-    let start = (b as usize + 1).next_multiple_of(page);
-    let end = (b as usize + s) & !(page - 1);
+    let start = (b.addr() + 1).next_multiple_of(page);
+    let end = (b.addr() + s) & !(page - 1);
     if end <= start {
         return 0;
     }
     // SAFETY: `[start, end)` is page-aligned, inside the block (so inside a mapping of `os`),
     // past the words holding the block's links, and holds nothing anyone needs (contract).
     // The pointer is derived from `b`, keeping its provenance.
-    match unsafe { os.decommit(NonNull::new_unchecked(b.add(start - b as usize)), end - start) } {
+    match unsafe { os.decommit(NonNull::new_unchecked(b.add(start - b.addr())), end - start) } {
         Ok(()) => end - start,
         Err(_) => 0,
     }

@@ -24,7 +24,8 @@
 //!
 //! Invariants:
 //! - Every block is in exactly one place: with a user, in one thread cache bin, in one shard
-//!   batch, on its chunk's free list, or not yet carved. Per chunk
+//!   batch, on its chunk's dirty or clean free list, held by a purge in progress, or not yet
+//!   carved. Every free block carries its free mark. Per chunk
 //!   `used + free_count == carved <= capacity` (`chunk.rs`); per bin
 //!   `count == |list| <= TC_CEIL[class]` (`cache.rs`; each bin's capacity adapts between 1 and
 //!   that ceiling by the bin's low-water mark and its refills and spills).
@@ -61,8 +62,9 @@
 //! maybe run a decay pass. Slow paths take one shard mutex (a `try_lock` first, whose failures
 //! measure contention), or one class's central mutex (then possibly the empty-cache and
 //! all-chunks mutexes, in that order); a purge drops the class mutex while it calls madvise. A
-//! decay pass holds at most one mutex at a time and only tries them (`try_lock`), skipping
-//! what is busy. Shard tables are published by an `AtomicPtr` with release/acquire.
+//! decay pass tries each shard and class mutex (`try_lock`) and skips what is busy; batches it
+//! takes out of an idle shard go back to their chunks as any other free does. Shard tables are
+//! published by an `AtomicPtr` with release/acquire.
 //! Fork: [`Mid::prefork`] takes every lock in this fixed order — the shard table's
 //! `grow_lock`, every shard of every table (newest first, in index order), the 36 central
 //! locks in class order, the empty cache, the all-chunks list — and [`Mid::postfork`]
@@ -71,6 +73,13 @@
 //! sequence. OS refusal makes `alloc` return `None`, never panic; allocation works again
 //! once mapping does. Nothing here allocates through the global allocator; metadata lives in
 //! chunk headers and hak-os pages.
+//!
+//! Provenance: chunk headers, shard tables and blocks are reached through raw pointers derived
+//! from the pointer each mapping came with (the registry hands back the one a chunk was
+//! registered with), never through a reference into a mapping, so every access keeps the
+//! mapping's provenance; block links are stored as pointers. The unit tests run under Miri
+//! with Stacked and with Tree Borrows (`cargo +nightly miri test -p hak-l25`, loops strided
+//! under `cfg(miri)`; the fork and shard-contention tests are skipped there).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -85,8 +85,9 @@ const MIN_TICK_NS: u64 = 1_000_000;
 const CLOCK_EVERY: u32 = 8;
 /// See [`CLOCK_EVERY`]: allocations between upkeeps (64).
 const ALLOCS_EVERY: u64 = 8 * CLOCK_EVERY as u64;
-/// A thread reviews its bins' capacities once in this many upkeeps.
-const REVIEW_EVERY: u32 = 16;
+/// A thread reviews its bins' capacities once in this many upkeeps (4 under Miri, whose
+/// interpreter makes the tests' thousands of operations slow).
+const REVIEW_EVERY: u32 = if cfg!(miri) { 4 } else { 16 };
 /// Most chunks one `central_free` purges for the budget.
 const BUDGET_PURGE_CHUNKS: usize = 4;
 /// The first class that is purged.
@@ -627,7 +628,7 @@ impl<'r> Mid<'r> {
         // SAFETY: `h` is the header of a live chunk holding a live block, so its class fields
         // are fixed (see chunk.rs).
         unsafe {
-            if (*h).class == NO_CLASS || !ChunkHeader::is_block_start(h, ptr.as_ptr() as usize) {
+            if (*h).class == NO_CLASS || !ChunkHeader::is_block_start(h, ptr.as_ptr().addr()) {
                 return None;
             }
             Some((*h).block_size)
@@ -636,7 +637,7 @@ impl<'r> Mid<'r> {
 
     /// The header of the registered mid chunk holding `addr`.
     fn chunk_of(&self, addr: *mut u8) -> Option<*mut ChunkHeader> {
-        let owner = self.reg.lookup(addr as usize)?;
+        let owner = self.reg.lookup(addr.addr())?;
         if owner.kind != OwnerKind::Mid {
             return None;
         }
@@ -824,7 +825,7 @@ impl<'r> Mid<'r> {
             unsafe {
                 let nb = next(b);
                 // `last` is live: it had blocks out when we last saw it.
-                let h = if !last.is_null() && ChunkHeader::contains(last, b as usize) {
+                let h = if !last.is_null() && ChunkHeader::contains(last, b.addr()) {
                     last
                 } else if let Some(h) = self.chunk_of(b) {
                     h

@@ -46,12 +46,13 @@ use hak_sync::{Mutex, MutexGuard};
 use crate::block::{link, list_len, set_link, set_word, word, W_BATCH_LEN, W_BATCH_NEXT};
 use crate::class::NUM_CLASSES;
 
-/// Shards in the first table (64; 2 under loom).
+/// Shards in the first table (64; 2 under loom, 4 under Miri, where every shard a decay pass
+/// tries costs interpreter time).
 #[cfg(not(hak_loom))]
-pub(crate) const INITIAL_SHARDS: usize = 64;
-/// Shards in the largest table (1024; 4 under loom).
+pub(crate) const INITIAL_SHARDS: usize = if cfg!(miri) { 4 } else { 64 };
+/// Shards in the largest table (1024; 4 under loom, 16 under Miri).
 #[cfg(not(hak_loom))]
-pub(crate) const MAX_SHARDS: usize = 1024;
+pub(crate) const MAX_SHARDS: usize = if cfg!(miri) { 16 } else { 1024 };
 /// Shard lock acquisitions per contention window, per thread (128; 1 under loom).
 #[cfg(not(hak_loom))]
 pub(crate) const WINDOW: u32 = 128;
