@@ -7,14 +7,29 @@
 //! `base + CHUNK_HEADER + i · block_size`, `i < capacity`. Blocks are carved lazily (a bump
 //! index), so untouched blocks cost address space, not RSS.
 //!
+//! A chunk keeps its free blocks on two lists: *dirty* ones, whose pages may be resident (they
+//! came back from users), and *clean* ones, whose tail was decommitted by a purge (word 2 says
+//! how many bytes). Blocks are taken dirty first, then clean, then carved: reusing resident
+//! memory costs no page fault, and memory left unused is what a purge finds.
+//!
 //! Per chunk, under the central lock of its class:
 //! `used + free_count == carved <= capacity`, where `used` counts blocks outside the chunk
-//! (with users, in thread caches or in shards) and `free_count = |free|`;
+//! (with users, in thread caches or shards, or held by a purge in progress) and
+//! `free_count = |dirty| + |clean|`, `dirty_count = |dirty|`;
 //! `free_committed + free_decommitted == free_count · block_size`.
-//! A chunk is on its class's *partial* list iff `free_count > 0 || carved < capacity`.
+//! A chunk is on its class's *partial* list iff `free_count > 0 || carved < capacity` (or a
+//! purge holds its blocks out: it keeps its place meanwhile), and on
+//! its class's *dirty queue* iff `dirty_count > 0` and its class is purgeable
+//! (`block_size >= DECOMMIT_MIN`). Allocation starts at the head of the partial list, where a
+//! chunk goes when it gets room back (or is new); the dirty queue is ordered roughly by
+//! `since`, the time its oldest dirty block came back, oldest first (purges start there).
+//! (Moving a chunk to the head on every free, or taking resident blocks from other chunks
+//! first, spread allocations over more chunks: fewer chunks emptied for reuse whole, more
+//! were carved fresh, and `mid_mixed` took twice the page faults.)
 //! When `used` reaches 0 the chunk leaves its class for the empty cache ([`EmptyCache`]), which
-//! keeps at most `max_empty_chunks` chunks and [`MAX_EMPTY_BYTES`]; the rest are unregistered
-//! and unmapped. A cached chunk is reused by any class of the same chunk size.
+//! keeps at most `max_empty_chunks` chunks and [`MAX_EMPTY_BYTES`], each for at most the purge
+//! delay; the rest are unregistered and unmapped. A cached chunk is reused by any class of the
+//! same chunk size.
 //!
 //! Every chunk, whatever its state, is on the all-chunks list ([`ChunkList`]) so the owning
 //! `Mid` can unmap it when dropped.
@@ -23,11 +38,15 @@
 //! central lock) and stay fixed while any block is out, so [`ChunkHeader::block_size`] may be
 //! read without a lock through a live block (usable size, free without size).
 //!
+//! Headers are reached through `*mut ChunkHeader` derived from the mapping's base pointer, never
+//! through a reference, and block pointers are derived from that same pointer, so every access
+//! keeps the mapping's provenance.
+//!
 //! Lock order: central (one class) → empty cache → all-chunks list.
 
 use core::ptr::{self, NonNull};
 
-use crate::block::{next, set_next, set_word, word, DECOMMITTED};
+use crate::block::{dec, mark_free, next, set_next, set_word, word, W_DECOMMITTED};
 use crate::class::{CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE};
 
 /// Tag in every chunk header ("MIDCHUNK").
@@ -54,26 +73,39 @@ pub(crate) struct ChunkHeader {
     capacity: usize,
     /// Blocks carved so far (the bump index).
     carved: usize,
-    /// Blocks on `free`.
+    /// Blocks on `dirty` and `clean`.
     free_count: usize,
-    /// The chunk's own free list (word 0 links; word 1/2 mark decommitted blocks).
-    free: *mut u8,
+    /// Free blocks whose pages may be resident (word 0 links, most recent first).
+    dirty: *mut u8,
+    /// Blocks on `dirty`.
+    pub(crate) dirty_count: usize,
+    /// Free blocks whose tail was decommitted (word 0 links; word 2 holds the bytes).
+    clean: *mut u8,
     /// Partial-list or empty-cache neighbours.
     prev: *mut ChunkHeader,
     next: *mut ChunkHeader,
     /// Whether the chunk is on its class's partial list.
     pub(crate) in_partial: bool,
+    /// Dirty-queue neighbours.
+    dq_prev: *mut ChunkHeader,
+    dq_next: *mut ChunkHeader,
+    /// Whether the chunk is on its class's dirty queue.
+    pub(crate) in_dirty: bool,
+    /// When the oldest block on `dirty` came back (coarse clock, ns); or, in the empty cache,
+    /// when the chunk emptied.
+    pub(crate) since: u64,
     /// All-chunks list neighbours.
     all_prev: *mut ChunkHeader,
     all_next: *mut ChunkHeader,
-    /// Bytes of blocks on `free` whose pages are committed.
+    /// Bytes of free blocks whose pages are committed.
     pub(crate) free_committed: usize,
-    /// Bytes of blocks on `free` that were decommitted.
+    /// Bytes of free blocks that were decommitted.
     pub(crate) free_decommitted: usize,
 }
 
 impl ChunkHeader {
-    /// Writes a fresh header for a chunk of `bytes` at `base` (class unset).
+    /// Writes a fresh header for a chunk of `bytes` at `base` (class unset) and returns the
+    /// handle every later access goes through.
     ///
     /// # Safety
     /// `base` is the start of a writable mapping of at least `CHUNK_HEADER` bytes nobody else
@@ -92,10 +124,16 @@ impl ChunkHeader {
                     capacity: 0,
                     carved: 0,
                     free_count: 0,
-                    free: ptr::null_mut(),
+                    dirty: ptr::null_mut(),
+                    dirty_count: 0,
+                    clean: ptr::null_mut(),
                     prev: ptr::null_mut(),
                     next: ptr::null_mut(),
                     in_partial: false,
+                    dq_prev: ptr::null_mut(),
+                    dq_next: ptr::null_mut(),
+                    in_dirty: false,
+                    since: 0,
                     all_prev: ptr::null_mut(),
                     all_next: ptr::null_mut(),
                     free_committed: 0,
@@ -109,7 +147,8 @@ impl ChunkHeader {
     /// The header of the chunk at `base`, if it carries the magic tag.
     ///
     /// # Safety
-    /// `base` is the base of a live region registered as `OwnerKind::Mid`.
+    /// `base` is the base of a live region registered as `OwnerKind::Mid`, carrying the
+    /// mapping's provenance.
     pub(crate) unsafe fn at(base: NonNull<u8>) -> Option<*mut ChunkHeader> {
         let h = base.as_ptr().cast::<ChunkHeader>();
         // SAFETY: a registered mid region starts with an initialised header (contract).
@@ -124,22 +163,27 @@ impl ChunkHeader {
     pub(crate) unsafe fn assign(h: *mut ChunkHeader, c: usize) {
         // SAFETY: the caller owns the header (contract).
         unsafe {
-            debug_assert_eq!((*h).bytes, CHUNK_BYTES[c]);
+            hak_sync::check!((*h).bytes == CHUNK_BYTES[c], "chunk size of its class");
             (*h).class = c;
             (*h).block_size = CLASS_SIZE[c];
             (*h).capacity = CHUNK_CAPACITY[c];
             (*h).carved = 0;
             (*h).free_count = 0;
-            (*h).free = ptr::null_mut();
+            (*h).dirty = ptr::null_mut();
+            (*h).dirty_count = 0;
+            (*h).clean = ptr::null_mut();
             (*h).free_committed = 0;
             (*h).free_decommitted = 0;
             (*h).in_partial = false;
+            (*h).in_dirty = false;
+            (*h).since = 0;
         }
     }
 
-    /// Takes up to `want` blocks out of the chunk (free list first, then carving), appending
-    /// them to the list `*head` (word 0 links). Returns `(taken, bytes_committed_freed,
-    /// bytes_decommitted_freed)`: how the chunk's free-byte tallies changed.
+    /// Takes up to `want` blocks out of the chunk (dirty ones, then clean ones, then carving),
+    /// appending them to the list `*head` (word 0 links). Returns `(taken,
+    /// bytes_committed_freed, bytes_decommitted_freed)`: how the chunk's free-byte tallies
+    /// changed.
     ///
     /// # Safety
     /// The caller holds the central lock of the chunk's class.
@@ -152,21 +196,32 @@ impl ChunkHeader {
         let mut committed = 0;
         let mut decommitted = 0;
         // SAFETY: the caller holds the lock owning the header and the chunk's free blocks;
-        // carved blocks lie inside the mapping (`carved < capacity`).
+        // carved blocks lie inside the mapping (`carved < capacity`) and are derived from the
+        // header pointer, so they carry the mapping's provenance.
         unsafe {
             let s = (*h).block_size;
-            while n < want && !(*h).free.is_null() {
-                let b = (*h).free;
-                (*h).free = next(b);
-                (*h).free_count -= 1;
-                if word(b, 1) == DECOMMITTED {
-                    let d = word(b, 2);
-                    decommitted += d;
-                    committed += s - d;
-                    set_word(b, 1, 0);
-                } else {
-                    committed += s;
-                }
+            while n < want && !(*h).dirty.is_null() {
+                let b = (*h).dirty;
+                (*h).dirty = next(b);
+                dec(&mut (*h).dirty_count, 1);
+                dec(&mut (*h).free_count, 1);
+                committed += s;
+                set_next(b, *head);
+                *head = b;
+                n += 1;
+            }
+            while n < want && !(*h).clean.is_null() {
+                let b = (*h).clean;
+                (*h).clean = next(b);
+                dec(&mut (*h).free_count, 1);
+                // A record larger than the block means a write after free; never let it make
+                // the arithmetic below overflow (which would panic in checked builds).
+                let d = word(b, W_DECOMMITTED);
+                hak_sync::check!(d < s, "decommitted bytes of a free block");
+                let d = d.min(s);
+                decommitted += d;
+                committed += s - d;
+                set_word(b, W_DECOMMITTED, 0);
                 set_next(b, *head);
                 *head = b;
                 n += 1;
@@ -174,38 +229,65 @@ impl ChunkHeader {
             while n < want && (*h).carved < (*h).capacity {
                 let b = h.cast::<u8>().add(CHUNK_HEADER + (*h).carved * s);
                 (*h).carved += 1;
+                // Every free block carries its mark, fresh ones too (the link below touches
+                // the same line anyway).
+                mark_free(b);
                 set_next(b, *head);
                 *head = b;
                 n += 1;
             }
-            (*h).free_committed -= committed;
-            (*h).free_decommitted -= decommitted;
+            dec(&mut (*h).free_committed, committed);
+            dec(&mut (*h).free_decommitted, decommitted);
         }
         (n, committed, decommitted)
     }
 
-    /// Returns block `b` to the chunk's free list; `decommitted` bytes of it were dropped
-    /// (marked in word 1/2 when non-zero). Returns whether the chunk is now empty.
+    /// Returns block `b` to the chunk: to the clean list if `purged` (a purge decommitted
+    /// `decommitted` bytes of its tail, possibly 0 when its pages were too few), else to the
+    /// dirty list. Returns whether the chunk is now empty.
     ///
     /// # Safety
     /// The caller holds the central lock of the chunk's class, and `b` is a block of this
     /// chunk that was out (`used > 0`) and is now the caller's.
-    pub(crate) unsafe fn put(h: *mut ChunkHeader, b: *mut u8, decommitted: usize) -> bool {
+    pub(crate) unsafe fn put(
+        h: *mut ChunkHeader,
+        b: *mut u8,
+        purged: bool,
+        decommitted: usize,
+    ) -> bool {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!((*h).free_count < (*h).carved);
-            set_next(b, (*h).free);
-            if decommitted > 0 {
-                set_word(b, 1, DECOMMITTED);
-                set_word(b, 2, decommitted);
+            hak_sync::check!((*h).free_count < (*h).carved, "more blocks back than out");
+            if purged {
+                set_next(b, (*h).clean);
+                set_word(b, W_DECOMMITTED, decommitted);
+                (*h).clean = b;
             } else {
-                set_word(b, 1, 0);
+                set_next(b, (*h).dirty);
+                (*h).dirty = b;
+                (*h).dirty_count += 1;
             }
-            (*h).free = b;
             (*h).free_count += 1;
             (*h).free_committed += (*h).block_size - decommitted;
             (*h).free_decommitted += decommitted;
             (*h).free_count == (*h).carved
+        }
+    }
+
+    /// Detaches the whole dirty list for a purge: its head and length. The blocks count as
+    /// out (`used`) until they are put back, so the chunk cannot empty meanwhile.
+    ///
+    /// # Safety
+    /// The caller holds the chunk's central lock.
+    pub(crate) unsafe fn take_dirty(h: *mut ChunkHeader) -> (*mut u8, usize) {
+        // SAFETY: per the contract.
+        unsafe {
+            let (list, k) = ((*h).dirty, (*h).dirty_count);
+            (*h).dirty = ptr::null_mut();
+            (*h).dirty_count = 0;
+            dec(&mut (*h).free_count, k);
+            dec(&mut (*h).free_committed, k * (*h).block_size);
+            (list, k)
         }
     }
 
@@ -215,7 +297,7 @@ impl ChunkHeader {
     /// `h` is a live header.
     #[inline]
     pub(crate) unsafe fn contains(h: *mut ChunkHeader, addr: usize) -> bool {
-        let base = h as usize;
+        let base = h.addr();
         // SAFETY: per the contract.
         addr >= base + CHUNK_HEADER && addr < base + unsafe { (*h).bytes }
     }
@@ -227,7 +309,7 @@ impl ChunkHeader {
     /// `h` is a live header whose class fields are fixed (it holds a live block).
     #[inline]
     pub(crate) unsafe fn is_block_start(h: *mut ChunkHeader, addr: usize) -> bool {
-        let first = h as usize + CHUNK_HEADER;
+        let first = h.addr() + CHUNK_HEADER;
         // SAFETY: per the contract.
         let (size, capacity) = unsafe { ((*h).block_size, (*h).capacity) };
         if addr < first || size == 0 {
@@ -237,7 +319,7 @@ impl ChunkHeader {
         off.is_multiple_of(size) && off / size < capacity
     }
 
-    /// Whether block carving or the free list can still give blocks.
+    /// Whether block carving or the free lists can still give blocks.
     ///
     /// # Safety
     /// The caller holds the chunk's central lock.
@@ -246,41 +328,10 @@ impl ChunkHeader {
         unsafe { (*h).free_count > 0 || (*h).carved < (*h).capacity }
     }
 
-    /// Decommits the tail of every free block of at least `min` bytes not yet decommitted.
-    /// Returns the bytes decommitted.
-    ///
-    /// # Safety
-    /// The caller holds the chunk's central lock.
-    pub(crate) unsafe fn decommit_free(h: *mut ChunkHeader, os: &hak_os::Os, min: usize) -> usize {
-        let mut total = 0;
-        // SAFETY: per the contract the free blocks are ours while we hold the lock.
-        unsafe {
-            let s = (*h).block_size;
-            if s < min {
-                return 0;
-            }
-            let mut b = (*h).free;
-            while !b.is_null() {
-                if word(b, 1) != DECOMMITTED {
-                    let d = decommit_tail(os, b, s);
-                    if d > 0 {
-                        set_word(b, 1, DECOMMITTED);
-                        set_word(b, 2, d);
-                        (*h).free_committed -= d;
-                        (*h).free_decommitted += d;
-                        total += d;
-                    }
-                }
-                b = next(b);
-            }
-        }
-        total
-    }
-
     /// Checks the chunk's invariants (tests).
     ///
     /// # Safety
-    /// The caller holds the chunk's central lock.
+    /// The caller holds the chunk's central lock and no purge of it is in progress.
     #[cfg(all(test, not(hak_loom)))]
     pub(crate) unsafe fn check(h: *mut ChunkHeader) {
         // SAFETY: per the contract.
@@ -289,18 +340,35 @@ impl ChunkHeader {
             assert!((*h).carved <= (*h).capacity);
             assert!((*h).free_count <= (*h).carved);
             let mut n = 0;
-            let mut b = (*h).free;
+            let mut b = (*h).dirty;
             while !b.is_null() {
-                assert!(ChunkHeader::contains(h, b as usize));
+                assert!(ChunkHeader::contains(h, b.addr()));
+                assert!(crate::block::is_marked_free(b), "a dirty block without its free mark");
+                n += 1;
+                b = next(b);
+            }
+            assert_eq!(n, (*h).dirty_count);
+            let mut decommitted = 0;
+            b = (*h).clean;
+            while !b.is_null() {
+                assert!(ChunkHeader::contains(h, b.addr()));
+                assert!(crate::block::is_marked_free(b), "a clean block without its free mark");
+                decommitted += word(b, W_DECOMMITTED);
                 n += 1;
                 b = next(b);
             }
             assert_eq!(n, (*h).free_count);
+            assert_eq!(decommitted, (*h).free_decommitted);
             assert_eq!(
                 (*h).free_committed + (*h).free_decommitted,
                 (*h).free_count * (*h).block_size
             );
             assert_eq!((*h).in_partial, ChunkHeader::has_room(h));
+            if (*h).block_size >= crate::mid::DECOMMIT_MIN {
+                assert_eq!((*h).in_dirty, (*h).dirty_count > 0);
+            } else {
+                assert!(!(*h).in_dirty);
+            }
         }
     }
 }
@@ -312,23 +380,29 @@ impl ChunkHeader {
 /// `b` is a free block the caller owns.
 pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usize {
     let page = hak_os::page_size();
-    let start = (b as usize + 1).next_multiple_of(page);
-    let end = (b as usize + s) & !(page - 1);
+    let start = (b.addr() + 1).next_multiple_of(page);
+    let end = (b.addr() + s) & !(page - 1);
     if end <= start {
         return 0;
     }
     // SAFETY: `[start, end)` is page-aligned, inside the block (so inside a mapping of `os`),
     // past the words holding the block's links, and holds nothing anyone needs (contract).
-    match unsafe { os.decommit(NonNull::new_unchecked(start as *mut u8), end - start) } {
+    // The pointer is derived from `b`, keeping its provenance.
+    match unsafe { os.decommit(NonNull::new_unchecked(b.add(start - b.addr())), end - start) } {
         Ok(()) => end - start,
         Err(_) => 0,
     }
 }
 
-/// The per-class central state: its partial chunks. Owned by the class's central lock.
+/// The per-class central state: its partial chunks and its dirty queue. Owned by the class's
+/// central lock.
 pub(crate) struct Central {
-    /// Chunks of this class with blocks to give (free or uncarved), doubly linked.
+    /// Chunks of this class with blocks to give (free or uncarved), doubly linked, the one
+    /// that most recently got room back first.
     partial: *mut ChunkHeader,
+    /// Chunks with dirty blocks, oldest `since` first (head) to newest (tail).
+    dq_head: *mut ChunkHeader,
+    dq_tail: *mut ChunkHeader,
 }
 
 // SAFETY: the chunk pointers are owned by whoever holds the mutex around `Central`.
@@ -336,7 +410,8 @@ unsafe impl Send for Central {}
 
 impl Central {
     /// No chunks.
-    pub(crate) const EMPTY: Central = Central { partial: ptr::null_mut() };
+    pub(crate) const EMPTY: Central =
+        Central { partial: ptr::null_mut(), dq_head: ptr::null_mut(), dq_tail: ptr::null_mut() };
 
     /// The first partial chunk.
     pub(crate) fn first(&self) -> *mut ChunkHeader {
@@ -350,7 +425,7 @@ impl Central {
     pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!(!(*h).in_partial);
+            hak_sync::check!(!(*h).in_partial, "chunk already partial");
             (*h).prev = ptr::null_mut();
             (*h).next = self.partial;
             if !self.partial.is_null() {
@@ -368,7 +443,7 @@ impl Central {
     pub(crate) unsafe fn remove(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {
-            debug_assert!((*h).in_partial);
+            hak_sync::check!((*h).in_partial, "chunk not partial");
             let (p, n) = ((*h).prev, (*h).next);
             if p.is_null() {
                 self.partial = n;
@@ -384,17 +459,82 @@ impl Central {
         }
     }
 
-    /// The chunk after `h` on the partial list.
+    /// The chunk after `h` on the partial list (tests).
     ///
     /// # Safety
     /// `h` is on this list; the caller holds this lock.
+    #[cfg(all(test, not(hak_loom)))]
     pub(crate) unsafe fn after(h: *mut ChunkHeader) -> *mut ChunkHeader {
         // SAFETY: per the contract.
         unsafe { (*h).next }
     }
+
+    /// The chunk whose dirty blocks have waited longest, if any.
+    pub(crate) fn oldest_dirty(&self) -> *mut ChunkHeader {
+        self.dq_head
+    }
+
+    /// Queues `h` (which just got its first dirty block, at time `since`): at the tail, or at
+    /// the head if it is older than the head (blocks drained from an idle shard carry the time
+    /// they were freed).
+    ///
+    /// # Safety
+    /// `h` is a chunk of this class, not queued; the caller holds this lock.
+    pub(crate) unsafe fn queue_dirty(&mut self, h: *mut ChunkHeader, since: u64) {
+        // SAFETY: per the contract; queued chunks are live chunks of this class.
+        unsafe {
+            hak_sync::check!(!(*h).in_dirty, "chunk already queued");
+            (*h).since = since;
+            (*h).in_dirty = true;
+            if self.dq_head.is_null() {
+                (*h).dq_prev = ptr::null_mut();
+                (*h).dq_next = ptr::null_mut();
+                self.dq_head = h;
+                self.dq_tail = h;
+            } else if since < (*self.dq_head).since {
+                (*h).dq_prev = ptr::null_mut();
+                (*h).dq_next = self.dq_head;
+                (*self.dq_head).dq_prev = h;
+                self.dq_head = h;
+            } else {
+                (*h).dq_next = ptr::null_mut();
+                (*h).dq_prev = self.dq_tail;
+                (*self.dq_tail).dq_next = h;
+                self.dq_tail = h;
+            }
+        }
+    }
+
+    /// Takes `h` off the dirty queue if it is on it.
+    ///
+    /// # Safety
+    /// `h` is a chunk of this class; the caller holds this lock.
+    pub(crate) unsafe fn unqueue_dirty(&mut self, h: *mut ChunkHeader) {
+        // SAFETY: per the contract.
+        unsafe {
+            if !(*h).in_dirty {
+                return;
+            }
+            let (p, n) = ((*h).dq_prev, (*h).dq_next);
+            if p.is_null() {
+                self.dq_head = n;
+            } else {
+                (*p).dq_next = n;
+            }
+            if n.is_null() {
+                self.dq_tail = p;
+            } else {
+                (*n).dq_prev = p;
+            }
+            (*h).dq_prev = ptr::null_mut();
+            (*h).dq_next = ptr::null_mut();
+            (*h).in_dirty = false;
+        }
+    }
 }
 
-/// Empty chunks waiting for reuse, most recent first (linked through `next`).
+/// Empty chunks waiting for reuse, most recent first (linked through `next`); each records
+/// when it emptied in `since`.
 pub(crate) struct EmptyCache {
     head: *mut ChunkHeader,
     /// Chunks cached.
@@ -410,14 +550,15 @@ impl EmptyCache {
     /// Nothing cached.
     pub(crate) const EMPTY: EmptyCache = EmptyCache { head: ptr::null_mut(), count: 0, bytes: 0 };
 
-    /// Caches `h`.
+    /// Caches `h`, which emptied at time `now`.
     ///
     /// # Safety
     /// `h` is an empty chunk on no list but the all-chunks list; the caller holds this lock.
-    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
+    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader, now: u64) {
         // SAFETY: per the contract.
         unsafe {
             (*h).class = NO_CLASS;
+            (*h).since = now;
             (*h).next = self.head;
             self.bytes += (*h).bytes;
         }
@@ -442,8 +583,8 @@ impl EmptyCache {
                         (*prev).next = (*h).next;
                     }
                     (*h).next = ptr::null_mut();
-                    self.count -= 1;
-                    self.bytes -= bytes;
+                    dec(&mut self.count, 1);
+                    dec(&mut self.bytes, bytes);
                     return Some(h);
                 }
                 prev = h;
@@ -453,11 +594,11 @@ impl EmptyCache {
         None
     }
 
-    /// Takes the oldest chunk, if any.
+    /// Takes the oldest chunk, if any, and if it emptied at or before `older_than`.
     ///
     /// # Safety
     /// The caller holds this lock.
-    pub(crate) unsafe fn take_oldest(&mut self) -> Option<*mut ChunkHeader> {
+    pub(crate) unsafe fn take_oldest(&mut self, older_than: u64) -> Option<*mut ChunkHeader> {
         let mut prev: *mut ChunkHeader = ptr::null_mut();
         let mut h = self.head;
         if h.is_null() {
@@ -469,13 +610,16 @@ impl EmptyCache {
                 prev = h;
                 h = (*h).next;
             }
+            if (*h).since > older_than {
+                return None;
+            }
             if prev.is_null() {
                 self.head = ptr::null_mut();
             } else {
                 (*prev).next = ptr::null_mut();
             }
-            self.count -= 1;
-            self.bytes -= (*h).bytes;
+            dec(&mut self.count, 1);
+            dec(&mut self.bytes, (*h).bytes);
         }
         Some(h)
     }
@@ -529,7 +673,7 @@ impl ChunkList {
                 (*n).all_prev = p;
             }
         }
-        self.count -= 1;
+        dec(&mut self.count, 1);
     }
 
     /// Takes any chunk off the list.

@@ -19,8 +19,8 @@
 //! `align <= 512` use the plain size class (no rounding).
 //!
 //! Per-class constants (tables built at compile time): [`TC_CAP`], how many blocks a thread
-//! cache keeps (`clamp(256 KiB / size, 1, 32)`, also the batch size moved to and from shards),
-//! and [`CHUNK_BYTES`] / [`CHUNK_CAPACITY`]: a chunk is
+//! cache starts keeping (`clamp(256 KiB / size, 1, 32)`), [`TC_CEIL`], how many it may grow to
+//! (`clamp(512 KiB / size, 1, 64)`; `cache.rs` has the adaptive rule), and [`CHUNK_BYTES`] / [`CHUNK_CAPACITY`]: a chunk is
 //! `max(1 MiB, round_up(CHUNK_HEADER + 8 · size, 1 MiB))`, i.e. 1 MiB for classes up to 128 KiB
 //! (at least 7 blocks) and whole MiB holding at least 8 blocks above (9 MiB for 1 MiB blocks).
 
@@ -51,8 +51,11 @@ pub(crate) const CHUNK_UNIT: usize = 1 << 20;
 /// Bytes of blocks a thread cache keeps per class (256 KiB); divided by the class size and
 /// clamped to `1..=32` blocks it gives [`TC_CAP`].
 const TC_BYTES: usize = 256 << 10;
-/// Most blocks a thread cache keeps per class.
+/// Most blocks a thread cache starts with per class.
 const TC_MAX: usize = 32;
+/// Bytes and blocks a thread cache's bin may grow to (512 KiB, 64).
+const TC_CEIL_BYTES: usize = 512 << 10;
+const TC_CEIL_MAX: usize = 64;
 /// Blocks a chunk holds at least (except classes up to 128 KiB, which fill 1 MiB).
 const MIN_BLOCKS: usize = 8;
 /// Bytes of one class a shard keeps at most (1 MiB), rounded to whole batches, at least one.
@@ -83,6 +86,24 @@ pub(crate) const TC_CAP: [u32; NUM_CLASSES] = {
             1
         } else if n > TC_MAX {
             TC_MAX as u32
+        } else {
+            n as u32
+        };
+        c += 1;
+    }
+    t
+};
+
+/// Most blocks a thread cache's bin may hold per class, after growing.
+pub(crate) const TC_CEIL: [u32; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        let n = TC_CEIL_BYTES / CLASS_SIZE[c];
+        t[c] = if n < 1 {
+            1
+        } else if n > TC_CEIL_MAX {
+            TC_CEIL_MAX as u32
         } else {
             n as u32
         };
@@ -139,6 +160,7 @@ const _: () = assert!(CLASS_SIZE[0] == 2560 && CLASS_SIZE[NUM_CLASSES - 1] == MI
 const _: () = assert!(class_of(MID_MAX) == NUM_CLASSES - 1 && class_of(MID_MIN) == 0);
 const _: () = assert!(CHUNK_CAPACITY[NUM_CLASSES - 1] == MIN_BLOCKS);
 const _: () = assert!(MID_MIN - 1 == 1 << FIRST_SHIFT);
+const _: () = assert!(TC_CEIL_MAX <= u16::MAX as usize);
 
 /// The class serving `size` bytes at alignment `<= MIN_CLASS_ALIGN`. Sizes below [`MID_MIN`]
 /// give class 0; the caller guarantees `size <= MID_MAX`.

@@ -1,15 +1,21 @@
-//! hakmem's mid tier ("L2.5", layer 4): requests above the tiny bound, 2049 B ..= 1 MiB.
+//! hakmem's mid tier ("L2.5", layer 4): blocks of 2049 B ..= 1 MiB. The facade sends it the
+//! requests above the tiny tier's 48 KiB bound up to 1 MiB (and smaller ones whose alignment the
+//! tiny tier cannot give); the crate itself serves any size from 1 B up, in classes from 2560 B.
 //!
 //! What it owns: size classes over chunks mapped from hak-os and registered in hak-registry,
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
 //! under contention. What it offers:
 //! - [`Mid`]: the shared state. [`Mid::alloc`], [`Mid::dealloc`], [`Mid::usable_size`],
-//!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::stats`] (a [`MidStats`]); settings
-//!   [`Mid::set_decommit_budget`] and [`Mid::set_max_empty_chunks`].
+//!   [`Mid::realloc_in_place`] (whether a resize stays in the block's class),
+//!   [`Mid::prefork`] / [`Mid::postfork`],
+//!   [`Mid::flush_thread`], [`Mid::trim`], [`Mid::decay`], [`Mid::stats`] (a [`MidStats`]);
+//!   settings [`Mid::set_decommit_budget`], [`Mid::set_max_empty_chunks`] and
+//!   [`Mid::set_purge_delay`].
 //! - [`MidThreadCache`]: one per thread, plain data (`const fn new`, all-zero is valid, no
 //!   `Drop`), passed as `&mut` to every operation.
 //! - Routing helpers: [`MID_MIN`], [`MID_MAX`], [`MID_MAX_ALIGN`], [`can_serve`],
-//!   [`block_size`]; memory-return constants [`DECOMMIT_MIN`], [`DEFAULT_DECOMMIT_BUDGET`].
+//!   [`block_size`]; memory-return constants [`DECOMMIT_MIN`], [`DEFAULT_DECOMMIT_BUDGET`],
+//!   [`DEFAULT_PURGE_DELAY_NS`].
 //!
 //! Size classes (`class.rs`): 4 per power of two, 2560 B ..= 1 MiB (36 classes), looked up by
 //! arithmetic; waste `(class - size) / size < 25%`. Alignment: any power of two up to 4096 is
@@ -18,9 +24,11 @@
 //!
 //! Invariants:
 //! - Every block is in exactly one place: with a user, in one thread cache bin, in one shard
-//!   batch, on its chunk's free list, or not yet carved. Per chunk
+//!   batch, on its chunk's dirty or clean free list, held by a purge in progress, or not yet
+//!   carved. Every free block carries its free mark. Per chunk
 //!   `used + free_count == carved <= capacity` (`chunk.rs`); per bin
-//!   `count == |list| <= TC_CAP[class]` (`cache.rs`).
+//!   `count == |list| <= TC_CEIL[class]` (`cache.rs`; each bin's capacity adapts between 1 and
+//!   that ceiling by the bin's low-water mark and its refills and spills).
 //! - Chunks are `CHUNK_BYTES[class]` (whole MiB) mapped 1 MiB-aligned, registered as
 //!   `OwnerKind::Mid` after their header is written and unregistered before unmapping; so for a
 //!   live block `p`, `registry.lookup(p).base` is its chunk and the header there gives its class.
@@ -29,20 +37,49 @@
 //! - Shard tables are never unmapped while the `Mid` lives; a batch pushed into a table that
 //!   was replaced is migrated by the pusher or the grower (`shard.rs` has the argument, the
 //!   loom model checks it).
-//! - Memory return: chunks that empty wait in a cache of at most 4 chunks / 16 MiB, then are
-//!   unregistered and unmapped; free blocks of at least 64 KiB returning to their chunk are
-//!   decommitted past their first page while the committed free bytes on chunk lists exceed the
-//!   budget (32 MiB by default); [`Mid::trim`] does all of it at once.
+//! - Memory return: free memory that stays unused for the purge delay (1 s by default,
+//!   [`Mid::set_purge_delay`]) goes back to the OS: idle shards are drained to the chunks,
+//!   free blocks of at least 16 KiB that waited that long are decommitted past their first
+//!   page, and empty chunks (cached for reuse, at most 4 / 16 MiB) that waited that long are
+//!   unregistered and unmapped. [`Mid::decay`] does it, at most once per eighth of the delay;
+//!   the tier calls it from its slow paths and once in 64 allocations of a thread, the facade
+//!   may call it from elsewhere. Between passes the committed bytes of free blocks on chunk
+//!   lists stay within the decommit budget (32 MiB) plus half the bytes in use: past it, the
+//!   oldest free blocks of the freeing class are decommitted at once. [`Mid::trim`] does all
+//!   of it at once, whatever the ages.
+//!
+//! Misuse: a second free of a block is detected by a free mark in the block (see `block.rs`),
+//! reported on stderr and ignored. Internal consistency checks use `hak_sync::check!` (one
+//! line on stderr and abort in builds with debug assertions, nothing in release): nothing on an
+//! allocation path can panic, because a panic allocates and would re-enter the allocator,
+//! possibly while this tier holds a lock.
 //!
 //! Concurrency contract: a `Mid` is `Sync`; any thread may call anything at any time, each with
 //! its own `MidThreadCache` (a cache is used by one thread at a time; a block may be freed into
 //! any thread's cache). The thread-cache hit path takes no lock, makes no atomic
-//! read-modify-write and no syscall. Slow paths take one shard mutex (a `try_lock` first, whose
-//! failures measure contention), or one class's central mutex (then possibly the empty-cache
-//! and all-chunks mutexes, in that order). Shard tables are published by an `AtomicPtr` with
-//! release/acquire. OS refusal makes `alloc` return `None`, never panic; allocation works again
+//! read-modify-write and no syscall, except once in 64 allocations, when it does what a slow
+//! path does in one of eight: fold its counters (relaxed atomics), read the clock (vDSO) and
+//! maybe run a decay pass. Slow paths take one shard mutex (a `try_lock` first, whose failures
+//! measure contention), or one class's central mutex (then possibly the empty-cache and
+//! all-chunks mutexes, in that order); a purge drops the class mutex while it calls madvise. A
+//! decay pass tries each shard and class mutex (`try_lock`) and skips what is busy; batches it
+//! takes out of an idle shard go back to their chunks as any other free does. Shard tables are
+//! published by an `AtomicPtr` with release/acquire.
+//! Fork: [`Mid::prefork`] takes every lock in this fixed order — the shard table's
+//! `grow_lock`, every shard of every table (newest first, in index order), the 36 central
+//! locks in class order, the empty cache, the all-chunks list — and [`Mid::postfork`]
+//! releases them in reverse. No path of this tier holds one of its locks while taking another
+//! tier's, or takes them against this order, so the facade may call it anywhere in its own
+//! sequence. OS refusal makes `alloc` return `None`, never panic; allocation works again
 //! once mapping does. Nothing here allocates through the global allocator; metadata lives in
 //! chunk headers and hak-os pages.
+//!
+//! Provenance: chunk headers, shard tables and blocks are reached through raw pointers derived
+//! from the pointer each mapping came with (the registry hands back the one a chunk was
+//! registered with), never through a reference into a mapping, so every access keeps the
+//! mapping's provenance; block links are stored as pointers. The unit tests run under Miri
+//! with Stacked and with Tree Borrows (`cargo +nightly miri test -p hak-l25`, loops strided
+//! under `cfg(miri)`; the fork and shard-contention tests are skipped there).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
@@ -63,4 +100,4 @@ mod tests;
 
 pub use cache::MidThreadCache;
 pub use class::{block_size, can_serve, MID_MAX, MID_MAX_ALIGN, MID_MIN};
-pub use mid::{Mid, MidStats, DECOMMIT_MIN, DEFAULT_DECOMMIT_BUDGET};
+pub use mid::{Mid, MidStats, DECOMMIT_MIN, DEFAULT_DECOMMIT_BUDGET, DEFAULT_PURGE_DELAY_NS};

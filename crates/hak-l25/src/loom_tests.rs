@@ -34,7 +34,7 @@ fn push_one(shards: &Shards, os: &Os, cur: &mut ShardCursor, addr: usize) -> boo
     // a null link.
     unsafe {
         crate::block::set_next(b, core::ptr::null_mut());
-        shards.push(os, cur, 0, b, 1, 8)
+        shards.push(os, cur, 0, b, 1, 8, 0)
     }
 }
 
@@ -68,7 +68,7 @@ fn growth_while_another_thread_pushes_and_pops_loses_no_batch() {
         let t = thread::spawn(move || {
             let mut cur = ShardCursor::with_seed(1);
             assert!(push_one(&s2, os, &mut cur, b1));
-            s2.pop(os, &mut cur, 0).is_some()
+            s2.pop(os, &mut cur, 0, 0).is_some()
         });
         shards.grow_now(os);
         // The pop may miss while a batch is in flight between tables: conservation is what
@@ -85,17 +85,17 @@ fn contention_triggers_growth_without_losing_batches() {
     loom::model(|| {
         let (os, shards, blocks, [b0, b1]) = setup();
         // Map the first table before the threads start, to keep the model small.
-        assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(0), 0), None);
+        assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(0), 0, 0), None);
 
         let s2 = shards.clone();
         let t = thread::spawn(move || {
             let mut cur = ShardCursor::with_seed(0);
             assert!(push_one(&s2, os, &mut cur, b1));
-            usize::from(s2.pop(os, &mut cur, 0).is_some())
+            usize::from(s2.pop(os, &mut cur, 0, 0).is_some())
         });
         let mut cur = ShardCursor::with_seed(0);
         assert!(push_one(&shards, os, &mut cur, b0));
-        let mine = usize::from(shards.pop(os, &mut cur, 0).is_some());
+        let mine = usize::from(shards.pop(os, &mut cur, 0, 0).is_some());
         let theirs = t.join().unwrap();
         assert!(shards.len() <= MAX_SHARDS);
         if shards.len() > crate::shard::INITIAL_SHARDS {
@@ -116,7 +116,7 @@ fn drain_at_thread_exit_racing_growth_neither_loses_nor_repeats_a_batch() {
     loom::model(|| {
         let (os, shards, blocks, [b0, b1]) = setup();
         // Map the first table before the threads start, to keep the model small.
-        assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(1), 0), None);
+        assert_eq!(shards.pop(os, &mut ShardCursor::with_seed(1), 0, 0), None);
 
         let s2 = shards.clone();
         let t = thread::spawn(move || {

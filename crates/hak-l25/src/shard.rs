@@ -4,7 +4,7 @@
 //! A [`Table`] is one hak-os mapping: a header (`len`, `prev`) and `len` shards (a power of
 //! two, [`INITIAL_SHARDS`] ..= [`MAX_SHARDS`]); each [`Shard`] is a mutex over one list of
 //! *batches* per class. A batch is a null-terminated list of free blocks linked by word 0 whose
-//! head carries the next batch (word 1) and its length (word 2) (see `block.rs`), so a thread
+//! head carries the next batch (word 3) and its length (word 4) (see `block.rs`), so a thread
 //! cache hands over or takes a whole batch in O(1) under the lock. A thread uses shard
 //! `seed & (len - 1)` of the current table, `seed` coming from its [`ShardCursor`].
 //!
@@ -31,7 +31,9 @@
 //!
 //! Concurrency: `table` is an `AtomicPtr` (acquire loads, release publication); each shard's
 //! lists are owned by whoever holds its mutex; `grow_lock` serialises growers (a loser just
-//! returns). Lock order: a thread holds at most one shard lock at a time, so there is no cycle.
+//! returns) and the first table's creation. Lock order: `grow_lock` → one shard; a thread
+//! holds at most one shard lock at a time, so there is no cycle. [`Shards::prefork`] takes
+//! `grow_lock`, then every shard of every table.
 
 use core::mem;
 use core::ptr;
@@ -41,15 +43,16 @@ use hak_sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use hak_sync::stat::StatCounter;
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::block::{set_word, word};
+use crate::block::{link, list_len, set_link, set_word, word, W_BATCH_LEN, W_BATCH_NEXT};
 use crate::class::NUM_CLASSES;
 
-/// Shards in the first table (64; 2 under loom).
+/// Shards in the first table (64; 2 under loom, 4 under Miri, where every shard a decay pass
+/// tries costs interpreter time).
 #[cfg(not(hak_loom))]
-pub(crate) const INITIAL_SHARDS: usize = 64;
-/// Shards in the largest table (1024; 4 under loom).
+pub(crate) const INITIAL_SHARDS: usize = if cfg!(miri) { 4 } else { 64 };
+/// Shards in the largest table (1024; 4 under loom, 16 under Miri).
 #[cfg(not(hak_loom))]
-pub(crate) const MAX_SHARDS: usize = 1024;
+pub(crate) const MAX_SHARDS: usize = if cfg!(miri) { 16 } else { 1024 };
 /// Shard lock acquisitions per contention window, per thread (128; 1 under loom).
 #[cfg(not(hak_loom))]
 pub(crate) const WINDOW: u32 = 128;
@@ -71,10 +74,13 @@ const _: () = assert!(INITIAL_SHARDS <= MAX_SHARDS && GROW_FAILS <= WINDOW);
 /// The batches of one shard, per class. Owned by the holder of the shard's mutex.
 #[derive(Clone, Copy)]
 pub(crate) struct ShardLists {
-    /// First batch head of each class (null: none); batches chain through word 1.
+    /// First batch head of each class (null: none); batches chain through word 3.
     head: [*mut u8; NUM_CLASSES],
     /// Batches in each class's chain.
     batches: [u32; NUM_CLASSES],
+    /// When a batch was last pushed or popped (the `Mid`'s coarse clock, ns): a shard idle
+    /// for the purge delay is drained to the chunks by [`Shards::drain_idle`].
+    last_used: u64,
 }
 
 // SAFETY: the lists are plain pointers to free blocks; whoever holds the mutex owns them, from
@@ -82,8 +88,11 @@ pub(crate) struct ShardLists {
 unsafe impl Send for ShardLists {}
 
 impl ShardLists {
-    const EMPTY: ShardLists =
-        ShardLists { head: [ptr::null_mut(); NUM_CLASSES], batches: [0; NUM_CLASSES] };
+    const EMPTY: ShardLists = ShardLists {
+        head: [ptr::null_mut(); NUM_CLASSES],
+        batches: [0; NUM_CLASSES],
+        last_used: 0,
+    };
 
     fn is_empty(&self) -> bool {
         self.batches.iter().all(|&b| b == 0)
@@ -94,11 +103,11 @@ impl ShardLists {
     /// # Safety
     /// The caller owns the batch and the lists (holds the shard lock).
     unsafe fn push(&mut self, c: usize, head: *mut u8, n: usize) {
-        // SAFETY: the batch head is ours (contract); words 1 and 2 of a batch head are its
+        // SAFETY: the batch head is ours (contract); words 3 and 4 of a batch head are its
         // batch link and length.
         unsafe {
-            set_word(head, 1, self.head[c] as usize);
-            set_word(head, 2, n);
+            set_link(head, W_BATCH_NEXT, self.head[c]);
+            set_word(head, W_BATCH_LEN, n);
         }
         self.head[c] = head;
         self.batches[c] += 1;
@@ -114,12 +123,12 @@ impl ShardLists {
             return None;
         }
         // SAFETY: `h` is a batch head in these lists, which the caller owns.
-        let (link, n) = unsafe { (word(h, 1), word(h, 2)) };
-        #[cfg(debug_assertions)]
+        let (link, n) = unsafe { (link(h, W_BATCH_NEXT), word(h, W_BATCH_LEN)) };
         // SAFETY: the batch is in these lists, which the caller owns.
-        debug_assert_eq!(unsafe { crate::block::list_len(h, n) }, n, "shard pop: batch length");
-        self.head[c] = link as *mut u8;
-        self.batches[c] -= 1;
+        hak_sync::check!(unsafe { list_len(h, n) } == n, "shard pop: batch length");
+        self.head[c] = link;
+        hak_sync::check!(self.batches[c] > 0, "shard batch count");
+        self.batches[c] = self.batches[c].wrapping_sub(1);
         Some((h, n))
     }
 }
@@ -203,7 +212,7 @@ impl<'s> TableRef<'s> {
     }
 
     fn shard(self, i: usize) -> &'s Shard {
-        debug_assert!(i < self.len());
+        hak_sync::check!(i < self.len(), "shard index");
         // SAFETY: `i < len`, the shards of a live table were initialised by `create`, and the
         // pointer carries the whole mapping's provenance.
         unsafe { &*Table::shard_ptr(self.as_ptr(), i) }
@@ -290,24 +299,52 @@ impl Shards {
         unsafe { TableRef::new(self.table.load(Ordering::Acquire)) }
     }
 
+    /// Maps and publishes the first table, under `grow_lock` (so a fork handler holding that
+    /// lock knows every table there is).
     #[cold]
     fn init(&self, os: &Os) -> Option<TableRef<'_>> {
+        let _g = self.grow_lock.lock();
+        if let Some(t) = self.published() {
+            return Some(t);
+        }
         let fresh = Table::create(os, INITIAL_SHARDS, ptr::null_mut())?;
-        let t = match self.table.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(winner) => {
-                // SAFETY: our table was never published; it is all ours.
-                unsafe { Self::destroy(os, fresh) };
-                winner
-            }
-        };
+        self.table.store(fresh, Ordering::Release);
         // SAFETY: as in `published`.
-        unsafe { TableRef::new(t) }
+        unsafe { TableRef::new(fresh) }
+    }
+
+    /// Takes every lock of the shard layer for `fork()`: `grow_lock` (so no table is published
+    /// meanwhile), then every shard of every table, newest table first, in index order.
+    #[cfg(not(hak_loom))]
+    pub(crate) fn prefork(&self) {
+        self.grow_lock.fork_lock();
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                table.shard(idx).lists.fork_lock();
+            }
+            t = table.prev();
+        }
+    }
+
+    /// Releases what [`Shards::prefork`] took.
+    ///
+    /// # Safety
+    /// The calling thread ran `prefork` (or is the child of the thread that did), and no
+    /// guard of these locks exists.
+    #[cfg(not(hak_loom))]
+    pub(crate) unsafe fn postfork(&self) {
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                // SAFETY: taken by `prefork` (contract); the tables are the same, since
+                // `grow_lock` kept any new one from being published.
+                unsafe { table.shard(idx).lists.fork_unlock() };
+            }
+            t = table.prev();
+        }
+        // SAFETY: as above.
+        unsafe { self.grow_lock.fork_unlock() };
     }
 
     /// Number of shards in the current table (0 before first use).
@@ -380,11 +417,13 @@ impl Shards {
 
     /// Pushes a batch of class `c` (`head`, `n` blocks, null-terminated through word 0) onto
     /// the caller's shard, unless that shard already holds `max_batches` of the class (or no
-    /// table can be mapped): then returns `false` and the batch stays the caller's.
+    /// table can be mapped): then returns `false` and the batch stays the caller's. `now` is
+    /// the coarse time of the push.
     ///
     /// # Safety
     /// The caller owns the batch: `n >= 1` free blocks of class `c` (at least `BLOCK_WORDS`
     /// words each), which nobody else references.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn push(
         &self,
         os: &Os,
@@ -393,10 +432,10 @@ impl Shards {
         head: *mut u8,
         n: usize,
         max_batches: u32,
+        now: u64,
     ) -> bool {
-        #[cfg(debug_assertions)]
         // SAFETY: the batch is ours (contract).
-        debug_assert_eq!(unsafe { crate::block::list_len(head, n) }, n, "shard push: batch length");
+        hak_sync::check!(unsafe { list_len(head, n) } == n, "shard push: batch length");
         let Some(t) = self.current(os) else { return false };
         let idx = cur.seed & (t.len() - 1);
         let pushed = {
@@ -406,6 +445,7 @@ impl Shards {
             } else {
                 // SAFETY: we hold the lock, and the batch is ours (contract).
                 unsafe { g.push(c, head, n) };
+                g.last_used = now;
                 true
             }
         };
@@ -417,12 +457,20 @@ impl Shards {
         pushed
     }
 
-    /// Pops a batch of class `c` from the caller's shard: its head and length.
-    pub(crate) fn pop(&self, os: &Os, cur: &mut ShardCursor, c: usize) -> Option<(*mut u8, usize)> {
+    /// Pops a batch of class `c` from the caller's shard: its head and length. `now` is the
+    /// coarse time of the pop.
+    pub(crate) fn pop(
+        &self,
+        os: &Os,
+        cur: &mut ShardCursor,
+        c: usize,
+        now: u64,
+    ) -> Option<(*mut u8, usize)> {
         let t = self.current(os)?;
         let idx = cur.seed & (t.len() - 1);
         let got = {
             let mut g = self.lock(cur, t, idx);
+            g.last_used = now;
             // SAFETY: we hold the lock.
             unsafe { g.pop(c) }
         };
@@ -436,23 +484,27 @@ impl Shards {
         loop {
             // `from` was replaced, so `table` holds a newer, live, initialised table.
             let Some(to) = self.published() else { return };
-            debug_assert!(!ptr::eq(to.as_ptr(), from.as_ptr()) && idx < to.len());
+            hak_sync::check!(
+                !ptr::eq(to.as_ptr(), from.as_ptr()) && idx < to.len(),
+                "migration target"
+            );
             let taken = mem::replace(&mut *from.shard(idx).lists.lock(), ShardLists::EMPTY);
             if taken.is_empty() {
                 return;
             }
             {
                 let mut g = to.shard(idx).lists.lock();
+                g.last_used = g.last_used.max(taken.last_used);
                 for c in 0..NUM_CLASSES {
                     let mut h = taken.head[c];
                     while !h.is_null() {
                         // SAFETY: the batches were taken out of `from` under its lock, so they
                         // are ours until pushed under `to`'s lock, which we hold.
                         unsafe {
-                            let link = word(h, 1) as *mut u8;
-                            let n = word(h, 2);
+                            let next_batch = link(h, W_BATCH_NEXT);
+                            let n = word(h, W_BATCH_LEN);
                             g.push(c, h, n);
-                            h = link;
+                            h = next_batch;
                         }
                     }
                 }
@@ -480,8 +532,30 @@ impl Shards {
         }
     }
 
-    /// Grows the current table once (the loom model).
-    #[cfg(all(test, hak_loom))]
+    /// Counts the shard layer's locks that are held and free now, by trying each (tests).
+    #[cfg(all(test, not(hak_loom)))]
+    pub(crate) fn lock_states(&self) -> (usize, usize) {
+        let mut held_free = (0, 0);
+        let mut count = |free: bool| {
+            if free {
+                held_free.1 += 1;
+            } else {
+                held_free.0 += 1;
+            }
+        };
+        count(self.grow_lock.try_lock().is_some());
+        let mut t = self.published();
+        while let Some(table) = t {
+            for idx in 0..table.len() {
+                count(table.shard(idx).lists.try_lock().is_some());
+            }
+            t = table.prev();
+        }
+        held_free
+    }
+
+    /// Grows the current table once (tests and the loom model).
+    #[cfg(test)]
     pub(crate) fn grow_now(&self, os: &Os) {
         if let Some(t) = self.current(os) {
             self.grow(os, t);
@@ -498,6 +572,29 @@ impl Shards {
         Self::drain_shard(t, cur.seed & (t.len() - 1), &mut f);
     }
 
+    /// Takes every batch of every shard of the current table that holds batches and was last
+    /// used at or before `older_than`, and gives each to `f` as `(class, head, n, last_used)`.
+    /// Shards whose lock is busy are skipped (they are in use). Batches in old tables are
+    /// left to their migration.
+    pub(crate) fn drain_idle(
+        &self,
+        older_than: u64,
+        mut f: impl FnMut(usize, *mut u8, usize, u64),
+    ) {
+        let Some(t) = self.published() else { return };
+        for idx in 0..t.len() {
+            let taken = {
+                let Some(mut g) = t.shard(idx).lists.try_lock() else { continue };
+                if g.last_used > older_than || g.is_empty() {
+                    continue;
+                }
+                mem::replace(&mut *g, ShardLists::EMPTY)
+            };
+            let since = taken.last_used;
+            Self::give_all(taken, &mut |c, h, n| f(c, h, n, since));
+        }
+    }
+
     /// Takes every batch of every shard of every table (current and old) and gives each to
     /// `f` as `(class, head, n)`.
     pub(crate) fn drain_all(&self, mut f: impl FnMut(usize, *mut u8, usize)) {
@@ -511,7 +608,12 @@ impl Shards {
     }
 
     fn drain_shard(t: TableRef<'_>, idx: usize, f: &mut impl FnMut(usize, *mut u8, usize)) {
-        let mut taken = mem::replace(&mut *t.shard(idx).lists.lock(), ShardLists::EMPTY);
+        let taken = mem::replace(&mut *t.shard(idx).lists.lock(), ShardLists::EMPTY);
+        Self::give_all(taken, f);
+    }
+
+    /// Gives every batch of lists taken out of a shard to `f`.
+    fn give_all(mut taken: ShardLists, f: &mut impl FnMut(usize, *mut u8, usize)) {
         for c in 0..NUM_CLASSES {
             // SAFETY: the lists were taken under the lock: they are ours now.
             while let Some((h, n)) = unsafe { taken.pop(c) } {
@@ -535,14 +637,14 @@ impl Shards {
                     while !h.is_null() {
                         // SAFETY: we hold the lock that owns these batches.
                         unsafe {
-                            let k = crate::block::list_len(h, word(h, 2));
-                            assert_eq!(k, word(h, 2), "batch length");
+                            let k = list_len(h, word(h, W_BATCH_LEN));
+                            assert_eq!(k, word(h, W_BATCH_LEN), "batch length");
                             if first {
                                 current += k;
                             } else {
                                 old += k;
                             }
-                            h = word(h, 1) as *mut u8;
+                            h = link(h, W_BATCH_NEXT);
                         }
                     }
                 }

@@ -6,7 +6,9 @@
 //! which that lock is held forever: only the forking thread exists there, and the child's
 //! first allocation that needs the lock hangs. The prepare handler takes every lock, in one
 //! fixed order that no allocator path inverts (no path holds a lock of one tier while taking
-//! another tier's); the parent and child handlers release them in reverse order.
+//! another tier's): the free list of thread states, the shared pool (with its SuperSlab cache),
+//! the mid tier (shards, class locks, empty cache, chunk list), the big tier. The parent and
+//! child handlers release them in reverse order.
 //!
 //! What the child inherits: its own thread's state, intact. The other threads of the parent
 //! do not exist in the child, but their caches do (a snapshot, possibly mid-operation): they
@@ -18,6 +20,7 @@
 use hak_sync::atomic::Ordering;
 
 use crate::global::{INIT, POOL};
+use crate::large::{BIG, MID};
 use crate::thread::FREE;
 
 /// Registers the handlers. Called once, from initialisation.
@@ -33,6 +36,8 @@ extern "C" fn prepare() {
     }
     FREE.fork_lock();
     POOL.prefork();
+    MID.prefork();
+    BIG.prefork();
 }
 
 /// Releases what `prepare` took, in reverse order.
@@ -40,6 +45,8 @@ fn release_all() {
     // SAFETY: `prepare` took each of these in this thread (or in the parent thread this child
     // was forked from) and no guard of them exists.
     unsafe {
+        BIG.postfork();
+        MID.postfork();
         POOL.postfork();
         FREE.fork_unlock();
     }

@@ -188,8 +188,7 @@ pub(crate) unsafe fn realloc_in_tier(
             unsafe { BIG.realloc(p, new_size) }.map(NonNull::as_ptr)
         }
         OwnerKind::Mid => {
-            let old = hak_l25::block_size(layout.size(), align);
-            if is_mid(new_size, align) && hak_l25::block_size(new_size, align) == old {
+            if MID.realloc_in_place(layout.size(), align, new_size) {
                 return Some(ptr);
             }
             if new_size <= layout.size() || new_size < GROW_TO_BIG_MIN {

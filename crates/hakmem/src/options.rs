@@ -106,8 +106,8 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
         min: 0,
         default: (hak_l25::DEFAULT_DECOMMIT_BUDGET >> 20) as u64,
         max: 1 << 30,
-        doc: "committed bytes of free mid blocks above which freed blocks of 64 KiB and more \
-              are decommitted (MiB)",
+        doc: "committed bytes of free mid blocks, plus half the mid bytes in use, above which \
+              the oldest free blocks of 16 KiB and more are decommitted at once (MiB)",
     },
     OptionDef {
         name: c"HAKMEM_MID_MAX_EMPTY_CHUNKS",
