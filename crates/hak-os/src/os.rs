@@ -602,7 +602,7 @@ unsafe fn mremap_fixed(
 
 /// Takes one from a test-hook counter if it is above zero; whether it did.
 fn take_one(n: &AtomicUsize) -> bool {
-    n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
+    n.try_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
 }
 
 #[cfg(test)]
