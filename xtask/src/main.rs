@@ -4,6 +4,8 @@
 //! Tasks:
 //! - `cargo xtask test`: every check CI runs (see `test.rs`).
 //! - `cargo xtask loom [CRATE...]`: the loom models alone.
+//! - `cargo xtask miri [...]` and `cargo xtask sanitize [...]`: Miri over the layer crates, and
+//!   the multi-threaded tests under ASan/TSan (nightly, installed on demand; see `test.rs`).
 //! - `cargo xtask bench`: builds `benches/` (`hak-bench`) once per allocator and compares them
 //!   ([`bench`] runs it, [`workloads`] lists what runs, [`report`] renders Markdown, JSON and SVG,
 //!   [`child`] spawns and measures one run, [`machine`] describes the host).
@@ -29,9 +31,17 @@ const HELP: &str = "\
 usage: cargo xtask <TASK> [ARGS...]
 
 tasks:
-  test  Every check CI runs: fmt, clippy -D warnings, the workspace tests, the loom models.
+  test  Every check CI runs: fmt, clippy -D warnings, the workspace tests, the loom models,
+        bench smoke, Miri (the crates clean under it), ASan and TSan.
   loom [CRATE...]
         The loom models alone (all crates with models by default).
+  miri [--ci] [--model stacked|tree|both] [--jobs N] [CRATE...]
+        Every test of the layer crates under Miri (nightly; installed if missing), with
+        Stacked Borrows and with Tree Borrows, N interpreters at a time (default: one per
+        core). --ci: the subset CI runs. Logs in target/miri/logs/. See docs/checking.md.
+  sanitize [address|thread]...
+        hakmem's multi-threaded tests under AddressSanitizer and ThreadSanitizer (nightly,
+        std rebuilt with -Zbuild-std; both by default). See docs/checking.md.
   bench [--quick | --smoke] [--runs N] [--alloc A,B,...] [--timeout SECS] [WORKLOAD...]
         Build benches/ once per allocator (hakmem, system, mimalloc, jemalloc), run every
         workload N times interleaved (A B C D, A B C D, ...), and report the median ops/s,
@@ -77,6 +87,8 @@ fn main() -> ExitCode {
         },
         "test" => exit_code(test::run(&strings())),
         "loom" => exit_code(test::run_loom(&strings())),
+        "miri" => exit_code(test::run_miri(&strings())),
+        "sanitize" => exit_code(test::run_sanitize(&strings())),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             ExitCode::SUCCESS

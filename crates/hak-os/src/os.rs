@@ -3,7 +3,8 @@
 //! Aligned mappings first try an address from a private hint window with `MAP_FIXED_NOREPLACE`
 //! (one syscall, and our regions cluster, which keeps the registry's page map dense); when the
 //! hint is taken or unaligned they fall back to over-mapping by `align` and trimming both ends
-//! (one mmap and up to two munmaps), as mimalloc does.
+//! (one mmap and up to two munmaps), as mimalloc does. Sanitizer builds (`--cfg hak_sanitize`)
+//! skip the hint: ThreadSanitizer keeps its shadow memory where the window lies.
 //!
 //! Under Miri the syscalls give way to the emulation in `miri.rs` (one allocation per
 //! mapping, no hint window); validation, failure injection and the counters stay the same.
@@ -243,9 +244,13 @@ impl Os {
         // Hinted attempts: fresh aligned addresses in our window, refused by the kernel if
         // anything is there (another allocator instance, or a foreign mapping); a few tries
         // step past such neighbours before paying for the over-map.
+        //
+        // Under `--cfg hak_sanitize` (sanitizer builds) there are no hints: the window lies
+        // in ThreadSanitizer's shadow memory, and where the sanitizers reserve memory is
+        // theirs to choose; the kernel's placement is always inside their application range.
         const HINT_TRIES: usize = 4;
         let span = size.checked_add(align - 1).map(|s| s & !(align - 1));
-        if let Some(span) = span.filter(|&s| s <= HINT_WINDOW / 4) {
+        if let Some(span) = span.filter(|&s| !cfg!(hak_sanitize) && s <= HINT_WINDOW / 4) {
             for _ in 0..HINT_TRIES {
                 let off = self.hint.fetch_add(span, Ordering::Relaxed) % HINT_WINDOW;
                 let off = (off + align - 1) & !(align - 1);
@@ -599,7 +604,7 @@ unsafe fn mremap_fixed(
 
 /// Takes one from a test-hook counter if it is above zero; whether it did.
 fn take_one(n: &AtomicUsize) -> bool {
-    n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
+    n.try_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
 }
 
 #[cfg(test)]
