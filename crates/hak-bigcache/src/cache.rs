@@ -43,7 +43,7 @@ pub struct BigLimits {
     pub max_bytes: usize,
     /// Most blocks kept (default 1024; 0 disables caching).
     pub max_entries: usize,
-    /// Oldest age a cached block may reach, in nanoseconds (default 30 s).
+    /// Oldest age a cached block may reach, in nanoseconds (default 2 s).
     pub ttl_ns: u64,
     /// Committed-bytes threshold for decommit (default `usize::MAX`, never): a freed block
     /// that would bring the cache's committed (not decommitted) bytes above this has every page
@@ -53,11 +53,11 @@ pub struct BigLimits {
 }
 
 impl BigLimits {
-    /// 64 MiB (or a quarter of the live bytes), 1024 blocks, 30 s, no decommit.
+    /// 64 MiB (or a quarter of the live bytes), 1024 blocks, 2 s, no decommit.
     pub const DEFAULT: BigLimits = BigLimits {
         max_bytes: 64 << 20,
         max_entries: 1024,
-        ttl_ns: 30_000_000_000,
+        ttl_ns: 2_000_000_000,
         decommit_over: usize::MAX,
     };
 }

@@ -354,6 +354,11 @@ fn owner_links_round_trip_and_start_clear() {
 }
 
 proptest! {
+    // Miri keeps the program away from the file system, where proptest stores failing seeds.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
     /// Random carve/free sequences (local and remote) never hand out a live block twice,
     /// blocks never overlap, and the counts stay consistent.
     #[test]

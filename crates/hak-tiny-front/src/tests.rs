@@ -334,6 +334,11 @@ fn os_refusal_is_none_and_recovers() {
 }
 
 proptest! {
+    // Miri keeps the program away from the file system, where proptest stores failing seeds.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
     /// Random alloc/free across classes on two caches (with cross frees and flushes): blocks
     /// never overlap and keep their contents while others come and go.
     #[test]

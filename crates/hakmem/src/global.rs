@@ -65,11 +65,13 @@ fn init_slow() {
         ttl_ns: v[Opt::SuperslabTtlSec as usize].saturating_mul(1_000_000_000),
         decommit: true,
     });
+    let big_ttl = v[Opt::BigcacheTtlSec as usize].saturating_mul(1_000_000_000);
     crate::large::BIG.set_limits(hak_bigcache::BigLimits {
         max_bytes: (v[Opt::BigcacheMaxMb as usize] as usize).saturating_mul(1 << 20),
-        ttl_ns: v[Opt::BigcacheTtlSec as usize].saturating_mul(1_000_000_000),
+        ttl_ns: big_ttl,
         ..hak_bigcache::BigLimits::DEFAULT
     });
+    crate::decay::set_big_ttl(big_ttl);
     crate::large::MID.set_decommit_budget(
         (v[Opt::MidDecommitBudgetMb as usize] as usize).saturating_mul(1 << 20),
     );

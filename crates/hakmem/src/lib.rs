@@ -75,6 +75,7 @@ fn tiny_alloc_slow(class: usize) -> *mut u8 {
     if ts.is_null() {
         return ptr::null_mut();
     }
+    decay::tick();
     // SAFETY: the calling thread's own, active state.
     match unsafe { (*ts).tc.alloc_slow(class) } {
         Some(p) => p.as_ptr(),
@@ -98,6 +99,7 @@ unsafe fn tiny_free_slow(class: usize, block: *mut u8) {
     // SAFETY: the calling thread's own state, or the (inactive) sentinel; `block` is live.
     unsafe {
         if (*ts).tc.is_active() {
+            decay::tick();
             (*ts).tc.free_slow(class, block);
         } else {
             let n = hak_tiny_front::free_without_cache(&POOL, block);

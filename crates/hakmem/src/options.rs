@@ -97,9 +97,9 @@ pub(crate) static OPTIONS: [OptionDef; N] = [
     OptionDef {
         name: c"HAKMEM_BIGCACHE_TTL_SEC",
         min: 0,
-        default: 30,
+        default: crate::decay::DEFAULT_BIG_TTL_NS / 1_000_000_000,
         max: 1 << 30,
-        doc: "age after which a cached big block is unmapped (seconds)",
+        doc: "age after which a cached big block is unmapped, checked by every tier's slow paths (seconds)",
     },
     OptionDef {
         name: c"HAKMEM_MID_DECOMMIT_BUDGET_MB",

@@ -192,3 +192,42 @@ fn big_buffers_written_at_both_ends_cost_pages_not_huge_pages() {
     // Two pages (and a header page) per block, where huge pages would be 4 MiB per block.
     assert!(grown < 16 * 256 * 1024, "16 sparse 8 MiB buffers took {} KiB", grown >> 10);
 }
+
+#[test]
+fn cached_big_blocks_are_unmapped_while_the_program_only_allocates_small_objects() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Big buffers filled and freed: the cache keeps them mapped (and resident) for reuse.
+    let blocks: Vec<_> = (0..6)
+        .map(|i| {
+            let size = 3 * MIB + i * 4096;
+            // SAFETY: a valid layout; written within its size; freed below.
+            let p = unsafe { Hakmem.alloc(layout(size)) };
+            assert!(!p.is_null());
+            // SAFETY: `p` holds `size` bytes.
+            unsafe { p.write_bytes(0x5C, size) };
+            (p, size)
+        })
+        .collect();
+    for (p, size) in blocks {
+        // SAFETY: allocated above with this layout.
+        unsafe { Hakmem.dealloc(p, layout(size)) };
+    }
+    assert!(hakmem::stats().big.cached_bytes > 0, "freed big blocks are cached");
+    // From now on only small objects, for longer than the cache's TTL (2 s by default): the
+    // small objects' slow paths must get the cached big blocks unmapped.
+    let start = Instant::now();
+    let mut v = Vec::with_capacity(2000);
+    while hakmem::stats().big.cached_bytes > 0 && start.elapsed() < Duration::from_secs(6) {
+        // SAFETY: a valid layout; each block is freed once with it.
+        unsafe {
+            v.extend((0..2000).map(|_| Hakmem.alloc(layout(200))));
+            for p in v.drain(..) {
+                assert!(!p.is_null());
+                Hakmem.dealloc(p, layout(200));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left = hakmem::stats().big.cached_bytes;
+    assert_eq!(left, 0, "{left} bytes of big blocks still cached after {:?}", start.elapsed());
+}
