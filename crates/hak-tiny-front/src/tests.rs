@@ -19,6 +19,10 @@ struct World {
     pool: &'static SharedPool<'static>,
 }
 
+/// Under Miri, which interprets every byte written, the tests use fewer blocks (still enough
+/// to fill several slabs) and visit a sample of the classes.
+const MIRI: bool = cfg!(miri);
+
 fn world() -> World {
     let os: &'static Os = Box::leak(Box::new(Os::new()));
     let reg: &'static Registry<'static> = Box::leak(Box::new(Registry::new(os)));
@@ -96,9 +100,10 @@ fn sentinel_misses_every_operation_without_writing() {
 fn blocks_are_distinct_sized_and_reused_after_free() {
     let w = world();
     let mut tc = cache(&w);
-    for (class, &bs) in CLASS_SIZES.iter().enumerate() {
+    for (class, &bs) in CLASS_SIZES.iter().enumerate().step_by(if MIRI { 5 } else { 1 }) {
         let bs = bs as usize;
-        let blocks: Vec<NonNull<u8>> = (0..300).map(|_| alloc(&mut tc, class)).collect();
+        let n = if MIRI { 24 } else { 300 };
+        let blocks: Vec<NonNull<u8>> = (0..n).map(|_| alloc(&mut tc, class)).collect();
         let mut seen = HashSet::new();
         for b in &blocks {
             assert!(seen.insert(b.as_ptr() as usize));
@@ -142,7 +147,8 @@ fn own_frees_into_full_slabs_stay_local() {
     let w = world();
     let mut tc = cache(&w);
     let class = 10; // 224 B
-    let blocks: Vec<_> = (0..20_000).map(|_| alloc(&mut tc, class)).collect();
+    let n = if MIRI { 2_000 } else { 20_000 }; // 7 or 70 slabs
+    let blocks: Vec<_> = (0..n).map(|_| alloc(&mut tc, class)).collect();
     for &b in &blocks {
         assert_eq!(owner_of(b.as_ptr() as usize), &tc.shared.inbox as *const _, "still ours");
     }
@@ -158,7 +164,7 @@ fn own_frees_into_full_slabs_stay_local() {
     assert!(ps.releases > 0, "emptied slabs went back to the pool");
     // And they are reused without new mappings.
     let mapped = ps.superslabs_mapped;
-    let again: Vec<_> = (0..20_000).map(|_| alloc(&mut tc, class)).collect();
+    let again: Vec<_> = (0..n).map(|_| alloc(&mut tc, class)).collect();
     let ps = w.pool.stats();
     assert_eq!(ps.superslabs_mapped, mapped, "reused without new mappings: {ps:?}");
     for b in again {
@@ -193,8 +199,8 @@ fn cross_thread_frees_come_back_to_the_owner_in_batches() {
     let w = world();
     let mut owner = cache(&w);
     let class = 5;
-    let blocks: Vec<usize> =
-        (0..5000).map(|_| alloc(&mut owner, class).as_ptr() as usize).collect();
+    let n = if MIRI { 1000 } else { 5000 };
+    let blocks: Vec<usize> = (0..n).map(|_| alloc(&mut owner, class).as_ptr() as usize).collect();
     let pool = w.pool;
     std::thread::spawn(move || {
         let mut other = cache_with(pool, 1);
@@ -208,14 +214,18 @@ fn cross_thread_frees_come_back_to_the_owner_in_batches() {
         }
         other.flush();
         let st = &other.shared.stats;
-        assert_eq!(st.remote_frees.get(), 5000);
-        assert!(st.remote_batches.get() <= 5000 / 32 + 16, "{} batches", st.remote_batches.get());
+        assert_eq!(st.remote_frees.get(), n as u64);
+        assert!(
+            st.remote_batches.get() <= n as u64 / 32 + 16,
+            "{} batches",
+            st.remote_batches.get()
+        );
     })
     .join()
     .unwrap();
     // The owner's refills take its full slabs back through the inbox instead of acquiring.
     let before = w.pool.stats();
-    let again: Vec<_> = (0..4000).map(|_| alloc(&mut owner, class)).collect();
+    let again: Vec<_> = (0..n * 4 / 5).map(|_| alloc(&mut owner, class)).collect();
     let after = w.pool.stats();
     assert_eq!(after.stage3_new + after.stage2_unused, before.stage3_new + before.stage2_unused);
     assert!(owner.shared.stats.inbox_slabs.get() > 0);
