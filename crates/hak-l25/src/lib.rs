@@ -80,6 +80,37 @@
 //! mapping's provenance; block links are stored as pointers. The unit tests run under Miri
 //! with Stacked and with Tree Borrows (`cargo +nightly miri test -p hak-l25`, loops strided
 //! under `cfg(miri)`; the fork and shard-contention tests are skipped there).
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_l25::{block_size, Mid, MidThreadCache};
+//! use hak_os::Os;
+//! use hak_registry::Registry;
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let mid = Mid::new(&reg);
+//! let mut tc = MidThreadCache::new(); // one per thread
+//! let p = mid.alloc(&mut tc, 100 << 10, 4096).expect("the OS refused a chunk");
+//! assert_eq!(p.as_ptr() as usize % 4096, 0);
+//! // SAFETY: `p` is a live block of `mid`; it is freed with the size and alignment it was
+//! // allocated with, and not used afterwards.
+//! unsafe {
+//!     assert_eq!(mid.usable_size(p), block_size(100 << 10, 4096)); // 112 KiB
+//!     mid.dealloc(&mut tc, p, 100 << 10, 4096);
+//! }
+//! assert_eq!(mid.alloc(&mut tc, 100 << 10, 4096), Some(p), "from the thread cache");
+//! // SAFETY: as above.
+//! unsafe { mid.dealloc(&mut tc, p, 100 << 10, 4096) };
+//! assert!(mid.alloc(&mut tc, 2 << 20, 8).is_none(), "above 1 MiB: not this tier's");
+//! mid.flush_thread(&mut tc); // before the cache goes away
+//! mid.trim();
+//! assert_eq!(mid.stats().chunks_live, 0);
+//! ```
+//!
+//! A complete program (sizes served and refused, frees from another thread, a double free,
+//! memory return): `cargo run -p hak-l25 --example mid` (`examples/mid.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
