@@ -1,6 +1,8 @@
-//! hakmem's mid tier ("L2.5", layer 4): blocks of 2049 B ..= 1 MiB. The facade sends it the
-//! requests above the tiny tier's 48 KiB bound up to 1 MiB (and smaller ones whose alignment the
-//! tiny tier cannot give); the crate itself serves any size from 1 B up, in classes from 2560 B.
+//! hakmem's mid tier ("L2.5", layer 4): blocks of up to 1 MiB in 36 size classes from 2560 B.
+//! The facade sends it the requests above the tiny tier's 48 KiB bound
+//! (`hak_tiny_front::TINY_MAX`, after rounding the size up to the alignment) up to 1 MiB, with
+//! alignments up to 4 KiB, except zeroed ones of 256 KiB and more (those go to the big tier);
+//! the crate itself serves any size from 1 B up to [`MID_MAX`].
 //!
 //! What it owns: size classes over chunks mapped from hak-os and registered in hak-registry,
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows

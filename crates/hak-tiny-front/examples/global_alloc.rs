@@ -129,7 +129,7 @@ fn new_state() -> *mut State {
     // SAFETY: fresh zeroed pages, large enough and page-aligned; zero is a valid inactive
     // cache apart from what `init_in_place` writes, a null `next_free` and zero counts
     // reported. The cache is
-    // built in place: it is tens of KiB, too large for a small thread stack.
+    // built in place: it is more than 84 KiB, too large for a small thread stack.
     unsafe {
         ThreadCache::init_in_place(ptr::addr_of_mut!((*st).tc), &POOL);
         ptr::addr_of_mut!((*st).shared).write(CacheShared::new());
