@@ -1,7 +1,7 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure:
 //! formatting, clippy with `-D warnings`, the workspace's tests (unoptimised, then release with
-//! debug assertions), the loom models of every crate
-//! that has shared state (release mode, `LOOM_MAX_PREEMPTIONS=2`, own target dir so the normal
+//! debug assertions), every example (each checks its own results), the loom models of every
+//! crate that has shared state (release mode, `LOOM_MAX_PREEMPTIONS=2`, own target dir so the normal
 //! build cache survives the different RUSTFLAGS), one smoke run of every bench workload
 //! under every allocator (tiny counts, no timing asserted) so the harness cannot rot, Miri over
 //! the crates that are clean under it (`cargo xtask miri --ci`) and the multi-threaded tests
@@ -25,6 +25,20 @@ const LOOM_CRATES: &[&str] = &[
     "hak-bigcache",
 ];
 
+/// Every example, `(crate, example)`: programs a user starts from (the layer crates' check their
+/// own results), so CI runs them all with `cargo run -p CRATE --example NAME` in the default
+/// dev profile, which `cargo test` has already built. A new example is one line here.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("hak-sync", "fork_lock"),
+    ("hak-os", "mapping"),
+    ("hak-superslab", "pool"),
+    ("hak-registry", "arena"),
+    ("hak-tiny-front", "global_alloc"),
+    ("hak-l25", "mid"),
+    ("hak-bigcache", "big"),
+    ("hakmem", "global"),
+];
+
 struct Step {
     name: String,
     cmd: Command,
@@ -34,10 +48,12 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// The loom step for one crate.
+/// The loom step for one crate: its unit and integration tests (`--tests`), not its examples
+/// and doc tests, which use the layers as ordinary programs do (`const` constructors in
+/// statics, atomics outside any loom model).
 fn loom(krate: &str) -> Command {
     let mut c = cargo();
-    c.args(["test", "--release", "-p", krate, "--target-dir", "target/loom"]);
+    c.args(["test", "--release", "--tests", "-p", krate, "--target-dir", "target/loom"]);
     c.env("RUSTFLAGS", "--cfg hak_loom").env("LOOM_MAX_PREEMPTIONS", "2");
     c
 }
@@ -83,6 +99,11 @@ fn steps() -> Vec<Step> {
     c.args(["test", "--workspace"]);
     v.push(Step { name: "tests".into(), cmd: c });
     v.push(Step { name: "tests (release, debug assertions)".into(), cmd: release_tests() });
+    for (krate, example) in EXAMPLES {
+        let mut c = cargo();
+        c.args(["run", "--quiet", "-p", krate, "--example", example]);
+        v.push(Step { name: format!("example {krate}/{example}"), cmd: c });
+    }
     for krate in LOOM_CRATES {
         v.push(Step { name: format!("loom {krate}"), cmd: loom(krate) });
     }

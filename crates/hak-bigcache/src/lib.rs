@@ -115,6 +115,34 @@
 //! inside `a_gathered_block_moves_into_another_gathering_one_mapping_at_a_time`, the check of
 //! the kernel's mapping boundaries (`/proc/self/maps`). Under Miri the tests use fewer rounds
 //! and sample long blocks' contents.
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_bigcache::{BigCache, BigLimits, FreeError};
+//! use hak_os::Os;
+//! use hak_registry::Registry;
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let big = BigCache::new(&reg, BigLimits::DEFAULT);
+//! let (p, zeroed) = big.alloc(2 << 20, 8).expect("the OS refused a mapping");
+//! assert!(zeroed, "a fresh mapping");
+//! // SAFETY: `p` is a live block of `big`, not used after it is freed.
+//! unsafe {
+//!     big.dealloc(p).expect("a live block");
+//!     assert_eq!(big.dealloc(p), Err(FreeError::DoubleFree)); // refused, nothing changes
+//! }
+//! let (q, zeroed) = big.alloc(2 << 20, 8).expect("memory");
+//! assert_eq!((q, zeroed), (p, false), "the cached mapping, reused");
+//! // SAFETY: as above.
+//! unsafe { big.dealloc(q) }.expect("a live block");
+//! big.trim(); // unmaps every cached block
+//! assert_eq!(big.stats().cached_entries, 0);
+//! ```
+//!
+//! A complete program (alignment, growth in place and by moving pages, bad frees, cache
+//! reuse, trim): `cargo run -p hak-bigcache --example big` (`examples/big.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -23,7 +23,8 @@
 //!
 //! Whoever holds a list owns these words: the thread cache's owner, or the holder of the shard
 //! or central lock the list hangs from. They are plain memory, so they are never a hand-off by
-//! themselves; every hand-off between threads goes through a lock (CONVENTIONS.md rule 6).
+//! themselves; every hand-off between threads goes through a lock, which loom can see (a link
+//! written into raw block memory is invisible to it).
 
 use core::ptr;
 

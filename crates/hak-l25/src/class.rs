@@ -24,9 +24,9 @@
 //! `max(1 MiB, round_up(CHUNK_HEADER + 8 · size, 1 MiB))`, i.e. 1 MiB for classes up to 128 KiB
 //! (at least 7 blocks) and whole MiB holding at least 8 blocks above (9 MiB for 1 MiB blocks).
 
-/// The smallest request the mid tier is meant for (one above the tiny tier's 2048 B bound).
-/// Smaller sizes are accepted too (they get the first class), which lets the facade send small
-/// requests with alignments the tiny tier cannot give here.
+/// One above 2048 B, the power of two below the first class (2560 B): requests up to this size
+/// get the first class. Smaller sizes are accepted too (they get the first class as well); the
+/// facade sends only requests above the tiny tier's 48 KiB bound.
 pub const MID_MIN: usize = 2049;
 /// The largest request the mid tier serves (1 MiB), after rounding up to the alignment.
 pub const MID_MAX: usize = 1 << 20;
@@ -37,7 +37,7 @@ pub const MID_MAX_ALIGN: usize = 4096;
 pub(crate) const SUB_BITS: u32 = 2;
 /// Classes per power of two (4).
 pub(crate) const PER_DOUBLING: usize = 1 << SUB_BITS;
-/// log2 of the tiny bound (2048 B).
+/// log2 of 2048 B, the power of two below the first class.
 const FIRST_SHIFT: u32 = 11;
 /// Number of size classes (36).
 pub(crate) const NUM_CLASSES: usize = (20 - FIRST_SHIFT as usize) * PER_DOUBLING;

@@ -1,6 +1,8 @@
-//! hakmem's mid tier ("L2.5", layer 4): blocks of 2049 B ..= 1 MiB. The facade sends it the
-//! requests above the tiny tier's 48 KiB bound up to 1 MiB (and smaller ones whose alignment the
-//! tiny tier cannot give); the crate itself serves any size from 1 B up, in classes from 2560 B.
+//! hakmem's mid tier ("L2.5", layer 4): blocks of up to 1 MiB in 36 size classes from 2560 B.
+//! The facade sends it the requests above the tiny tier's 48 KiB bound
+//! (`hak_tiny_front::TINY_MAX`, after rounding the size up to the alignment) up to 1 MiB, with
+//! alignments up to 4 KiB, except zeroed ones of 256 KiB and more (those go to the big tier);
+//! the crate itself serves any size from 1 B up to [`MID_MAX`].
 //!
 //! What it owns: size classes over chunks mapped from hak-os and registered in hak-registry,
 //! a per-thread cache the facade keeps, and sharded global free lists whose shard count grows
@@ -80,6 +82,37 @@
 //! mapping's provenance; block links are stored as pointers. The unit tests run under Miri
 //! with Stacked and with Tree Borrows (`cargo +nightly miri test -p hak-l25`, loops strided
 //! under `cfg(miri)`; the fork and shard-contention tests are skipped there).
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_l25::{block_size, Mid, MidThreadCache};
+//! use hak_os::Os;
+//! use hak_registry::Registry;
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let mid = Mid::new(&reg);
+//! let mut tc = MidThreadCache::new(); // one per thread
+//! let p = mid.alloc(&mut tc, 100 << 10, 4096).expect("the OS refused a chunk");
+//! assert_eq!(p.as_ptr() as usize % 4096, 0);
+//! // SAFETY: `p` is a live block of `mid`; it is freed with the size and alignment it was
+//! // allocated with, and not used afterwards.
+//! unsafe {
+//!     assert_eq!(mid.usable_size(p), block_size(100 << 10, 4096)); // 112 KiB
+//!     mid.dealloc(&mut tc, p, 100 << 10, 4096);
+//! }
+//! assert_eq!(mid.alloc(&mut tc, 100 << 10, 4096), Some(p), "from the thread cache");
+//! // SAFETY: as above.
+//! unsafe { mid.dealloc(&mut tc, p, 100 << 10, 4096) };
+//! assert!(mid.alloc(&mut tc, 2 << 20, 8).is_none(), "above 1 MiB: not this tier's");
+//! mid.flush_thread(&mut tc); // before the cache goes away
+//! mid.trim();
+//! assert_eq!(mid.stats().chunks_live, 0);
+//! ```
+//!
+//! A complete program (sizes served and refused, frees from another thread, a double free,
+//! memory return): `cargo run -p hak-l25 --example mid` (`examples/mid.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -198,9 +198,9 @@ enum Purge {
     All,
 }
 
-/// The mid tier: blocks of 2049 B ..= 1 MiB in 36 size classes, carved from registered chunks,
-/// cached per thread in a [`MidThreadCache`] and shared through sharded free lists. See the
-/// crate docs for the contract.
+/// The mid tier: blocks of up to 1 MiB in 36 size classes (2560 B ..= 1 MiB), carved from
+/// registered chunks, cached per thread in a [`MidThreadCache`] and shared through sharded free
+/// lists. See the crate docs for the contract.
 pub struct Mid<'r> {
     /// Where chunks are registered; its `os()` maps them.
     reg: &'r Registry<'r>,

@@ -24,6 +24,30 @@
 //! Platform: Linux only. Other systems fail to compile with a clear message, because the
 //! decommit semantics (`MADV_DONTNEED` zero-fills, `MADV_FREE`, `mremap`,
 //! `MAP_FIXED_NOREPLACE`) are Linux's; a port would add a sibling module here and nowhere else.
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_os::{page_size, Os, OsOp};
+//!
+//! let os = Os::new();
+//! let len = 4 * page_size();
+//! let p = os.map(len, 1 << 20).expect("the OS refused 4 pages");
+//! assert_eq!(p.as_ptr() as usize % (1 << 20), 0);
+//! // SAFETY: `[p, p + len)` is our fresh mapping and nobody else uses it.
+//! unsafe {
+//!     p.as_ptr().write_bytes(7, len);
+//!     os.decommit(p, len).expect("decommit"); // MADV_DONTNEED: the pages go back...
+//!     assert_eq!(p.as_ptr().read(), 0); // ...and the range reads as zero
+//!     os.unmap(p, len).expect("unmap");
+//! }
+//! assert_eq!(os.stats().mapped.current, 0);
+//! // Failure is a value: here a size that is not whole pages.
+//! assert_eq!(os.map(len + 1, 8).unwrap_err().op, OsOp::Invalid);
+//! ```
+//!
+//! A complete program (residency, refusals by the kernel and by the test hook, counters):
+//! `cargo run -p hak-os --example mapping` (`examples/mapping.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::disallowed_methods)] // this crate is the one allowed to call mmap/munmap/madvise
 #![no_std]

@@ -27,6 +27,29 @@
 //! concurrently with lookups and with each other on disjoint regions; leaf creation races are
 //! settled by a compare-exchange (the loser unmaps its leaf). The cache is a mutex-protected
 //! list: it sits on the slow path, where a SuperSlab is emptied or needed.
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_os::Os;
+//! use hak_registry::{OwnerKind, Registry, GRANULE};
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let base = os.map(2 * GRANULE, GRANULE).expect("the OS refused 2 MiB");
+//! reg.register(base, 2 * GRANULE, OwnerKind::Big).expect("a free, aligned region");
+//! let inside = base.as_ptr() as usize + GRANULE + 100;
+//! let owner = reg.lookup(inside).expect("registered");
+//! assert_eq!((owner.kind, owner.base), (OwnerKind::Big, base));
+//! assert_eq!(reg.lookup(0), None, "unknown addresses give None");
+//! reg.unregister(base, 2 * GRANULE); // before unmapping
+//! assert_eq!(reg.lookup(inside), None);
+//! // SAFETY: our mapping, no longer registered or used.
+//! unsafe { os.unmap(base, 2 * GRANULE) }.expect("unmap");
+//! ```
+//!
+//! A complete program (bump arenas whose chunks are registered; which arena holds an
+//! address): `cargo run -p hak-registry --example arena` (`examples/arena.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

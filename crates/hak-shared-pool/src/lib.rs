@@ -42,6 +42,40 @@
 //! per-slab (once per 64 KiB of blocks), never per allocation, and a purge pass looks at a
 //! bounded number of SuperSlabs per lock hold. Slab metadata changes (`assign`, `adopt`) and
 //! syscalls (mapping, decommit) happen outside the lock.
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_os::Os;
+//! use hak_registry::{CacheLimits, Registry};
+//! use hak_shared_pool::{SharedPool, Stage};
+//! use hak_superslab::{Inbox, LG_SUPERSLAB_DEFAULT};
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let pool = SharedPool::new(&reg, LG_SUPERSLAB_DEFAULT, CacheLimits::DEFAULT);
+//! let me = Inbox::new(); // the owner's identity: must not move while it owns slabs
+//! // SAFETY: `me` outlives our ownership of the slab and stays in place.
+//! let got = unsafe { pool.acquire(3, 64, &me) }.expect("the OS refused memory");
+//! assert_eq!(got.stage, Stage::NewSuperSlab);
+//! // SAFETY: we own the slab; its one block is back before it is released, unarmed.
+//! unsafe {
+//!     let b = got.slab.alloc().expect("room");
+//!     got.slab.free_local(b);
+//!     pool.release(got.slab);
+//! }
+//! // The next request for the class gets the same slab back, still warm.
+//! // SAFETY: as above.
+//! let again = unsafe { pool.acquire(3, 64, &me) }.expect("memory");
+//! assert_eq!((again.stage, again.slab), (Stage::EmptySameClass, got.slab));
+//! // SAFETY: ours, empty.
+//! unsafe { pool.release(again.slab) };
+//! assert!(pool.check_invariants().is_ok());
+//! ```
+//!
+//! The pool in a complete allocator, with per-thread caches in front of it: the
+//! `global_alloc` example of hak-tiny-front (`cargo run -p hak-tiny-front --example
+//! global_alloc`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -43,6 +43,39 @@
 //! The remote stack is a lock-free multi-producer push (a whole batch per compare-exchange);
 //! the owner takes the whole list with one compare-exchange, so the ABA problem cannot arise.
 //! An owner waits only in [`SlabRef::retract_full`], for a delivery already under way.
+//!
+//! # Example
+//!
+//! One slab of a SuperSlab serving 64-byte blocks to a single owner:
+//!
+//! ```rust
+//! use hak_os::Os;
+//! use hak_superslab::{Inbox, SsRef, LG_SUPERSLAB_DEFAULT as LG};
+//!
+//! let os = Os::new();
+//! let base = os.map(1 << LG, 1 << LG).expect("the OS refused 2 MiB");
+//! // The owner's identity: written into its slabs, so it must not move while it owns any.
+//! let owner = Inbox::new();
+//! // SAFETY: a fresh mapping of 2^LG bytes aligned to its size, used by this thread only;
+//! // slab 1 is unassigned; 64 follows the block-size rules; `owner` outlives the slab's use.
+//! unsafe {
+//!     let ss = SsRef::init(base, LG);
+//!     let slab = ss.slab(1);
+//!     slab.assign(&owner, 0, 64);
+//!     let a = slab.alloc().expect("a fresh slab has room");
+//!     assert_eq!(a.as_ptr() as usize % 64, 0);
+//!     // Any block finds its slab by masking its address.
+//!     assert_eq!(SsRef::from_block(a.as_ptr(), LG).slab_of(a.as_ptr() as usize), slab);
+//!     slab.free_local(a);
+//!     assert_eq!(slab.alloc(), Some(a), "freed blocks are reused first");
+//!     slab.free_local(a);
+//!     ss.invalidate();
+//!     os.unmap(base, 1 << LG).expect("unmap");
+//! }
+//! ```
+//!
+//! A complete fixed-size object pool (several slabs, frees from another thread, what the owner
+//! value should be): `cargo run -p hak-superslab --example pool` (`examples/pool.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

@@ -22,6 +22,27 @@
 //! Concurrency contract: the same as the primitives it re-exports. Every hand-off between
 //! threads in hakmem must go through these types so that loom can see it (a link written into
 //! raw block memory is invisible to loom).
+//!
+//! # Example
+//!
+//! ```rust
+//! use hak_sync::Mutex;
+//!
+//! static COUNT: Mutex<u64> = Mutex::new(0); // `const`: fine in a static, no allocation
+//! *COUNT.lock() += 1;
+//! assert_eq!(*COUNT.lock(), 1);
+//!
+//! // A `pthread_atfork` prepare handler holds the lock across `fork()` without a guard...
+//! COUNT.fork_lock();
+//! assert!(COUNT.try_lock().is_none());
+//! // ...and the parent and child handlers release it.
+//! // SAFETY: this thread took the lock with `fork_lock` and holds no guard of it.
+//! unsafe { COUNT.fork_unlock() };
+//! assert_eq!(COUNT.try_lock().map(|g| *g), Some(1));
+//! ```
+//!
+//! A complete program with `pthread_atfork` handlers, forking while another thread takes the
+//! locks: `cargo run -p hak-sync --example fork_lock` (`examples/fork_lock.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

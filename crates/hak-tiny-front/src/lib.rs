@@ -60,6 +60,52 @@
 //! thread-local); other threads only push onto its slabs' remote stacks and into its inbox,
 //! both in [`CacheShared`]. The hot paths take no lock, no atomic read-modify-write and no
 //! syscall: a relaxed load of the slab owner and plain loads and stores.
+//!
+//! # Example
+//!
+//! One thread's cache over a shared pool (a program keeps one per thread; see below):
+//!
+//! ```rust
+//! use hak_os::Os;
+//! use hak_registry::{CacheLimits, Registry};
+//! use hak_shared_pool::SharedPool;
+//! use hak_superslab::LG_SUPERSLAB_DEFAULT;
+//! use hak_tiny_front::{class_of, CacheShared, ThreadCache, CLASS_SIZES};
+//!
+//! let os = Os::new();
+//! let reg = Registry::new(&os);
+//! let pool = SharedPool::new(&reg, LG_SUPERSLAB_DEFAULT, CacheLimits::DEFAULT);
+//! let shared = CacheShared::new();
+//! let mut tc = ThreadCache::new(&pool);
+//! // SAFETY: `shared` outlives every slab the cache owns (it is flushed below) and stays put.
+//! unsafe { tc.activate(&shared, 4) };
+//!
+//! let class = class_of(100, 8).expect("a tiny size");
+//! assert_eq!(CLASS_SIZES[class], 112);
+//! let tc: *mut ThreadCache = &mut tc;
+//! // SAFETY: `tc` is this thread's active cache; blocks are freed with their own class.
+//! unsafe {
+//!     // A miss (null) takes the slow path, which refills the bin from a slab.
+//!     let mut p = ThreadCache::pop(tc, class);
+//!     if p.is_null() {
+//!         p = (*tc).alloc_slow(class).expect("the OS refused memory").as_ptr();
+//!     }
+//!     p.write_bytes(1, 112);
+//!     let q = ThreadCache::pop(tc, class); // now a hit: no lock, no atomic operation
+//!     assert!(!q.is_null() && q != p);
+//!     for b in [p, q] {
+//!         if !ThreadCache::free_fast(tc, class, b, pool.lg_size()) {
+//!             (*tc).free_slow(class, core::ptr::NonNull::new_unchecked(b));
+//!         }
+//!     }
+//!     (*tc).flush(); // what thread exit does: every block and slab goes back
+//! }
+//! ```
+//!
+//! A complete `#[global_allocator]` built on this crate and hak-shared-pool (a sentinel cache,
+//! states in OS pages, a pthread key that flushes at thread exit, state recycling, threads
+//! passing blocks to each other): `cargo run -p hak-tiny-front --example global_alloc`
+//! (`examples/global_alloc.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

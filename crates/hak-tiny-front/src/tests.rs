@@ -394,3 +394,13 @@ proptest! {
         w.pool.check_invariants().unwrap();
     }
 }
+
+/// `ThreadCache::init_in_place`'s docs give the struct's size as more than 84 KiB (why it is
+/// built in place); this keeps the claim true if the bins change.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_thread_cache_is_larger_than_its_docs_say_it_is() {
+    let slots = NUM_CLASSES * BIN_MAX * core::mem::size_of::<*mut u8>();
+    assert_eq!(slots, 84 << 10);
+    assert!(core::mem::size_of::<ThreadCache<'static>>() > slots);
+}
