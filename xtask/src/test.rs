@@ -166,7 +166,40 @@ const MIRI_CRATES: &[&str] = &[
 /// What CI runs under Miri (`cargo xtask miri --ci`), under both borrow models: the crates
 /// whose every test is known clean and fits the time budget, with the `cargo test` arguments
 /// that select the tests. docs/checking.md says why the others wait.
-const MIRI_CI: &[(&str, &[&str])] = &[("hak-sync", &[]), ("hak-os", &[]), ("hak-registry", &[])];
+const MIRI_CI: &[(&str, &[&str])] = &[
+    ("hak-sync", &[]),
+    ("hak-os", &[]),
+    ("hak-registry", &[]),
+    ("hak-superslab", &["--lib"]),
+    ("hak-shared-pool", &["--lib"]),
+    // The two heaviest crates (minutes per model): a sample covering their provenance-heavy
+    // paths (gathering and growth by moving pages, free marks, decay, threads, the models).
+    (
+        "hak-l25",
+        &[
+            "--lib",
+            "--",
+            "a_second_free",
+            "decay_returns",
+            "model_blocks",
+            "threads_with_live_blocks",
+            "usable_size",
+            "flush_thread",
+        ],
+    ),
+    (
+        "hak-bigcache",
+        &[
+            "--lib",
+            "--",
+            "a_larger_request_gathers",
+            "realloc_growth",
+            "double_free_and_foreign",
+            "model::",
+            "concurrent_alloc_free_realloc",
+        ],
+    ),
+];
 
 /// Proptest cases per property under Miri, for properties that keep proptest's default count
 /// (properties that set their own count ignore this).

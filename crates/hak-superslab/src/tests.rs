@@ -354,9 +354,11 @@ fn owner_links_round_trip_and_start_clear() {
 }
 
 proptest! {
-    // Miri keeps the program away from the file system, where proptest stores failing seeds.
+    // Miri keeps the program away from the file system, where proptest stores failing seeds,
+    // and interprets every step: two cases there.
     #![proptest_config(ProptestConfig {
         failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        cases: if cfg!(miri) { 2 } else { ProptestConfig::default().cases },
         ..ProptestConfig::default()
     })]
     /// Random carve/free sequences (local and remote) never hand out a live block twice,
@@ -364,7 +366,7 @@ proptest! {
     #[test]
     fn random_carve_free_never_duplicates_or_overlaps(
         bs_idx in 0usize..6,
-        ops in proptest::collection::vec((0u8..4, any::<u16>()), 1..400),
+        ops in proptest::collection::vec((0u8..4, any::<u16>()), 1..if cfg!(miri) { 120 } else { 400 }),
     ) {
         let bs = [16u32, 48, 64, 208, 1024, 2048][bs_idx];
         let os = Os::new();

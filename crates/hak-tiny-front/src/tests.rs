@@ -344,9 +344,11 @@ fn os_refusal_is_none_and_recovers() {
 }
 
 proptest! {
-    // Miri keeps the program away from the file system, where proptest stores failing seeds.
+    // Miri keeps the program away from the file system, where proptest stores failing seeds,
+    // and interprets every step: two cases there.
     #![proptest_config(ProptestConfig {
         failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        cases: if cfg!(miri) { 2 } else { ProptestConfig::default().cases },
         ..ProptestConfig::default()
     })]
     /// Random alloc/free across classes on two caches (with cross frees and flushes): blocks
