@@ -66,6 +66,17 @@ fn loom(krate: &str) -> Command {
 fn release_tests() -> Command {
     let mut c = cargo();
     c.args(["test", "--workspace", "--release", "--target-dir", "target/release-checked"]);
+    // The bench crates' tests (real crates from crates.io, checked unoptimised above and run
+    // optimised by the bench smoke step) would add minutes of release builds for nothing the
+    // allocator's own debug assertions could catch.
+    c.args([
+        "--exclude",
+        "hak-bench",
+        "--exclude",
+        "hak-bench-workloads",
+        "--exclude",
+        "hak-micro",
+    ]);
     c.env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "true");
     c.env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true");
     c
