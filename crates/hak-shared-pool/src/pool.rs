@@ -35,7 +35,10 @@ pub enum Stage {
     Adopted,
     /// Stage 1: an EMPTY slot that last served the class.
     EmptySameClass,
-    /// Stage 2: an UNUSED slot of an existing SuperSlab, or an EMPTY slot of another class.
+    /// Stage 1 too: an EMPTY slot of another class whose pages are still resident.
+    EmptyOtherClass,
+    /// Stage 2: an UNUSED slot of an existing SuperSlab, or an EMPTY (purged) slot of another
+    /// class.
     Unused,
     /// Stage 3: a new SuperSlab (from the cache or the OS).
     NewSuperSlab,
@@ -55,7 +58,7 @@ pub struct Acquired {
 pub struct PoolStats {
     /// Stage 0 acquisitions (abandoned slabs adopted).
     pub stage0_adopted: u64,
-    /// Stage 1 acquisitions.
+    /// Stage 1 acquisitions (EMPTY slots of the class, or resident ones of another class).
     pub stage1_empty: u64,
     /// Stage 2 acquisitions.
     pub stage2_unused: u64,
@@ -252,7 +255,7 @@ impl<'r> SharedPool<'r> {
                 // contract.
                 unsafe { slab.assign(owner, class as u32, block_size) };
                 match stage {
-                    Stage::EmptySameClass => self.stage1.add(1),
+                    Stage::EmptySameClass | Stage::EmptyOtherClass => self.stage1.add(1),
                     Stage::Unused => self.stage2.add(1),
                     _ => self.stage3.add(1),
                 }
@@ -276,6 +279,19 @@ impl<'r> SharedPool<'r> {
             if let Some(s) = st.empty[class].pop() {
                 Self::activate(st, s, class);
                 return Some((s, Stage::EmptySameClass));
+            }
+            // An EMPTY slot of another class whose pages are still resident (not yet purged)
+            // before any UNUSED one: it costs no page faults and no new resident memory, where
+            // an UNUSED slot faults in fresh pages while the warm one waits for its purge (a
+            // program whose live classes shift kept both resident). Newest first: each list's
+            // head is the slot emptied last. A bounded look at the list heads.
+            for c in 0..MAX_CLASSES {
+                let s = st.empty[c].head;
+                if !s.is_none() && ext(s.ss()).dirty_mask & (1u64 << s.index()) != 0 {
+                    st.empty[c].remove(s);
+                    Self::activate(st, s, class);
+                    return Some((s, Stage::EmptyOtherClass));
+                }
             }
             if let Some(ss) = Self::pick_unused(st, class) {
                 let i = {

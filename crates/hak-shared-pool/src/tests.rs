@@ -79,10 +79,34 @@ fn empty_slot_of_another_class_is_used_before_mapping() {
     // SAFETY: we own these slabs, all empty.
     unsafe { p.release(all[0].slab) };
     let b = acq(&p, 7, 128, OWNER).unwrap();
-    assert_eq!(b.stage, Stage::Unused, "EMPTY of class 1 serves class 7");
+    assert_eq!(b.stage, Stage::EmptyOtherClass, "EMPTY of class 1 serves class 7");
     // SAFETY: the SuperSlab is mapped: the test holds a live slot of it.
     assert_eq!(unsafe { b.slab.block_size() }, 128);
     assert_eq!(p.stats().superslabs_mapped, 1);
+}
+
+#[test]
+fn a_resident_empty_slot_of_another_class_is_taken_before_an_unused_one() {
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let p = pool(&reg);
+    // One SuperSlab with UNUSED slots left, and a slab of class 1 just emptied (its pages
+    // still resident: the purge delay has not passed).
+    let a = acq(&p, 1, 32, OWNER).unwrap();
+    let keep = acq(&p, 1, 32, OWNER).unwrap();
+    // SAFETY: owned, no block handed out.
+    unsafe { p.release(a.slab) };
+    let b = acq(&p, 7, 128, OWNER).unwrap();
+    assert_eq!(b.stage, Stage::EmptyOtherClass, "warm memory first, not a fresh slot");
+    assert_eq!(b.slab, a.slab);
+    // Once purged, an EMPTY slot is no better than an UNUSED one: the UNUSED one is taken.
+    // SAFETY: owned, empty.
+    unsafe { p.release(b.slab) };
+    p.purge(hak_os::monotonic_ns() + 100 * crate::DEFAULT_PURGE_DELAY_NS, false);
+    let c = acq(&p, 9, 256, OWNER).unwrap();
+    assert_eq!(c.stage, Stage::Unused);
+    assert_ne!(c.slab, a.slab);
+    let _ = keep;
 }
 
 #[test]

@@ -145,7 +145,7 @@ pub(crate) extern "C" fn print_at_exit() {
     line(b"superslabs cached", s.pool.cache.cached);
     line(b"superslabs mapped", s.pool.superslabs_mapped);
     line(b"pool stage 0 (adopted)", s.pool.stage0_adopted);
-    line(b"pool stage 1 (empty, same class)", s.pool.stage1_empty);
+    line(b"pool stage 1 (empty slab: same class, or resident)", s.pool.stage1_empty);
     line(b"pool stage 2 (unused)", s.pool.stage2_unused);
     line(b"pool stage 3 (new superslab)", s.pool.stage3_new);
     line(b"lru hits", s.pool.lru_hits);
