@@ -119,6 +119,7 @@ fn mid_double_free_is_reported_and_does_not_hang() {
 /// a write after free before each free (so the double-free check cannot see it): its class's
 /// thread-cache list soon holds it in a cycle, and the internal check on the next hand-over of
 /// that list (to a shard, when the bin is full) must stop the process.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 fn corrupted_list_scenario() {
     let l = Layout::from_size_align(100 * KIB, 8).unwrap();
     // SAFETY: deliberate misuse (the point of the test): writes into a freed block and repeated
