@@ -148,18 +148,24 @@ impl<'os> Registry<'os> {
     /// Wait-free; safe for any address, including null and kernel addresses.
     #[inline]
     pub fn lookup(&self, addr: usize) -> Option<Owner> {
+        decode(self.entry(addr))
+    }
+
+    /// The raw entry of the granule holding `addr` (null if no region claims it): the one
+    /// walk [`Registry::lookup`] and [`Registry::kind`] share.
+    #[inline(always)]
+    fn entry(&self, addr: usize) -> *mut u8 {
         if addr >= ADDR_LIMIT {
-            return None;
+            return ptr::null_mut();
         }
         let leaf = self.top.slot(addr >> (GRANULE_SHIFT + LEAF_BITS)).load(Ordering::Acquire);
         if leaf.is_null() {
-            return None;
+            return ptr::null_mut();
         }
         let j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1);
         // SAFETY: a published leaf is never unmapped while the registry lives, and the acquire
         // load above synchronises with its initialisation.
-        let e = unsafe { (*leaf).entries[j].load(Ordering::Acquire) };
-        decode(e)
+        unsafe { (*leaf).entries[j].load(Ordering::Acquire) }
     }
 
     /// The kind of owner of the granule holding `addr`, without the base: [`Registry::lookup`]
@@ -167,21 +173,7 @@ impl<'os> Registry<'os> {
     /// check for the address range, no decoding of the base). Wait-free; safe for any address.
     #[inline(always)]
     pub fn kind(&self, addr: usize) -> Option<OwnerKind> {
-        if addr >= ADDR_LIMIT {
-            return None;
-        }
-        let leaf = self.top.slot(addr >> (GRANULE_SHIFT + LEAF_BITS)).load(Ordering::Acquire);
-        if leaf.is_null() {
-            return None;
-        }
-        let j = (addr >> GRANULE_SHIFT) & (LEAF_LEN - 1);
-        // SAFETY: as in `lookup`.
-        match unsafe { (*leaf).entries[j].load(Ordering::Acquire) }.addr() & KIND_MASK {
-            1 => Some(OwnerKind::SuperSlab),
-            2 => Some(OwnerKind::Mid),
-            3 => Some(OwnerKind::Big),
-            _ => None,
-        }
+        kind_of(self.entry(addr))
     }
 
     /// Claims every granule of `[base, base + len)` for `kind`.
@@ -326,13 +318,19 @@ fn granules(base: NonNull<u8>, len: usize) -> Result<(usize, usize), RegisterErr
 
 #[inline]
 fn decode(e: *mut u8) -> Option<Owner> {
-    let kind = match e.addr() & KIND_MASK {
-        1 => OwnerKind::SuperSlab,
-        2 => OwnerKind::Mid,
-        3 => OwnerKind::Big,
-        _ => return None,
-    };
+    let kind = kind_of(e)?;
     Some(Owner { kind, base: NonNull::new(e.map_addr(|a| a & !KIND_MASK))? })
+}
+
+/// The owner kind an entry's low bits encode (`None` for an empty entry).
+#[inline(always)]
+fn kind_of(e: *mut u8) -> Option<OwnerKind> {
+    match e.addr() & KIND_MASK {
+        1 => Some(OwnerKind::SuperSlab),
+        2 => Some(OwnerKind::Mid),
+        3 => Some(OwnerKind::Big),
+        _ => None,
+    }
 }
 
 // SAFETY: all shared state is atomics (the top array is only reached through its atomics);
