@@ -93,7 +93,7 @@ fn a_resident_empty_slot_of_another_class_is_taken_before_an_unused_one() {
     // One SuperSlab with UNUSED slots left, and a slab of class 1 just emptied (its pages
     // still resident: the purge delay has not passed).
     let a = acq(&p, 1, 32, OWNER).unwrap();
-    let keep = acq(&p, 1, 32, OWNER).unwrap();
+    let _keep = acq(&p, 1, 32, OWNER).unwrap();
     // SAFETY: owned, no block handed out.
     unsafe { p.release(a.slab) };
     let b = acq(&p, 7, 128, OWNER).unwrap();
@@ -106,7 +106,6 @@ fn a_resident_empty_slot_of_another_class_is_taken_before_an_unused_one() {
     let c = acq(&p, 9, 256, OWNER).unwrap();
     assert_eq!(c.stage, Stage::Unused);
     assert_ne!(c.slab, a.slab);
-    let _ = keep;
 }
 
 #[test]

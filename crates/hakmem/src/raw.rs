@@ -112,13 +112,17 @@ extern "C" fn malloc_slow(size: usize) -> *mut u8 {
     let saved = SavedErrno::new();
     let p = if let Some(class) = class_of(size, MALLOC_ALIGN) {
         crate::tiny_alloc_slow(class)
-    } else if size > MAX_REQUEST {
-        ptr::null_mut()
     } else {
-        // SAFETY: size <= MAX_REQUEST, so rounding it up to 16 stays within isize::MAX.
-        large::alloc(unsafe { Layout::from_size_align_unchecked(size, MALLOC_ALIGN) }, false)
+        large_layout(size).map_or(ptr::null_mut(), |l| large::alloc(l, false))
     };
     finish_alloc(p, saved)
+}
+
+/// The layout of a malloc-style request above the tiny tier, `None` past [`MAX_REQUEST`].
+#[inline]
+fn large_layout(size: usize) -> Option<Layout> {
+    // SAFETY: size <= MAX_REQUEST, so rounding it up to 16 stays within isize::MAX.
+    (size <= MAX_REQUEST).then(|| unsafe { Layout::from_size_align_unchecked(size, MALLOC_ALIGN) })
 }
 
 /// Common tail of the slow allocation paths: `errno` back to `saved` on success, `ENOMEM` on
@@ -371,15 +375,7 @@ pub unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
         // A tiny block growing past the tiny tier: into memory that can grow in place, as the
         // Rust path does.
         let saved = SavedErrno::new();
-        let p = if size > MAX_REQUEST {
-            ptr::null_mut()
-        } else {
-            // SAFETY: size <= MAX_REQUEST, so rounding it up to 16 stays within isize::MAX.
-            large::alloc_for_growth(unsafe {
-                Layout::from_size_align_unchecked(size, MALLOC_ALIGN)
-            })
-        };
-        finish_alloc(p, saved)
+        finish_alloc(large_layout(size).map_or(ptr::null_mut(), large::alloc_for_growth), saved)
     } else {
         malloc(size)
     };
