@@ -15,7 +15,9 @@
 //! - [`check!`] and [`fatal`]: internal consistency checks that report on stderr and abort
 //!   instead of panicking (a panic allocates, and inside the allocator that hangs).
 //! - [`hint::spin_loop`] and [`thread::yield_now`].
-//! - [`stat::StatCounter`]: a relaxed counter for statistics, always `core`'s (see its docs).
+//! - [`stat`]: relaxed counters and gauges for statistics (always `core`'s, see its docs), and
+//!   [`stats!`], which declares a layer's counters once: the live struct, its snapshot, merge
+//!   and the named walk every report prints from.
 //! - [`maybe_const_fn!`]: declares a function `const` except under loom, whose atomics have no
 //!   `const fn new`.
 //!

@@ -143,3 +143,301 @@ impl LocalCounter {
         self.0.load(Ordering::Relaxed)
     }
 }
+
+/// A snapshot field the owner fills in itself when it takes the snapshot (occupancy read under
+/// its lock, a value derived from other counters, a nested layer's snapshot). It holds nothing
+/// and reads as `T::default()`.
+#[derive(Debug, Default)]
+pub struct Derived<T>(core::marker::PhantomData<fn() -> T>);
+
+impl<T> Derived<T> {
+    /// The placeholder.
+    pub const fn new() -> Self {
+        Self(core::marker::PhantomData)
+    }
+}
+
+/// A live statistic: what a [`stats!`](crate::stats) counters struct is made of.
+pub trait Stat {
+    /// What a snapshot holds for it.
+    type Value: StatValue;
+    /// Its value now.
+    fn read(&self) -> Self::Value;
+}
+
+impl Stat for StatCounter {
+    type Value = u64;
+    #[inline]
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+
+impl Stat for LocalCounter {
+    type Value = u64;
+    #[inline]
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+
+impl Stat for StatGauge {
+    type Value = GaugeValue;
+    #[inline]
+    fn read(&self) -> GaugeValue {
+        self.get()
+    }
+}
+
+impl<T: StatValue> Stat for Derived<T> {
+    type Value = T;
+    #[inline]
+    fn read(&self) -> T {
+        T::default()
+    }
+}
+
+/// The dotted name of a value inside nested snapshots (`"pool.cache.hits"`), kept on the stack:
+/// printing statistics must not allocate.
+#[derive(Debug, Clone, Copy)]
+pub struct StatPath {
+    parts: [&'static str; StatPath::DEPTH],
+    len: usize,
+}
+
+impl StatPath {
+    /// Deepest nesting kept; deeper names are cut to this many parts.
+    pub const DEPTH: usize = 6;
+
+    /// The empty path.
+    pub const fn root() -> StatPath {
+        StatPath { parts: [""; StatPath::DEPTH], len: 0 }
+    }
+
+    /// This path with `name` appended.
+    pub fn join(mut self, name: &'static str) -> StatPath {
+        if let Some(p) = self.parts.get_mut(self.len) {
+            *p = name;
+            self.len += 1;
+        }
+        self
+    }
+
+    /// The parts, outermost first.
+    pub fn parts(&self) -> &[&'static str] {
+        self.parts.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// A value in a statistics snapshot: a count, a [`GaugeValue`], or a whole snapshot made by
+/// [`stats!`](crate::stats) (so snapshots nest).
+pub trait StatValue: Copy + Default {
+    /// Adds `other` in: counts add; gauges add their current values and totals, and their
+    /// peaks (an upper bound of the combined peak, which separate gauges cannot know).
+    fn merge(&mut self, other: &Self);
+    /// Calls `f` with the name and value of every count in it, in declaration order; a gauge
+    /// gives its current value under its own name and its peak under `peak`.
+    fn visit(&self, path: StatPath, f: &mut dyn FnMut(&StatPath, u64));
+}
+
+impl StatValue for u64 {
+    #[inline]
+    fn merge(&mut self, other: &Self) {
+        *self = self.wrapping_add(*other);
+    }
+    fn visit(&self, path: StatPath, f: &mut dyn FnMut(&StatPath, u64)) {
+        f(&path, *self);
+    }
+}
+
+impl StatValue for GaugeValue {
+    fn merge(&mut self, other: &Self) {
+        self.current = self.current.wrapping_add(other.current);
+        self.peak = self.peak.wrapping_add(other.peak);
+        self.total = self.total.wrapping_add(other.total);
+    }
+    fn visit(&self, path: StatPath, f: &mut dyn FnMut(&StatPath, u64)) {
+        f(&path, self.current);
+        f(&path.join("peak"), self.peak);
+    }
+}
+
+/// Declares a layer's statistics once: the live struct (one [`Stat`] per field), the snapshot
+/// struct (its [`Stat::Value`] per field, `Copy + Default + Eq`), `new`/`Default`, `snapshot`,
+/// and [`StatValue`] for the snapshot (merge and visit, so every report prints it the same way).
+///
+/// Field types: [`StatCounter`] (any thread adds), [`LocalCounter`] (one writer),
+/// [`StatGauge`] (up and down, with peak), and [`Derived<T>`] for what the owner fills into the
+/// snapshot itself (occupancy counted under its lock, or a nested layer's snapshot).
+///
+/// ```
+/// use hak_sync::stat::{Derived, StatCounter, StatGauge, StatPath, StatValue};
+///
+/// hak_sync::stats! {
+///     /// Live counters of a pool.
+///     pub struct PoolCounters => {
+///         /// A snapshot of [`PoolCounters`].
+///         pub struct PoolStats;
+///     }
+///     /// Blocks handed out.
+///     allocs: StatCounter,
+///     /// Bytes mapped.
+///     mapped: StatGauge,
+///     /// Blocks cached now (the pool counts them under its lock).
+///     cached: Derived<u64>,
+/// }
+///
+/// static COUNTERS: PoolCounters = PoolCounters::new();
+/// COUNTERS.allocs.add(2);
+/// COUNTERS.mapped.increase(4096);
+/// let mut s = COUNTERS.snapshot();
+/// s.cached = 7;
+/// let mut total = PoolStats::default();
+/// total.merge(&s);
+/// total.merge(&s);
+/// assert_eq!((total.allocs, total.mapped.current, total.cached), (4, 8192, 14));
+///
+/// let mut lines = 0;
+/// total.visit(StatPath::root().join("pool"), &mut |path, _v| {
+///     assert_eq!(path.parts()[0], "pool");
+///     lines += 1;
+/// });
+/// assert_eq!(lines, 4); // allocs, mapped, mapped.peak, cached
+/// ```
+#[macro_export]
+macro_rules! stats {
+    (
+        $(#[$lmeta:meta])* $lvis:vis struct $live:ident => {
+            $(#[$smeta:meta])* $svis:vis struct $snap:ident;
+        }
+        $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+    ) => {
+        $(#[$lmeta])*
+        #[derive(Debug, Default)]
+        $lvis struct $live {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $live {
+            /// Everything at zero.
+            #[allow(clippy::new_without_default)]
+            pub const fn new() -> $live {
+                $live { $( $field: <$ty>::new(), )* }
+            }
+
+            /// The values now (each read on its own, relaxed); `Derived` fields are left at
+            /// their default for the owner to fill.
+            pub fn snapshot(&self) -> $snap {
+                $snap { $( $field: $crate::stat::Stat::read(&self.$field), )* }
+            }
+        }
+
+        $(#[$smeta])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        $svis struct $snap {
+            $( $(#[$fmeta])* pub $field: <$ty as $crate::stat::Stat>::Value, )*
+        }
+
+        impl $crate::stat::StatValue for $snap {
+            fn merge(&mut self, other: &Self) {
+                $( $crate::stat::StatValue::merge(&mut self.$field, &other.$field); )*
+            }
+            fn visit(
+                &self,
+                path: $crate::stat::StatPath,
+                f: &mut dyn FnMut(&$crate::stat::StatPath, u64),
+            ) {
+                $( $crate::stat::StatValue::visit(&self.$field, path.join(stringify!($field)), f); )*
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod macro_tests {
+    use super::*;
+
+    crate::stats! {
+        /// Inner live.
+        pub struct InnerLive => {
+            /// Inner snapshot.
+            pub struct InnerSnap;
+        }
+        /// Hits.
+        hits: StatCounter,
+    }
+
+    crate::stats! {
+        /// Outer live.
+        pub struct OuterLive => {
+            /// Outer snapshot.
+            pub struct OuterSnap;
+        }
+        /// Local.
+        local: LocalCounter,
+        /// Gauge.
+        bytes: StatGauge,
+        /// Nested.
+        inner: Derived<InnerSnap>,
+    }
+
+    #[test]
+    fn snapshot_reads_every_field_and_leaves_derived_at_default() {
+        let l = OuterLive::new();
+        l.local.add(3);
+        l.bytes.increase(10);
+        l.bytes.decrease(4);
+        let s = l.snapshot();
+        assert_eq!(s.local, 3);
+        assert_eq!(s.bytes, GaugeValue { current: 6, peak: 10, total: 10 });
+        assert_eq!(s.inner, InnerSnap::default());
+    }
+
+    #[test]
+    fn merge_adds_counts_gauges_and_nested_snapshots() {
+        let mut a = OuterSnap {
+            local: 1,
+            bytes: GaugeValue { current: 2, peak: 5, total: 7 },
+            inner: InnerSnap { hits: 4 },
+        };
+        let b = OuterSnap {
+            local: 10,
+            bytes: GaugeValue { current: 1, peak: 3, total: 4 },
+            inner: InnerSnap { hits: 6 },
+        };
+        a.merge(&b);
+        assert_eq!(a.local, 11);
+        assert_eq!(a.bytes, GaugeValue { current: 3, peak: 8, total: 11 });
+        assert_eq!(a.inner.hits, 10);
+    }
+
+    #[test]
+    fn visit_names_every_value_with_its_path_in_order() {
+        let s = OuterSnap {
+            local: 1,
+            bytes: GaugeValue { current: 2, peak: 5, total: 7 },
+            inner: InnerSnap { hits: 4 },
+        };
+        let mut seen: std::vec::Vec<(std::vec::Vec<&str>, u64)> = std::vec::Vec::new();
+        s.visit(StatPath::root().join("top"), &mut |p, v| seen.push((p.parts().to_vec(), v)));
+        let want: [(&[&str], u64); 4] = [
+            (&["top", "local"], 1),
+            (&["top", "bytes"], 2),
+            (&["top", "bytes", "peak"], 5),
+            (&["top", "inner", "hits"], 4),
+        ];
+        assert_eq!(seen.len(), want.len());
+        for ((p, v), (wp, wv)) in seen.iter().zip(want.iter()) {
+            assert_eq!((p.as_slice(), *v), (*wp, *wv));
+        }
+    }
+
+    #[test]
+    fn a_path_deeper_than_its_capacity_is_cut_not_overrun() {
+        let mut p = StatPath::root();
+        for _ in 0..StatPath::DEPTH + 3 {
+            p = p.join("x");
+        }
+        assert_eq!(p.parts().len(), StatPath::DEPTH);
+    }
+}
