@@ -315,19 +315,19 @@ macro_rules! stats {
         $(#[$lmeta])*
         #[derive(Debug, Default)]
         $lvis struct $live {
-            $( $(#[$fmeta])* pub $field: $ty, )*
+            $( $(#[$fmeta])* $lvis $field: $ty, )*
         }
 
         impl $live {
             /// Everything at zero.
             #[allow(clippy::new_without_default)]
-            pub const fn new() -> $live {
+            $lvis const fn new() -> $live {
                 $live { $( $field: <$ty>::new(), )* }
             }
 
             /// The values now (each read on its own, relaxed); `Derived` fields are left at
             /// their default for the owner to fill.
-            pub fn snapshot(&self) -> $snap {
+            $lvis fn snapshot(&self) -> $snap {
                 $snap { $( $field: $crate::stat::Stat::read(&self.$field), )* }
             }
         }
@@ -335,7 +335,7 @@ macro_rules! stats {
         $(#[$smeta])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         $svis struct $snap {
-            $( $(#[$fmeta])* pub $field: <$ty as $crate::stat::Stat>::Value, )*
+            $( $(#[$fmeta])* $svis $field: <$ty as $crate::stat::Stat>::Value, )*
         }
 
         impl $crate::stat::StatValue for $snap {
@@ -359,9 +359,9 @@ mod macro_tests {
 
     crate::stats! {
         /// Inner live.
-        pub struct InnerLive => {
+        pub(crate) struct InnerLive => {
             /// Inner snapshot.
-            pub struct InnerSnap;
+            pub(crate) struct InnerSnap;
         }
         /// Hits.
         hits: StatCounter,
@@ -369,9 +369,9 @@ mod macro_tests {
 
     crate::stats! {
         /// Outer live.
-        pub struct OuterLive => {
+        pub(crate) struct OuterLive => {
             /// Outer snapshot.
-            pub struct OuterSnap;
+            pub(crate) struct OuterSnap;
         }
         /// Local.
         local: LocalCounter,
@@ -391,6 +391,9 @@ mod macro_tests {
         assert_eq!(s.local, 3);
         assert_eq!(s.bytes, GaugeValue { current: 6, peak: 10, total: 10 });
         assert_eq!(s.inner, InnerSnap::default());
+        let i = InnerLive::new();
+        i.hits.add(2);
+        assert_eq!(i.snapshot(), InnerSnap { hits: 2 });
     }
 
     #[test]
