@@ -164,6 +164,7 @@ const NIGHTLY: &str = "nightly";
 /// Every crate Miri runs over, in dependency order (`cargo xtask miri` with no crate names).
 const MIRI_CRATES: &[&str] = &[
     "hak-sync",
+    "hak-collections",
     "hak-os",
     "hak-superslab",
     "hak-registry",
@@ -179,6 +180,7 @@ const MIRI_CRATES: &[&str] = &[
 /// that select the tests. docs/checking.md says why the others wait.
 const MIRI_CI: &[(&str, &[&str])] = &[
     ("hak-sync", &[]),
+    ("hak-collections", &[]),
     ("hak-os", &[]),
     ("hak-registry", &[]),
     ("hak-superslab", &["--lib"]),
