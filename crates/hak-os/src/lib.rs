@@ -64,6 +64,6 @@ mod os;
 mod platform;
 mod probe;
 
-pub use os::{Decommit, Os, OsError, OsOp, OsStats};
+pub use os::{Decommit, Os, OsCounters, OsError, OsOp, OsStats};
 pub use platform::{monotonic_ns, page_size, write_stderr, write_stderr_u64};
 pub use probe::{thp_mode, ThpMode};

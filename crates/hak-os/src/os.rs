@@ -13,7 +13,7 @@ use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
+use hak_sync::stat::{StatCounter, StatGauge};
 
 #[cfg(not(miri))]
 use crate::platform::errno;
@@ -79,39 +79,35 @@ pub enum Decommit {
     Free = 1,
 }
 
-/// A snapshot of [`Os`]'s counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OsStats {
+hak_sync::stats! {
+    /// The live counters of an [`Os`].
+    pub struct OsCounters => {
+        /// A snapshot of [`Os`]'s counters.
+        pub struct OsStats;
+    }
     /// `mmap` syscalls made (hinted attempts and fallbacks each count).
-    pub mmap_calls: u64,
+    mmap_calls: StatCounter,
     /// `munmap` syscalls made (trimming an over-mapped region counts too).
-    pub munmap_calls: u64,
+    munmap_calls: StatCounter,
     /// `madvise` syscalls made.
-    pub madvise_calls: u64,
+    madvise_calls: StatCounter,
     /// `mremap` syscalls made.
-    pub mremap_calls: u64,
+    mremap_calls: StatCounter,
     /// Mappings refused (by the kernel or the test hook).
-    pub map_failures: u64,
+    map_failures: StatCounter,
     /// Bytes currently mapped through this instance, with peak and total.
-    pub mapped: GaugeValue,
+    mapped: StatGauge,
     /// Bytes given back with `MADV_DONTNEED` (total).
-    pub decommitted_dontneed: u64,
+    decommitted_dontneed: StatCounter,
     /// Bytes given back with `MADV_FREE` (total); RSS may not have fallen for these.
-    pub decommitted_free: u64,
+    decommitted_free: StatCounter,
 }
 
 /// The OS box: one per allocator instance, shared by `&` among its layers.
 #[derive(Debug)]
 pub struct Os {
     /// Statistics (relaxed counters).
-    mmap_calls: StatCounter,
-    munmap_calls: StatCounter,
-    madvise_calls: StatCounter,
-    mremap_calls: StatCounter,
-    map_failures: StatCounter,
-    mapped: StatGauge,
-    decommitted_dontneed: StatCounter,
-    decommitted_free: StatCounter,
+    counters: OsCounters,
     /// Test hook: the number of upcoming `map`/`remap` calls to refuse with ENOMEM.
     fail_maps: AtomicUsize,
     /// Mapping calls to let through before the injected failures start.
@@ -134,14 +130,7 @@ impl Os {
     /// A new OS box with zeroed counters and `Decommit::DontNeed`.
     pub const fn new() -> Os {
         Os {
-            mmap_calls: StatCounter::new(),
-            munmap_calls: StatCounter::new(),
-            madvise_calls: StatCounter::new(),
-            mremap_calls: StatCounter::new(),
-            map_failures: StatCounter::new(),
-            mapped: StatGauge::new(),
-            decommitted_dontneed: StatCounter::new(),
-            decommitted_free: StatCounter::new(),
+            counters: OsCounters::new(),
             fail_maps: AtomicUsize::new(0),
             fail_skip: AtomicUsize::new(0),
             decommit: AtomicU8::new(Decommit::DontNeed as u8),
@@ -182,7 +171,7 @@ impl Os {
             return false;
         }
         if take_one(&self.fail_maps) {
-            self.map_failures.add(1);
+            self.counters.map_failures.add(1);
             return true;
         }
         false
@@ -190,16 +179,7 @@ impl Os {
 
     /// The counters so far.
     pub fn stats(&self) -> OsStats {
-        OsStats {
-            mmap_calls: self.mmap_calls.get(),
-            munmap_calls: self.munmap_calls.get(),
-            madvise_calls: self.madvise_calls.get(),
-            mremap_calls: self.mremap_calls.get(),
-            map_failures: self.map_failures.get(),
-            mapped: self.mapped.get(),
-            decommitted_dontneed: self.decommitted_dontneed.get(),
-            decommitted_free: self.decommitted_free.get(),
-        }
+        self.counters.snapshot()
     }
 
     /// Maps `size` bytes of zeroed, read-write, private anonymous memory whose base is a
@@ -218,8 +198,8 @@ impl Os {
             return Err(OsError { op: OsOp::Map, errno: libc::ENOMEM });
         }
         let align = align.max(page);
-        let p = self.map_region(size, align).inspect_err(|_| self.map_failures.add(1))?;
-        self.mapped.increase(size as u64);
+        let p = self.map_region(size, align).inspect_err(|_| self.counters.map_failures.add(1))?;
+        self.counters.mapped.increase(size as u64);
         Ok(p)
     }
 
@@ -235,7 +215,7 @@ impl Os {
     /// Under Miri: one emulated mapping, counted as one `mmap` (what the hinted path costs).
     #[cfg(miri)]
     fn map_region(&self, size: usize, align: usize) -> Result<NonNull<u8>, OsError> {
-        self.mmap_calls.add(1);
+        self.counters.mmap_calls.add(1);
         crate::miri::map(size, align).ok_or(OsError { op: OsOp::Map, errno: libc::ENOMEM })
     }
 
@@ -295,7 +275,7 @@ impl Os {
         size: usize,
         extra: libc::c_int,
     ) -> Result<NonNull<u8>, OsError> {
-        self.mmap_calls.add(1);
+        self.counters.mmap_calls.add(1);
         // SAFETY: an anonymous private mapping touches no existing memory: without MAP_FIXED the
         // kernel never replaces an existing mapping (MAP_FIXED_NOREPLACE fails instead).
         let p = unsafe {
@@ -319,7 +299,7 @@ impl Os {
     /// `[ptr, ptr+size)` must be mapped memory nobody uses any more.
     #[cfg(not(miri))]
     unsafe fn munmap_raw(&self, ptr: *mut u8, size: usize) -> Result<(), OsError> {
-        self.munmap_calls.add(1);
+        self.counters.munmap_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         if unsafe { libc::munmap(ptr.cast(), size) } != 0 {
             return Err(OsError { op: OsOp::Unmap, errno: errno() });
@@ -331,7 +311,7 @@ impl Os {
     /// As the syscall version; under Miri a range that is not wholly mapped aborts.
     #[cfg(miri)]
     unsafe fn munmap_raw(&self, ptr: *mut u8, size: usize) -> Result<(), OsError> {
-        self.munmap_calls.add(1);
+        self.counters.munmap_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         unsafe { crate::miri::unmap(ptr, size) };
         Ok(())
@@ -345,7 +325,7 @@ impl Os {
     pub unsafe fn unmap(&self, ptr: NonNull<u8>, size: usize) -> Result<(), OsError> {
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.munmap_raw(ptr.as_ptr(), size) }?;
-        self.mapped.decrease(size as u64);
+        self.counters.mapped.decrease(size as u64);
         Ok(())
     }
 
@@ -365,8 +345,8 @@ impl Os {
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.madvise_raw(ptr, size, advice) }?;
         match mode {
-            Decommit::DontNeed => self.decommitted_dontneed.add(size as u64),
-            Decommit::Free => self.decommitted_free.add(size as u64),
+            Decommit::DontNeed => self.counters.decommitted_dontneed.add(size as u64),
+            Decommit::Free => self.counters.decommitted_free.add(size as u64),
         }
         Ok(())
     }
@@ -407,7 +387,7 @@ impl Os {
         size: usize,
         advice: i32,
     ) -> Result<(), OsError> {
-        self.madvise_calls.add(1);
+        self.counters.madvise_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         if unsafe { libc::madvise(ptr.as_ptr().cast(), size, advice) } != 0 {
             return Err(OsError { op: OsOp::Advise, errno: errno() });
@@ -427,7 +407,7 @@ impl Os {
         size: usize,
         advice: i32,
     ) -> Result<(), OsError> {
-        self.madvise_calls.add(1);
+        self.counters.madvise_calls.add(1);
         if advice == libc::MADV_DONTNEED || advice == libc::MADV_FREE {
             // SAFETY: forwarded from the caller's contract.
             unsafe { crate::miri::decommit(ptr.as_ptr(), size) };
@@ -465,13 +445,13 @@ impl Os {
         if self.injected_failure() {
             return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
         }
-        self.mremap_calls.add(1);
+        self.counters.mremap_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         let p = unsafe { mremap_maymove(ptr, old_size, new_size) }?;
         if new_size >= old_size {
-            self.mapped.increase((new_size - old_size) as u64);
+            self.counters.mapped.increase((new_size - old_size) as u64);
         } else {
-            self.mapped.decrease((old_size - new_size) as u64);
+            self.counters.mapped.decrease((old_size - new_size) as u64);
         }
         Ok(p)
     }
@@ -515,11 +495,11 @@ impl Os {
         if self.injected_failure() {
             return Err(OsError { op: OsOp::Remap, errno: libc::ENOMEM });
         }
-        self.mremap_calls.add(1);
+        self.counters.mremap_calls.add(1);
         // SAFETY: forwarded from the caller's contract.
         unsafe { mremap_fixed(ptr, old_size, dst, new_size) }?;
         // The destination was already counted as mapped; the source range is gone.
-        self.mapped.decrease(old_size as u64);
+        self.counters.mapped.decrease(old_size as u64);
         Ok(())
     }
 }

@@ -19,15 +19,19 @@
 //! region memory are what Miri's borrow models object to. [`SuperSlabCache::pop`] returns the
 //! pushed pointer itself.
 //!
+//! The list, its count and bytes and the limits are `hak_collections::RegionCache`, the one
+//! region cache every tier uses; this module adds the registry and decommit policy.
+//!
 //! Invariants (under the lock): `count == |list|`, `bytes == Σ node.len`,
 //! `committed == |{node : node.committed}| <= HOT_COMMITTED`, every node is a region registered
 //! in `registry` that nobody else references.
 //!
 //! Concurrency: every operation takes the mutex; unmapping happens after it is released.
 
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
-use hak_sync::stat::StatCounter;
+use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
+use hak_sync::stat::{Derived, StatCounter};
 use hak_sync::Mutex;
 
 use crate::map::{OwnerKind, Registry};
@@ -36,16 +40,47 @@ use crate::map::{OwnerKind, Registry};
 /// SuperSlabs).
 pub const HOT_COMMITTED: usize = 2;
 
+/// Most cached regions [`SuperSlabCache::pop`] looks at under the lock for one of the right
+/// size (a miss costs a fresh mapping, never a wrong answer). The tiers cache one size of
+/// region each, so the newest is almost always a match.
+const POP_VISITS: usize = 64;
+
 /// The bookkeeping a cached region carries in its own first bytes.
+#[repr(C)]
 struct Node {
-    prev: *mut Node,
-    next: *mut Node,
+    links: Links<*mut Node>,
     /// Region size in bytes.
     len: usize,
-    /// `hak_os::monotonic_ns()` when pushed.
+    /// `hak_os::monotonic_ns()` when pushed (the region cache's stamp).
     pushed_ns: u64,
     /// Whether its pages are still committed.
     committed: bool,
+}
+
+/// The cache's view of a region: its [`Node`], reached from the region's base.
+struct Lru;
+
+// SAFETY: every pointer is derived from the node pointer (the region's base, which carries the
+// mapping's provenance); no reference into the region is made. `len` does not change while the
+// region is cached, and `pushed_ns` is a field of its own.
+unsafe impl Adapter for Lru {
+    type Node = *mut Node;
+    unsafe fn links(n: *mut Node) -> *mut Links<*mut Node> {
+        // SAFETY: `n` is a valid node (the trait's contract).
+        unsafe { &raw mut (*n).links }
+    }
+}
+
+// SAFETY: see the `Adapter` impl.
+unsafe impl Region for Lru {
+    unsafe fn bytes(n: *mut Node) -> usize {
+        // SAFETY: `n` is a valid node.
+        unsafe { (*n).len }
+    }
+    unsafe fn stamp(n: *mut Node) -> *mut u64 {
+        // SAFETY: `n` is a valid node.
+        unsafe { &raw mut (*n).pushed_ns }
+    }
 }
 
 /// Limits of a [`SuperSlabCache`]. The facade fills them from `HAKMEM_SUPERSLAB_MAX_CACHED`,
@@ -70,6 +105,11 @@ impl CacheLimits {
         ttl_ns: 60_000_000_000,
         decommit: true,
     };
+
+    /// The count, bytes and age limits, as the region cache takes them.
+    fn region(&self) -> Limits {
+        Limits { max_count: self.max_count, max_bytes: self.max_bytes, ttl_ns: self.ttl_ns }
+    }
 }
 
 impl Default for CacheLimits {
@@ -78,28 +118,29 @@ impl Default for CacheLimits {
     }
 }
 
-/// Counters of a [`SuperSlabCache`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
+hak_sync::stats! {
+    /// The live counters of a [`SuperSlabCache`].
+    pub struct CacheCounters => {
+        /// Counters of a [`SuperSlabCache`].
+        pub struct CacheStats;
+    }
     /// Regions pushed.
-    pub pushes: u64,
+    pushes: StatCounter,
     /// Pops served from the cache.
-    pub hits: u64,
+    hits: StatCounter,
     /// Pops that found nothing of the size asked for.
-    pub misses: u64,
+    misses: StatCounter,
     /// Regions evicted (unregistered and unmapped).
-    pub evictions: u64,
+    evictions: StatCounter,
     /// Regions cached now.
-    pub cached: u64,
+    cached: Derived<u64>,
     /// Bytes cached now.
-    pub cached_bytes: u64,
+    cached_bytes: Derived<u64>,
 }
 
 struct Inner {
-    head: *mut Node,
-    tail: *mut Node,
-    count: usize,
-    bytes: usize,
+    /// The regions, newest first, with their count and bytes.
+    regions: RegionCache<Lru>,
     /// Listed nodes whose pages are committed.
     committed: usize,
     limits: CacheLimits,
@@ -109,10 +150,7 @@ struct Inner {
 pub struct SuperSlabCache<'r> {
     registry: &'r Registry<'r>,
     inner: Mutex<Inner>,
-    pushes: StatCounter,
-    hits: StatCounter,
-    misses: StatCounter,
-    evictions: StatCounter,
+    counters: CacheCounters,
 }
 
 impl core::fmt::Debug for SuperSlabCache<'_> {
@@ -133,18 +171,8 @@ impl<'r> SuperSlabCache<'r> {
         pub fn new(registry: &'r Registry<'r>, limits: CacheLimits) -> SuperSlabCache<'r> {
             SuperSlabCache {
                 registry,
-                inner: Mutex::new(Inner {
-                    head: ptr::null_mut(),
-                    tail: ptr::null_mut(),
-                    count: 0,
-                    bytes: 0,
-                    committed: 0,
-                    limits,
-                }),
-                pushes: StatCounter::new(),
-                hits: StatCounter::new(),
-                misses: StatCounter::new(),
-                evictions: StatCounter::new(),
+                inner: Mutex::new(Inner { regions: RegionCache::new(), committed: 0, limits }),
+                counters: CacheCounters::new(),
             }
         }
     }
@@ -166,18 +194,11 @@ impl<'r> SuperSlabCache<'r> {
 
     /// Counters and current occupancy.
     pub fn stats(&self) -> CacheStats {
-        let (cached, cached_bytes) = {
-            let g = self.inner.lock();
-            (g.count as u64, g.bytes as u64)
-        };
-        CacheStats {
-            pushes: self.pushes.get(),
-            hits: self.hits.get(),
-            misses: self.misses.get(),
-            evictions: self.evictions.get(),
-            cached,
-            cached_bytes,
-        }
+        let mut s = self.counters.snapshot();
+        let g = self.inner.lock();
+        s.cached = g.regions.count() as u64;
+        s.cached_bytes = g.regions.bytes() as u64;
+        s
     }
 
     /// Caches an empty region; over-limit or expired regions are evicted.
@@ -189,7 +210,7 @@ impl<'r> SuperSlabCache<'r> {
     /// `push` returns (no reference into the region may be alive across the call). `base`
     /// carries the mapping's provenance: the cache writes through it and `pop` returns it.
     pub unsafe fn push(&self, base: NonNull<u8>, len: usize) {
-        self.pushes.add(1);
+        self.counters.pushes.add(1);
         let page = hak_os::page_size();
         let decommit = {
             let mut g = self.inner.lock();
@@ -212,32 +233,20 @@ impl<'r> SuperSlabCache<'r> {
         let now = hak_os::monotonic_ns();
         let victims = {
             let mut g = self.inner.lock();
-            // SAFETY: the region is ours and at least a page long, so the node fits; the old
-            // head is a listed node. Both are written through raw pointers only.
+            // SAFETY: the region is ours and at least a page long, so the node fits; it is
+            // written through the raw pointer only, then cached once.
             unsafe {
-                node.write(Node {
-                    prev: ptr::null_mut(),
-                    next: g.head,
-                    len,
-                    pushed_ns: now,
-                    committed: !decommit,
-                });
-                if g.head.is_null() {
-                    g.tail = node;
-                } else {
-                    (*g.head).prev = node;
-                }
+                node.write(Node { links: Links::new(), len, pushed_ns: now, committed: !decommit });
+                g.regions.push(node, now);
             }
-            g.head = node;
-            g.count += 1;
-            g.bytes += len;
             Self::evict_locked(&mut g, now)
         };
         self.release(victims);
     }
 
-    /// Takes the most recently cached region of exactly `len` bytes, if any. Its first bytes
-    /// are garbage (the node); the rest is what it held, or zero if it was decommitted.
+    /// Takes the most recently cached region of exactly `len` bytes, if any, preferring one
+    /// whose pages are committed; it looks at the newest [`POP_VISITS`] regions only. Its first
+    /// bytes are garbage (the node); the rest is what it held, or zero if it was decommitted.
     /// The region is still registered as it was.
     pub fn pop(&self, len: usize) -> Option<NonNull<u8>> {
         let now = hak_os::monotonic_ns();
@@ -245,24 +254,18 @@ impl<'r> SuperSlabCache<'r> {
             let mut g = self.inner.lock();
             let victims = Self::evict_locked(&mut g, now);
             // The most recent committed region of that size, else the most recent of that size.
-            let mut n = g.head;
-            let mut any: *mut Node = ptr::null_mut();
-            while !n.is_null() {
-                // SAFETY: listed nodes are valid while the lock is held; read in place.
-                let (n_len, committed, next) = unsafe { ((*n).len, (*n).committed, (*n).next) };
-                if n_len == len {
-                    if committed {
-                        break;
-                    }
-                    if any.is_null() {
+            let mut any: *mut Node = core::ptr::null_mut();
+            // SAFETY: listed nodes are valid while the lock is held; read in place.
+            let hot = unsafe {
+                g.regions.find_newest(POP_VISITS, |n| {
+                    let (n_len, committed) = ((*n).len, (*n).committed);
+                    if n_len == len && !committed && any.is_null() {
                         any = n;
                     }
-                }
-                n = next;
-            }
-            if n.is_null() {
-                n = any;
-            }
+                    n_len == len && committed
+                })
+            };
+            let n = hot.unwrap_or(any);
             if !n.is_null() {
                 // SAFETY: `n` is a listed node.
                 unsafe { Self::unlink(&mut g, n) };
@@ -271,9 +274,9 @@ impl<'r> SuperSlabCache<'r> {
         };
         self.release(victims);
         if found.is_some() {
-            self.hits.add(1);
+            self.counters.hits.add(1);
         } else {
-            self.misses.add(1);
+            self.counters.misses.add(1);
         }
         found
     }
@@ -289,27 +292,13 @@ impl<'r> SuperSlabCache<'r> {
 
     /// Evicts every cached region (unregistered and unmapped). Returns how many.
     pub fn flush(&self) -> usize {
-        let mut victims = {
+        let victims = {
             let mut g = self.inner.lock();
-            let h = g.head;
-            g.head = ptr::null_mut();
-            g.tail = ptr::null_mut();
-            g.count = 0;
-            g.bytes = 0;
             g.committed = 0;
-            h
+            g.regions.take_all()
         };
-        let mut n = 0;
-        // The list is still linked through `next`: release it.
-        while !victims.is_null() {
-            n += 1;
-            // SAFETY: unlinked nodes are ours alone.
-            let next = unsafe { (*victims).next };
-            // SAFETY: single victim with next cleared.
-            unsafe { (*victims).next = ptr::null_mut() };
-            self.release(victims);
-            victims = next;
-        }
+        let n = victims.len();
+        self.release(victims);
         n
     }
 
@@ -348,67 +337,49 @@ impl<'r> SuperSlabCache<'r> {
         n
     }
 
-    /// Unlinks `n`.
+    /// Takes `n` out of the cache, keeping the committed count.
     ///
     /// # Safety
     /// `n` is listed in `g`.
     unsafe fn unlink(g: &mut Inner, n: *mut Node) {
-        // SAFETY: listed nodes and their neighbours are valid under the lock.
+        // SAFETY: listed nodes are valid under the lock.
         unsafe {
-            let (prev, next, len) = ((*n).prev, (*n).next, (*n).len);
             if (*n).committed {
                 g.committed -= 1;
             }
-            if prev.is_null() {
-                g.head = next;
-            } else {
-                (*prev).next = next;
-            }
-            if next.is_null() {
-                g.tail = prev;
-            } else {
-                (*next).prev = prev;
-            }
-            g.count -= 1;
-            g.bytes -= len;
+            g.regions.remove(n);
         }
     }
 
-    /// Unlinks over-limit and expired nodes from the tail; returns them as a `next`-linked list.
-    fn evict_locked(g: &mut Inner, now: u64) -> *mut Node {
-        let mut victims: *mut Node = ptr::null_mut();
-        loop {
-            let t = g.tail;
-            if t.is_null() {
-                break;
+    /// Takes over-limit and expired nodes out, oldest first; returns them as a list.
+    fn evict_locked(g: &mut Inner, now: u64) -> List<Lru> {
+        let limits = g.limits.region();
+        // SAFETY: listed nodes are valid under the lock.
+        let victims = unsafe { g.regions.evict(now, &limits) };
+        // SAFETY: the victims were just listed, so they are valid; off the cache now.
+        for v in unsafe { victims.iter() } {
+            // SAFETY: as above.
+            if unsafe { (*v).committed } {
+                g.committed -= 1;
             }
-            // SAFETY: the tail is a listed node.
-            let expired = now.saturating_sub(unsafe { (*t).pushed_ns }) > g.limits.ttl_ns;
-            if g.count <= g.limits.max_count && g.bytes <= g.limits.max_bytes && !expired {
-                break;
-            }
-            // SAFETY: `t` is listed; after unlinking it is ours to relink as a victim.
-            unsafe {
-                Self::unlink(g, t);
-                (*t).next = victims;
-            }
-            victims = t;
         }
         victims
     }
 
-    /// Unregisters and unmaps a `next`-linked list of unlinked nodes.
-    fn release(&self, mut victims: *mut Node) {
+    /// Unregisters and unmaps a list of nodes taken out of the cache.
+    fn release(&self, mut victims: List<Lru>) {
         let os = self.registry.os();
-        while let Some(v) = NonNull::new(victims) {
-            // SAFETY: victims were unlinked under the lock and are ours alone.
-            let (next, len) = unsafe { ((*v.as_ptr()).next, (*v.as_ptr()).len) };
-            let base = v.cast::<u8>();
+        // SAFETY: the victims were taken out under the lock and are ours alone; each is read
+        // before it is unmapped, and the list is advanced before the next unmap.
+        while let Some(v) = unsafe { victims.pop_front() } {
+            // SAFETY: as above.
+            let len = unsafe { (*v).len };
+            // SAFETY: `v` is the region's base pointer, non-null.
+            let base = unsafe { NonNull::new_unchecked(v.cast::<u8>()) };
             self.registry.unregister(base, len);
             // SAFETY: unregistered, unlisted, unused: nobody can reach the region any more.
             let _ = unsafe { os.unmap(base, len) };
-            self.evictions.add(1);
-            victims = next;
+            self.counters.evictions.add(1);
         }
     }
 }

@@ -59,7 +59,7 @@ extern crate std;
 mod cache;
 mod map;
 
-pub use cache::{CacheLimits, CacheStats, SuperSlabCache, HOT_COMMITTED};
+pub use cache::{CacheCounters, CacheLimits, CacheStats, SuperSlabCache, HOT_COMMITTED};
 pub use map::{
     Owner, OwnerKind, RegisterError, Registry, GRANULE, GRANULE_SHIFT, LEAF_BITS, TOP_BITS,
 };
