@@ -22,17 +22,18 @@ impl BigCache<'_> {
     /// growth never does, even into a block much longer than it asks for).
     /// Else, for alignments up to a page and a block that is one kernel mapping (not gathered,
     /// see the crate docs), its pages move (`mremap` to a fixed address, no copy) into a fresh
-    /// granule-aligned mapping of [`GROW_RESERVE`](crate::GROW_RESERVE) times the new size, which the move grows
-    /// the block's own mapping into; its density is probed first and the new mapping advised
-    /// to match (see the `density` module). For larger alignments, gathered blocks, or if that
-    /// fails: a new block with room to grow ([`BigCache::alloc_growing`]), a copy of the old
-    /// usable bytes, and the old block freed into the cache.
+    /// granule-aligned mapping of [`GROW_RESERVE`](crate::GROW_RESERVE) times the new size,
+    /// which the move grows the block's own mapping into; its density is probed first and the
+    /// new mapping advised to match (see the `density` module). For larger alignments, gathered
+    /// blocks, or if that fails: a new block with room to grow ([`BigCache::alloc_growing`]), a
+    /// copy of the old usable bytes, and the old block freed into the cache.
     ///
     /// Orphans: if the registry refuses to register the moved block (its leaf pages could not
     /// be mapped) and the OS then refuses a new block too, the old address is already gone, so
     /// the moved block is returned unregistered: its contents and alignment are right, but
     /// [`BigCache::dealloc`] will refuse it (`NotOwned`) and its mapping leaks. Counted in
-    /// [`BigStats::orphans`](crate::BigStats::orphans); it needs the OS to fail right after succeeding.
+    /// [`BigStats::orphans`](crate::BigStats::orphans); it needs the OS to fail right after
+    /// succeeding.
     ///
     /// # Safety
     /// `ptr` is a live block of this cache owned by the caller, not used concurrently; on
