@@ -5,6 +5,12 @@
 //! serve, for frees whose registry owner is `Big`, and for mid blocks that keep growing
 //! ([`BigCache::alloc_growing`]).
 //!
+//! This module holds the type, its construction, limits, statistics, the alloc entries, the
+//! cache hand-offs, ownership queries, trim and fork handlers. The other operations live in
+//! submodules, one concept each: `gather` (serving a request from smaller cached blocks),
+//! `map` (mapping a fresh block), `free` (dealloc and the pointer checks it shares),
+//! `realloc` (in place, by moving pages, or by copying).
+//!
 //! Locking: one `hak_sync::Mutex` guards [`Inner`]. Syscalls (map, unmap of victims and
 //! reserves, density probes, decommit, mremap, copying) happen outside it. Registry
 //! *unregistration* of a block always happens under the lock, and so does every header read of
@@ -13,7 +19,7 @@
 //! ([`MAX_SIZE`]) are refused before the lock, and every search under it is bounded (see the
 //! `bins` module), so no request's size makes another thread wait.
 
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 
 use hak_os::Os;
 use hak_registry::{OwnerKind, Registry, GRANULE};
@@ -22,7 +28,14 @@ use hak_sync::{Mutex, MutexGuard};
 
 use crate::cache::{BigLimits, Inner, Want, GROW_FROM_MIN, HUGE_PAGE};
 use crate::density::{self, Density};
-use crate::header::{layout_for, Block, Header, FREEING, LIVE};
+use crate::header::{layout_for, Block, Header};
+
+mod free;
+mod gather;
+mod map;
+mod realloc;
+
+pub use free::FreeError;
 
 /// The largest size or alignment the big tier tries to map: the user address space a process
 /// gets (128 TiB on x86-64, 256 TiB on arm64 with 48-bit addresses). Larger requests are
@@ -43,19 +56,6 @@ pub const MAX_SIZE: usize = isize::MAX as usize;
 pub const GROW_RESERVE: usize = 4;
 /// Most address space one growing block reserves beyond what it needs (1 GiB).
 pub const GROW_RESERVE_MAX: usize = 1 << 30;
-
-/// Why [`BigCache::dealloc`] refused a pointer. Nothing was changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FreeError {
-    /// The registry does not map the address to a big block (unknown, or another tier's).
-    NotOwned,
-    /// The registry says big, but the header's magic is wrong (memory corruption).
-    Corrupt,
-    /// The address lies inside a big block but is not its user pointer.
-    NotBlockStart,
-    /// The block is already free (cached, or being cached by another thread's free).
-    DoubleFree,
-}
 
 /// Counters and occupancy of a [`BigCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -311,161 +311,6 @@ impl<'r> BigCache<'r> {
         unsafe { b.at(user_off) }
     }
 
-    /// Serves a request no cached block holds by gathering smaller committed cached blocks:
-    /// their pages move (`mremap` to a fixed address, no copy, no fault) side by side into a
-    /// fresh mapping of `need` bytes, largest first, and only the rest of it faults in. Where a
-    /// fresh mapping would fault in everything while the cached blocks sat unused until
-    /// evicted, this keeps the resident memory in use. Returns the new block, or `None` if
-    /// nothing suitable is cached or the OS refused (pieces not yet moved go back to the
-    /// cache when the fresh mapping is refused).
-    ///
-    /// The result is `multi_map`. A `multi_map` piece is taken only for a huge request and
-    /// only if 2 MiB-aligned: its mapping boundaries then all lie on 2 MiB boundaries (pieces
-    /// of huge requests are whole 2 MiB multiples placed at 2 MiB offsets), so it moves one
-    /// 2 MiB window, that is one mapping, per call, which every kernel allows. If any move
-    /// fails, the kernel may already have unmapped that piece's place in the new mapping, so
-    /// the new mapping is given up whole (with the pieces moved into it, which held nothing
-    /// anyone needs) and the remaining pieces are unmapped; the caller then maps a fresh block.
-    fn gather(&self, need: usize, size: usize) -> Option<Block> {
-        let page = hak_os::page_size();
-        let (pieces, _, victims) =
-            self.inner.lock().take_pieces(self.registry, need, hak_os::monotonic_ns());
-        self.release(victims);
-        Block::from_link(pieces)?;
-        let os = self.os();
-        let fresh = self.density.fresh(os, need, false);
-        let Ok(dst) = os.map(need, if need >= HUGE_PAGE { HUGE_PAGE } else { GRANULE }) else {
-            self.restore(pieces);
-            return None;
-        };
-        if let Some(on) = fresh.advice {
-            // Before the moves: advice on the whole range would otherwise have to cover the
-            // moved pieces' mappings one by one. Pieces keep their own.
-            // SAFETY: our fresh mapping; advice changes no contents.
-            if unsafe { os.advise_huge(dst, need, on) }.is_ok() && on {
-                self.huge_advised.add(1);
-            }
-        }
-        let (mut off, mut moved) = (0, 0);
-        let mut p = pieces;
-        while let Some(v) = Block::from_link(p) {
-            // SAFETY: the pieces left the cache unregistered: ours alone.
-            let (next, len, multi) = unsafe { (v.lru_next(), v.map_len(), v.multi_map()) };
-            hak_sync::check!(off + len <= need, "gathered pieces overrun the request");
-            // A single-mapping piece moves in one call; a gathered one (huge, 2 MiB-aligned,
-            // see `take_pieces`) one 2 MiB window at a time, each inside one of its mappings.
-            let step = if multi { HUGE_PAGE } else { len };
-            let mut done = 0;
-            while done < len {
-                let n = step.min(len - done);
-                // SAFETY: `done < len` and `off + done < need`: inside the piece and `dst`.
-                let (from, to) = unsafe { (v.at(done), dst.add(off + done)) };
-                // SAFETY: `[from, from+n)` lies in one mapping of a block of ours, given up;
-                // `[to, to+n)` lies in our fresh mapping and is replaced; they do not overlap.
-                if unsafe { os.remap_to(from, n, to, n) }.is_err() {
-                    // The rest of the piece is still in place, but its slot in `dst` may be a
-                    // hole now: give up `dst` (with what moved into it), the rest of this
-                    // piece, and every piece not yet moved.
-                    // SAFETY: all ours, unregistered, and holding no one's data.
-                    unsafe {
-                        let _ = os.unmap(dst, need);
-                        let _ = os.unmap(from, len - done);
-                    }
-                    self.evictions.add(moved + 1);
-                    self.release(next);
-                    return None;
-                }
-                done += n;
-            }
-            off += len;
-            moved += 1;
-            p = next;
-        }
-        // SAFETY: `dst` is ours, mapped, granule-aligned, at least a page; its first page now
-        // holds the largest piece's first page, which nobody uses any more.
-        let b = unsafe { Block::from_base(dst) };
-        // SAFETY: as above.
-        unsafe {
-            b.init(need, page, size);
-            b.set_multi_map(true);
-            b.set_huge(fresh.huge);
-        }
-        if self.registry.register(dst, need, OwnerKind::Big).is_err() {
-            // SAFETY: never published.
-            let _ = unsafe { os.unmap(dst, need) };
-            return None;
-        }
-        self.grown.add(1);
-        self.live_bytes.increase(need as u64);
-        self.live_blocks.increase(1);
-        Some(b)
-    }
-
-    /// Puts pieces taken for a gathering that could not happen back into the cache (registered
-    /// again), or unmaps them if the registry refuses.
-    fn restore(&self, mut pieces: *mut Header) {
-        let now = hak_os::monotonic_ns();
-        while let Some(v) = Block::from_link(pieces) {
-            // SAFETY: unregistered pieces, ours alone.
-            let (next, len) = unsafe { (v.lru_next(), v.map_len()) };
-            // SAFETY: as above; it leaves the list here.
-            unsafe { v.set_lru_next(ptr::null_mut()) };
-            pieces = next;
-            if self.registry.register(v.base(), len, OwnerKind::Big).is_err() {
-                self.release(v.link());
-                continue;
-            }
-            let g = self.inner.lock();
-            // SAFETY: registered as Big at its base again, without reserve, ours alone.
-            unsafe { self.cache_put_locked(g, v, now) };
-        }
-    }
-
-    /// Maps, advises, initialises and registers a fresh LIVE block of `map_len` bytes whose
-    /// block proper ends at `block_len` (the rest is a reserve for growth).
-    fn map_block(
-        &self,
-        map_len: usize,
-        block_len: usize,
-        user_off: usize,
-        size: usize,
-    ) -> Option<Block> {
-        let os = self.os();
-        // Mappings of a huge page or more are aligned to one, so the kernel can back them with
-        // huge pages where the policy asks for them (see the `density` module).
-        let huge_sized = map_len >= HUGE_PAGE;
-        let align = if huge_sized { HUGE_PAGE.max(user_off) } else { GRANULE.max(user_off) };
-        let base = os.map(map_len, align).ok()?;
-        let fresh = self.density.fresh(os, map_len, true);
-        if let Some(on) = fresh.advice {
-            // SAFETY: the whole fresh mapping is ours; advice changes no contents.
-            if unsafe { os.advise_huge(base, map_len, on) }.is_ok() && on {
-                self.huge_advised.add(1);
-            }
-        }
-        // SAFETY: a fresh mapping of `map_len >= page` bytes, page-aligned, ours alone, with the
-        // provenance hak-os gave it.
-        let b = unsafe { Block::from_base(base) };
-        // SAFETY: as above.
-        unsafe {
-            b.init(map_len, user_off, size);
-            b.set_block_len(block_len);
-            b.set_huge(fresh.huge);
-            b.set_probe(fresh.probe);
-        }
-        if fresh.probe {
-            self.density.remember(b.addr(), block_len);
-        }
-        if self.registry.register(base, map_len, OwnerKind::Big).is_err() {
-            // SAFETY: never published; nobody else can reach it.
-            let _ = unsafe { os.unmap(base, map_len) };
-            return None;
-        }
-        self.live_bytes.increase(map_len as u64);
-        self.live_blocks.increase(1);
-        Some(b)
-    }
-
     /// The cache half of `alloc`: takes a cached block for `want` and makes it LIVE, evicting
     /// expired ones on the way.
     pub(crate) fn cache_take(&self, want: Want, now: u64) -> Option<Block> {
@@ -499,110 +344,6 @@ impl<'r> BigCache<'r> {
         self.release(victims);
     }
 
-    /// Frees a big block: it goes into the cache (still mapped and registered, its reserve
-    /// cut off), or is unmapped if the limits cannot hold it. Any pointer is checked first: one
-    /// that is not the user pointer of a live big block is refused with a [`FreeError`] and
-    /// nothing changes. A fresh block's first free measures its density for the huge-page
-    /// policy (outside the lock).
-    ///
-    /// # Safety
-    /// If `ptr` is a live big block, nobody uses it after this call. (Pointers that are not
-    /// are detected, except one whose block was freed and whose address was since handed out
-    /// again: that frees the new block, as in every allocator.)
-    pub unsafe fn dealloc(&self, ptr: NonNull<u8>) -> Result<(), FreeError> {
-        let now = hak_os::monotonic_ns();
-        let page = hak_os::page_size();
-        let mut g = self.inner.lock();
-        let b = self.validate(ptr.as_ptr() as usize)?;
-        // Header fields are accessed through `b` under the lock only while the block may be
-        // reached by a racing (invalid) second free, which reads it to refuse itself.
-        // SAFETY: validated under the lock: a LIVE header the caller gives up.
-        let (len, block_len, user_off, size, probe, spread, last_end) = unsafe {
-            (
-                b.map_len(),
-                b.block_len(),
-                b.user_off(),
-                b.size(),
-                b.probe(),
-                b.spread(),
-                b.last_end(),
-            )
-        };
-        // Whether this user's last page differs from the previous user's (see `spread`).
-        let end = (user_off + size.max(1) - 1) / page;
-        let spread = spread + u32::from(end != last_end);
-        self.live_bytes.decrease(len as u64);
-        self.live_blocks.decrease(1);
-        g.live = self.live_bytes.get().current as usize;
-        // Cut the reserve off: unregistered here, unmapped after the lock.
-        let cut = cut_for(block_len);
-        let mut tail = None;
-        if cut < len {
-            self.registry.unregister(b.base(), len);
-            if self.registry.register(b.base(), cut, OwnerKind::Big).is_ok() {
-                tail = Some((cut, len - cut));
-            } else {
-                let _ = self.registry.register(b.base(), len, OwnerKind::Big);
-            }
-        }
-        let len = tail.map_or(len, |(cut, _)| cut);
-        let keep = g.would_keep(len) && len > page;
-        let over = keep && g.wants_decommit(len);
-        // A block of a sparse program (or measured sparse below) is decommitted too: see the
-        // `density` module.
-        let maybe_sparse =
-            keep && spread >= density::SPARSE_SPREAD && (probe || !self.density.dense());
-        // SAFETY: as above.
-        unsafe {
-            b.set_map_len(len);
-            b.set_block_len(len);
-            b.set_decommitted(false);
-            b.set_probe(false);
-            b.set_spread(spread);
-            b.set_last_end(end);
-        }
-        if tail.is_some() || probe || over || maybe_sparse {
-            // Slow work outside the lock; FREEING makes a racing second free a double free.
-            // SAFETY: as above.
-            unsafe { b.set_state(FREEING) };
-            drop(g);
-            if let Some((cut, n)) = tail {
-                // SAFETY: the reserve past `cut` was never handed out and is unregistered.
-                let _ = unsafe { self.os().unmap(b.at(cut), n) };
-            }
-            let mut measured = None;
-            if probe {
-                // The part the user asked for, whole pages only.
-                let end = (user_off + size) & !(page - 1);
-                // SAFETY: `user_off <= end <= len`, inside our mapping.
-                let start = unsafe { b.at(user_off) };
-                measured = density::is_dense(self.os(), start, end - user_off, page);
-                self.note_density(measured);
-            }
-            let sparse = maybe_sparse && !measured.unwrap_or_else(|| self.density.dense());
-            let mut decommitted = false;
-            if over || sparse {
-                // SAFETY: the pages past the header page are the user's, who gave them up.
-                decommitted = unsafe { self.os().decommit(b.at(page), len - page) }.is_ok();
-                if decommitted {
-                    self.decommits.add(1);
-                }
-            }
-            g = self.inner.lock();
-            // SAFETY: as above (FREEING: nobody else writes it).
-            unsafe {
-                b.set_decommitted(decommitted);
-                if decommitted {
-                    b.set_spread(0);
-                }
-            }
-        }
-        // SAFETY: validated block, registered as Big at its base, without reserve, ours until
-        // cached.
-        unsafe { self.cache_put_locked(g, b, now) };
-        Ok(())
-    }
-
     /// Feeds a probe's answer to the huge-page policy.
     fn note_density(&self, dense: Option<bool>) {
         if let Some(d) = dense {
@@ -612,246 +353,6 @@ impl<'r> BigCache<'r> {
             }
             self.density.record(d);
         }
-    }
-
-    /// Checks that `addr` is the user pointer of a LIVE big block and returns its handle.
-    /// Must be called with the cache lock held (see the module docs); counts refusals.
-    fn validate(&self, addr: usize) -> Result<Block, FreeError> {
-        let r = self.validate_inner(addr);
-        if r.is_err() {
-            self.invalid_frees.add(1);
-        }
-        r
-    }
-
-    fn validate_inner(&self, addr: usize) -> Result<Block, FreeError> {
-        let b = self.registered(addr).ok_or(FreeError::NotOwned)?;
-        // SAFETY: a registered Big region is mapped with its header at the base, and it stays
-        // mapped while we hold the lock (eviction unregisters under the lock).
-        unsafe {
-            if !b.magic_ok() {
-                return Err(FreeError::Corrupt);
-            }
-            if b.addr() + b.user_off() != addr {
-                return Err(FreeError::NotBlockStart);
-            }
-            if b.state() != LIVE {
-                return Err(FreeError::DoubleFree);
-            }
-        }
-        Ok(b)
-    }
-
-    /// The handle of the big block the registry says holds `addr`, if any.
-    fn registered(&self, addr: usize) -> Option<Block> {
-        let owner = self.registry.lookup(addr)?;
-        if owner.kind != OwnerKind::Big {
-            return None;
-        }
-        // SAFETY: the registry hands back the pointer the block was registered with, which
-        // carries its mapping's provenance, and a registered block is mapped (the caller keeps
-        // it so: it holds the lock, or owns the block).
-        Some(unsafe { Block::from_base(owner.base) })
-    }
-
-    /// Resizes a live big block to `new_size` bytes, keeping its alignment and its first
-    /// `min(usable, new_size)` bytes. Returns the (possibly moved) block, or `None` with the old
-    /// block untouched and still valid (invalid pointer, a size beyond [`MAX_SIZE`], overflow,
-    /// or OS refusal).
-    ///
-    /// Strategy: if the mapping already holds `new_size` (in the block or in its reserve), the
-    /// block stays (a shrink to at most half the block unmaps the tail, reserve included; a
-    /// growth never does, even into a block much longer than it asks for).
-    /// Else, for alignments up to a page and a block that is one kernel mapping (not gathered,
-    /// see the crate docs), its pages move (`mremap` to a fixed address, no copy) into a fresh
-    /// granule-aligned mapping of [`GROW_RESERVE`] times the new size, which the move grows
-    /// the block's own mapping into; its density is probed first and the new mapping advised
-    /// to match (see the `density` module). For larger alignments, gathered blocks, or if that
-    /// fails: a new block with room to grow ([`BigCache::alloc_growing`]), a copy of the old
-    /// usable bytes, and the old block freed into the cache.
-    ///
-    /// Orphans: if the registry refuses to register the moved block (its leaf pages could not
-    /// be mapped) and the OS then refuses a new block too, the old address is already gone, so
-    /// the moved block is returned unregistered: its contents and alignment are right, but
-    /// [`BigCache::dealloc`] will refuse it (`NotOwned`) and its mapping leaks. Counted in
-    /// [`BigStats::orphans`]; it needs the OS to fail right after succeeding.
-    ///
-    /// # Safety
-    /// `ptr` is a live block of this cache owned by the caller, not used concurrently; on
-    /// `Some` only the returned pointer may be used.
-    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
-        if new_size > MAX_SIZE {
-            return None;
-        }
-        let addr = ptr.as_ptr() as usize;
-        let page = hak_os::page_size();
-        let mut g = self.inner.lock();
-        let b = self.validate(addr).ok()?;
-        // SAFETY: validated LIVE block, owned by the caller.
-        let (map_len, block_len, user_off, multi_map, huge, size) = unsafe {
-            (b.map_len(), b.block_len(), b.user_off(), b.multi_map(), b.huge(), b.size())
-        };
-        let (_, need) = block_layout(new_size, user_off, page)?;
-        if need <= map_len {
-            if new_size < size && need <= block_len / 2 {
-                // Shrink: release the tail's granules (under the lock), then its pages.
-                let cut = cut_for(need);
-                if cut < map_len {
-                    self.registry.unregister(b.base(), map_len);
-                    if self.registry.register(b.base(), cut, OwnerKind::Big).is_ok() {
-                        // SAFETY: our block.
-                        unsafe {
-                            b.set_map_len(cut);
-                            b.set_block_len(cut);
-                        }
-                        drop(g);
-                        // SAFETY: the tail is the caller's and unused past `need`; its granules
-                        // are no longer registered.
-                        let _ = unsafe { self.os().unmap(b.at(cut), map_len - cut) };
-                        self.live_bytes.decrease((map_len - cut) as u64);
-                    } else {
-                        // Cannot happen (the leaves exist); keep the whole mapping registered.
-                        let _ = self.registry.register(b.base(), map_len, OwnerKind::Big);
-                    }
-                }
-            } else if need > block_len {
-                // Growth into the reserve: it was never handed out, so it is untouched.
-                // SAFETY: our block.
-                unsafe { b.set_block_len(need) };
-            }
-            // SAFETY: our block.
-            unsafe { b.set_size(new_size) };
-            self.realloc_in_place.add(1);
-            return Some(ptr);
-        }
-        if user_off == page && !multi_map {
-            self.registry.unregister(b.base(), map_len);
-            drop(g);
-            let old = (map_len, block_len, size);
-            if let Some(np) = self.move_growing(b, old, (need, new_size), huge) {
-                return Some(np);
-            }
-            // Untouched: register it again (its granules are still ours).
-            g = self.inner.lock();
-            let _ = self.registry.register(b.base(), map_len, OwnerKind::Big);
-        }
-        drop(g);
-        // `user_off` is the block's alignment when above a page, and a page serves any smaller
-        // one, so this keeps the alignment (and may reuse a cached block).
-        let (np, _) = self.alloc_growing(new_size, user_off)?;
-        // Copy all of the old usable bytes (the user may have used them, as `usable_size`
-        // allows): `need > map_len >= block_len` means `new_size > block_len - user_off`.
-        let old_usable = block_len - user_off;
-        // SAFETY: both blocks are ours and distinct; the old one holds `old_usable` bytes and
-        // the new one room for `new_size > old_usable`.
-        unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), np.as_ptr(), old_usable) };
-        self.realloc_copy.add(1);
-        // SAFETY: the old block is a live block of ours that nobody will use again.
-        let _ = unsafe { self.dealloc(ptr) };
-        Some(np)
-    }
-
-    /// Moves the pages of the unregistered, page-aligned, single-mapping block `b` into a fresh
-    /// reserved mapping, growing its mapping to fill it (see [`BigCache::realloc`]). `None`
-    /// with the block untouched where it was (still unregistered) if the OS refused.
-    fn move_growing(
-        &self,
-        b: Block,
-        (map_len, block_len, size): (usize, usize, usize),
-        (need, new_size): (usize, usize),
-        huge: bool,
-    ) -> Option<NonNull<u8>> {
-        let os = self.os();
-        let page = hak_os::page_size();
-        // Whether the program fills this block: the part it asked for, whole pages.
-        let end = (page + size) & !(page - 1);
-        let dense = if huge {
-            Some(true) // on huge pages `mincore` cannot tell; it was advised for being dense
-        } else {
-            // SAFETY: `page < map_len`, inside the block, which is ours.
-            let start = unsafe { b.at(page) };
-            let d = density::is_dense(os, start, end.saturating_sub(page), page);
-            self.note_density(d);
-            d
-        };
-        let align = if need >= HUGE_PAGE { HUGE_PAGE } else { GRANULE };
-        let room = room_for(need);
-        let (dst, dst_len) = match os.map(room, align) {
-            Ok(d) => (d, room),
-            Err(_) => (os.map(need, align).ok()?, need),
-        };
-        // The block's own mapping moves and grows to `dst_len` in one call, so the block stays
-        // one kernel mapping with one set of flags. The block is one mapping (not
-        // `multi_map`), so a failed move leaves it in place.
-        // SAFETY: the block is ours and nobody else uses it; `dst` is a fresh mapping of ours;
-        // distinct mappings do not overlap.
-        if unsafe { os.remap_to(b.base(), map_len, dst, dst_len) }.is_err() {
-            // Part of `dst` may already be unmapped by the failed move: all of it goes.
-            // SAFETY: fresh, never published.
-            let _ = unsafe { os.unmap(dst, dst_len) };
-            return None;
-        }
-        let (advice, now_huge) = self.density.growing(dst_len, dense.unwrap_or(false), huge);
-        if let Some(on) = advice {
-            // SAFETY: our mapping; advice changes no contents.
-            if unsafe { os.advise_huge(dst, dst_len, on) }.is_ok() && on {
-                self.huge_advised.add(1);
-            }
-        }
-        let old = (map_len, block_len - page);
-        // SAFETY: the old range is gone; `dst` holds the block with its header.
-        Some(unsafe { self.adopt_remapped(dst, old, (dst_len, need), new_size, now_huge) })
-    }
-
-    /// Finishes an `mremap` that moved and grew a page-aligned block to `q`.
-    ///
-    /// # Safety
-    /// `q` is a granule-aligned mapping of `map_len` bytes holding a LIVE block's header and
-    /// contents (`old_used` bytes of them past the header page in use), unregistered and ours
-    /// alone; it replaced a mapping of `old_len` bytes. The block proper now ends at `need`.
-    unsafe fn adopt_remapped(
-        &self,
-        q: NonNull<u8>,
-        (old_len, old_used): (usize, usize),
-        (map_len, need): (usize, usize),
-        new_size: usize,
-        huge: bool,
-    ) -> NonNull<u8> {
-        // SAFETY: our mapping (the caller's contract), with the provenance hak-os gave it.
-        let b = unsafe { Block::from_base(q) };
-        // SAFETY: our block, moved with its header.
-        let user_off = unsafe { b.user_off() };
-        self.live_bytes.decrease(old_len as u64);
-        self.live_blocks.decrease(1);
-        hak_sync::check!(b.addr().is_multiple_of(GRANULE), "moved block off the granule grid");
-        // SAFETY: as above; the header now lives at `q`.
-        unsafe {
-            b.init(map_len, user_off, new_size);
-            b.set_block_len(need);
-            b.set_huge(huge);
-        }
-        if self.registry.register(q, map_len, OwnerKind::Big).is_ok() {
-            self.live_bytes.increase(map_len as u64);
-            self.live_blocks.increase(1);
-            self.realloc_remap.add(1);
-            // SAFETY: `user_off < need <= map_len`.
-            return unsafe { b.at(user_off) };
-        }
-        if let Some((np, _)) = self.alloc_growing(new_size, user_off) {
-            // SAFETY: distinct mappings; `q` holds the old contents (`old_used` bytes past the
-            // header page, whole pages), the new block room for more; `q` is unregistered and
-            // unused afterwards.
-            unsafe {
-                ptr::copy_nonoverlapping(b.at(user_off).as_ptr(), np.as_ptr(), old_used);
-                let _ = self.os().unmap(q, map_len);
-            }
-            self.realloc_copy.add(1);
-            return np;
-        }
-        // The OS refused every way to register the moved block: hand it out unregistered.
-        self.orphans.add(1);
-        // SAFETY: as above.
-        unsafe { b.at(user_off) }
     }
 
     /// The bytes usable at `ptr`: the block proper less the header part (at least the size
