@@ -266,6 +266,10 @@ impl StatValue for GaugeValue {
 /// struct (its [`Stat::Value`] per field, `Copy + Default + Eq`), `new`/`Default`, `snapshot`,
 /// and [`StatValue`] for the snapshot (merge and visit, so every report prints it the same way).
 ///
+/// A second form, `stats! { pub struct Snap { a: u64, b: OtherSnap } }`, declares only a
+/// snapshot (fields are values: `u64`, [`GaugeValue`] or other snapshots), for a report that
+/// gathers several layers' snapshots.
+///
 /// Field types: [`StatCounter`] (any thread adds), [`LocalCounter`] (one writer),
 /// [`StatGauge`] (up and down, with peak), and [`Derived<T>`] for what the owner fills into the
 /// snapshot itself (occupancy counted under its lock, or a nested layer's snapshot).
@@ -332,10 +336,21 @@ macro_rules! stats {
             }
         }
 
+        $crate::stats! {
+            $(#[$smeta])* $svis struct $snap {
+                $( $(#[$fmeta])* $field: <$ty as $crate::stat::Stat>::Value, )*
+            }
+        }
+    };
+    (
+        $(#[$smeta:meta])* $svis:vis struct $snap:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
         $(#[$smeta])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         $svis struct $snap {
-            $( $(#[$fmeta])* $svis $field: <$ty as $crate::stat::Stat>::Value, )*
+            $( $(#[$fmeta])* $svis $field: $ty, )*
         }
 
         impl $crate::stat::StatValue for $snap {
@@ -379,6 +394,29 @@ mod macro_tests {
         bytes: StatGauge,
         /// Nested.
         inner: Derived<InnerSnap>,
+    }
+
+    crate::stats! {
+        /// A report of two layers.
+        pub(crate) struct Report {
+            /// One layer.
+            outer: OuterSnap,
+            /// A plain value.
+            leaves: u64,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_only_struct_merges_and_visits_its_parts() {
+        let mut r = Report { outer: OuterSnap { local: 2, ..Default::default() }, leaves: 1 };
+        r.merge(&r.clone());
+        assert_eq!((r.outer.local, r.leaves), (4, 2));
+        let mut names = 0;
+        r.visit(StatPath::root(), &mut |p, _| {
+            assert!(matches!(p.parts(), ["outer", ..] | ["leaves"]));
+            names += 1;
+        });
+        assert_eq!(names, 5); // local, bytes, bytes.peak, inner.hits, leaves
     }
 
     #[test]
