@@ -5,7 +5,7 @@ use core::ptr::{self, NonNull};
 
 use hak_shared_pool::SharedPool;
 use hak_superslab::{Inbox, RemoteFree, Retract, SlabRef, SsRef};
-use hak_sync::stat::LocalCounter;
+use hak_sync::stat::{Derived, LocalCounter};
 
 use crate::classes::{CLASS_SIZES, NUM_CLASSES};
 use crate::list::{SlabList, ON_AVAIL, ON_EMPTY, ON_FULL, ON_NONE};
@@ -55,53 +55,44 @@ const fn stash_max(c: usize) -> u32 {
     (if n > STASH_MAX_BLOCKS { STASH_MAX_BLOCKS } else { n }) as u32
 }
 
-/// Counters of one thread cache, written only by its thread (slow paths only), read by any.
-#[derive(Debug, Default)]
-pub struct FrontStats {
-    /// Refills of a bin (alloc misses served).
-    pub refills: LocalCounter,
-    /// Refills served by a slab the thread already owned.
-    pub warm_hits: LocalCounter,
-    /// Refills that had to acquire a slab from the shared pool.
-    pub warm_misses: LocalCounter,
-    /// Overflow drains.
-    pub drains: LocalCounter,
-    /// Bytes of blocks moved from slabs into this cache.
-    pub bytes_out: LocalCounter,
-    /// Bytes of blocks this thread returned to slabs (locally or remotely).
-    pub bytes_back: LocalCounter,
-    /// Blocks freed onto another owner's (or a detached slab's) remote stack.
-    pub remote_frees: LocalCounter,
-    /// Batches of remote frees handed over (one atomic operation each).
-    pub remote_batches: LocalCounter,
-    /// Full slabs that came back to this thread through its inbox.
-    pub inbox_slabs: LocalCounter,
-    /// Slabs released to the shared pool.
-    pub slabs_released: LocalCounter,
-    /// Slabs this thread published for adoption (at exit, or remote frees into detached ones).
-    pub slabs_published: LocalCounter,
-    /// Blocks idle bins gave back to their slabs.
-    pub gc_blocks: LocalCounter,
-}
-
-impl FrontStats {
-    /// All counters at zero.
-    pub const fn new() -> FrontStats {
-        FrontStats {
-            refills: LocalCounter::new(),
-            warm_hits: LocalCounter::new(),
-            warm_misses: LocalCounter::new(),
-            drains: LocalCounter::new(),
-            bytes_out: LocalCounter::new(),
-            bytes_back: LocalCounter::new(),
-            remote_frees: LocalCounter::new(),
-            remote_batches: LocalCounter::new(),
-            inbox_slabs: LocalCounter::new(),
-            slabs_released: LocalCounter::new(),
-            slabs_published: LocalCounter::new(),
-            gc_blocks: LocalCounter::new(),
-        }
+hak_sync::stats! {
+    /// Counters of one thread cache, written only by its thread (slow paths only), read by any.
+    pub struct FrontStats => {
+        /// A snapshot of one thread cache's [`FrontStats`], or their sum over many
+        /// ([`StatValue::merge`](hak_sync::stat::StatValue::merge)).
+        pub struct TinyStats;
     }
+    /// Refills of a bin (alloc misses served).
+    refills: LocalCounter,
+    /// Refills served by a slab the thread already owned.
+    warm_hits: LocalCounter,
+    /// Refills that had to acquire a slab from the shared pool.
+    warm_misses: LocalCounter,
+    /// Overflow drains.
+    drains: LocalCounter,
+    /// Bytes of blocks moved from slabs into this cache.
+    bytes_out: LocalCounter,
+    /// Bytes of blocks this thread returned to slabs (locally or remotely).
+    bytes_back: LocalCounter,
+    /// Blocks freed onto another owner's (or a detached slab's) remote stack.
+    remote_frees: LocalCounter,
+    /// Batches of remote frees handed over (one atomic operation each).
+    remote_batches: LocalCounter,
+    /// Full slabs that came back to this thread through its inbox.
+    inbox_slabs: LocalCounter,
+    /// Slabs released to the shared pool.
+    slabs_released: LocalCounter,
+    /// Slabs this thread published for adoption (at exit, or remote frees into detached ones).
+    slabs_published: LocalCounter,
+    /// Blocks idle bins gave back to their slabs.
+    gc_blocks: LocalCounter,
+    /// Bytes of tiny blocks outside their slabs (in use by the program or held in thread
+    /// caches): `bytes_out - bytes_back` over every cache, plus frees no cache saw. Filled by
+    /// the allocator that owns the caches; zero once every block is freed and every cache
+    /// flushed.
+    bytes_held: Derived<u64>,
+    /// Bytes of SuperSlabs the tier holds (live ones plus the cache). Filled by the owner.
+    bytes_mapped: Derived<u64>,
 }
 
 /// The part of a thread cache other threads touch: its inbox (the owner identity written into

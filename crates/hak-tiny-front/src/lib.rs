@@ -116,7 +116,9 @@ mod cache;
 mod classes;
 mod list;
 
-pub use cache::{free_without_cache, CacheShared, FrontStats, ThreadCache, BIN_MAX, WARM_MAX};
+pub use cache::{
+    free_without_cache, CacheShared, FrontStats, ThreadCache, TinyStats, BIN_MAX, WARM_MAX,
+};
 pub use classes::{class_of, CLASS_SIZES, MAX_TINY_ALIGN, NUM_CLASSES, TINY_MAX};
 
 #[cfg(all(test, not(hak_loom)))]

@@ -4,40 +4,12 @@
 pub use hak_l25::MidStats;
 use hak_os::{write_stderr, write_stderr_u64, OsStats};
 use hak_shared_pool::PoolStats;
+use hak_sync::stat::StatValue;
+pub use hak_tiny_front::TinyStats;
 
 use crate::global::{LG_SS, OS, POOL, REGISTRY};
 use crate::large;
 use crate::thread;
-
-/// Counters of the tiny tier's thread fronts, summed over every thread cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TinyStats {
-    /// Bin refills (allocations that missed the thread cache).
-    pub refills: u64,
-    /// Refills served by a slab the thread already owned (warm hits).
-    pub warm_hits: u64,
-    /// Refills that acquired a slab from the shared pool (warm misses).
-    pub warm_misses: u64,
-    /// Overflow drains of a bin.
-    pub drains: u64,
-    /// Blocks freed onto another thread's slab (remote frees).
-    pub remote_frees: u64,
-    /// Batches those remote frees were handed over in (one atomic operation each).
-    pub remote_batches: u64,
-    /// Full slabs that came back to their owner through its inbox.
-    pub inbox_slabs: u64,
-    /// Blocks that idle bins gave back to their slabs.
-    pub gc_blocks: u64,
-    /// Slabs given back to the shared pool by thread caches.
-    pub slabs_released: u64,
-    /// Slabs published for adoption.
-    pub slabs_published: u64,
-    /// Bytes of tiny blocks outside their slabs: in use by the program or held in thread
-    /// caches. Zero once every block is freed and every thread cache flushed.
-    pub bytes_held: u64,
-    /// Bytes of SuperSlabs the tiny tier holds (live ones plus the LRU cache).
-    pub bytes_mapped: u64,
-}
 
 /// Allocator-wide counters.
 #[derive(Debug, Clone, Copy)]
@@ -66,23 +38,9 @@ pub(crate) static UNCACHED_FREE_BYTES: hak_sync::stat::StatCounter =
 /// A snapshot of every counter. Per-thread counters are summed over all thread caches.
 pub fn stats() -> Stats {
     let mut t = TinyStats::default();
-    let (mut out, mut back) = (0u64, 0u64);
-    thread::for_each_front_stats(|f| {
-        t.refills += f.refills.get();
-        t.warm_hits += f.warm_hits.get();
-        t.warm_misses += f.warm_misses.get();
-        t.drains += f.drains.get();
-        t.remote_frees += f.remote_frees.get();
-        t.remote_batches += f.remote_batches.get();
-        t.inbox_slabs += f.inbox_slabs.get();
-        t.gc_blocks += f.gc_blocks.get();
-        t.slabs_released += f.slabs_released.get();
-        t.slabs_published += f.slabs_published.get();
-        out += f.bytes_out.get();
-        back += f.bytes_back.get();
-    });
-    back += UNCACHED_FREE_BYTES.get();
-    t.bytes_held = out.saturating_sub(back);
+    thread::for_each_front_stats(|f| t.merge(&f.snapshot()));
+    let back = t.bytes_back + UNCACHED_FREE_BYTES.get();
+    t.bytes_held = t.bytes_out.saturating_sub(back);
     let pool = POOL.stats();
     t.bytes_mapped = (pool.superslabs_live << LG_SS) + pool.cache.cached_bytes;
     Stats {
