@@ -236,4 +236,49 @@ mod tests {
         assert_eq!(value_of(o, Some(b"99")), o.default, "above the maximum");
         assert_eq!(value_of(o, Some(b"(too long)")), o.default);
     }
+
+    /// README's configuration table is what users read: every option has a row, every row an
+    /// option, and the defaults it states are the table's.
+    #[test]
+    fn readme_lists_every_option_with_its_default() {
+        let readme = include_str!("../../../README.md");
+        let rows: std::vec::Vec<(&str, &str)> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `HAKMEM_"))
+            .filter_map(|l| {
+                let mut cells = l.split('|').map(str::trim);
+                let name = cells.next()?.strip_suffix('`')?;
+                Some((name, cells.next()?))
+            })
+            .collect();
+        assert_eq!(rows.len(), OPTIONS.len(), "README rows: {rows:?}");
+        for o in &OPTIONS {
+            let name = o.name.to_str().unwrap().strip_prefix("HAKMEM_").unwrap();
+            let Some(&(_, default)) = rows.iter().find(|(n, _)| *n == name) else {
+                panic!("README has no row for HAKMEM_{name}");
+            };
+            assert_eq!(default, std::format!("{}", o.default), "HAKMEM_{name}'s default");
+        }
+    }
+
+    /// The defaults the options give the layers are the layers' own defaults, so a program
+    /// that builds a layer by hand gets what the docs say.
+    #[test]
+    fn option_defaults_are_the_layers_defaults() {
+        let ss = hak_registry::CacheLimits::DEFAULT;
+        assert_eq!(OPTIONS[Opt::SuperslabMaxCached as usize].default, ss.max_count as u64);
+        assert_eq!(
+            OPTIONS[Opt::SuperslabMaxMemoryMb as usize].default,
+            (ss.max_bytes >> 20) as u64
+        );
+        assert_eq!(OPTIONS[Opt::SuperslabTtlSec as usize].default, ss.ttl_ns / 1_000_000_000);
+        let big = hak_bigcache::BigLimits::DEFAULT;
+        assert_eq!(OPTIONS[Opt::BigcacheMaxMb as usize].default, (big.max_bytes >> 20) as u64);
+        assert_eq!(OPTIONS[Opt::BigcacheTtlSec as usize].default, big.ttl_ns / 1_000_000_000);
+        assert_eq!(
+            OPTIONS[Opt::PurgeDelayMs as usize].default,
+            hak_shared_pool::DEFAULT_PURGE_DELAY_NS / 1_000_000
+        );
+        assert_eq!(hak_l25::DEFAULT_PURGE_DELAY_NS, hak_shared_pool::DEFAULT_PURGE_DELAY_NS);
+    }
 }
