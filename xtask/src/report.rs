@@ -266,7 +266,7 @@ fn table(s: &mut String, columns: &[String], rows: &[Row], cells: impl Fn(&Row) 
 
 /// A JSON object whose keys keep the given order (allocators in report order), which a map
 /// type would sort.
-struct InOrder<'a, T>(Vec<(&'a str, T)>);
+pub(crate) struct InOrder<'a, T>(pub(crate) Vec<(&'a str, T)>);
 
 impl<T: Serialize> Serialize for InOrder<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -274,9 +274,12 @@ impl<T: Serialize> Serialize for InOrder<'_, T> {
     }
 }
 
-/// `report.json`: the schema `docs/bench.md` shows.
+/// `report.json`: the schema `docs/bench.md` shows, after the fields of `head` (none for the
+/// Rust rows; the C rows add their peers' versions).
 #[derive(Serialize)]
-struct JsonReport<'a> {
+struct JsonReport<'a, H> {
+    #[serde(flatten)]
+    head: H,
     date: &'a str,
     mode: &'a str,
     runs: usize,
@@ -319,9 +322,15 @@ struct JsonCell<'a> {
 
 /// The report as JSON (schema in `docs/bench.md`).
 pub(crate) fn json(r: &Report) -> String {
+    json_with(r, ())
+}
+
+/// [`json`] with the fields of `head` (a struct) first.
+pub(crate) fn json_with<H: Serialize>(r: &Report, head: H) -> String {
     let m = &r.machine;
     let peers = r.peers();
     let doc = JsonReport {
+        head,
         date: &m.date,
         mode: r.mode.name(),
         runs: r.runs,
@@ -585,7 +594,7 @@ fn decades(xs: &[f64], min_lo: f64, min_hi: f64) -> (f64, f64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn cell(ops: &[f64], rss: &[u64], sys: &[Syscalls]) -> Cell {
@@ -598,7 +607,8 @@ mod tests {
         }
     }
 
-    fn sample() -> Report {
+    /// A report of two rows and three allocators, with a failed cell.
+    pub(crate) fn sample() -> Report {
         let k = Syscalls { mmap: 10, munmap: 2, madvise: 3 };
         Report {
             machine: Machine {
