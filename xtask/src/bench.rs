@@ -18,6 +18,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use crate::child;
+use crate::cli;
 use crate::machine::Machine;
 use crate::report::{self, Cell, Report, Row};
 use crate::workloads::{Mode, Workload, ALLOCATORS, WORKLOADS};
@@ -83,114 +84,18 @@ impl RowSource for HakBench {
             .find(|(a, _)| a == alloc)
             .ok_or_else(|| format!("no hak-bench binary for {alloc}"))?;
         let args: Vec<&str> = args.split_ascii_whitespace().collect();
-        measure(bin, &args, timeout, row.id, alloc)
+        measure(bin, &args, &[], timeout, row.id, alloc)
     }
 }
 
 /// The parsed command line of `cargo xtask bench`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Options {
-    /// Scale of the counts.
-    pub(crate) mode: Mode,
-    /// Runs per workload and allocator.
-    pub(crate) runs: usize,
-    /// Allocators to build and compare, in report order.
-    pub(crate) allocators: Vec<String>,
-    /// A run still going after this long is killed and counted as failed.
-    pub(crate) timeout: Duration,
-    /// The selected workloads, in plan order.
-    pub(crate) workloads: Vec<Workload>,
-}
-
-impl Options {
-    /// Parses `[--quick | --smoke] [--runs N] [--alloc A,B] [--timeout S] [WORKLOAD...]`;
-    /// `known` are the rows a WORKLOAD may name.
-    pub(crate) fn parse<I>(args: I, known: &[Workload]) -> Result<Options, String>
-    where
-        I: IntoIterator,
-        I::Item: Into<std::ffi::OsString>,
-    {
-        use lexopt::prelude::*;
-        let mut mode = Mode::Full;
-        let mut runs = None;
-        let mut timeout = None;
-        let mut allocators: Vec<String> = ALLOCATORS.iter().map(|s| s.to_string()).collect();
-        let mut filters = Vec::new();
-        let mut p = lexopt::Parser::from_args(args);
-        let err = |e: lexopt::Error| e.to_string();
-        while let Some(arg) = p.next().map_err(err)? {
-            match arg {
-                Long("quick") => mode = Mode::Quick,
-                Long("smoke") => mode = Mode::Smoke,
-                Long("runs") => {
-                    let v = p.value().map_err(err)?.string().map_err(err)?;
-                    runs = Some(
-                        v.parse::<usize>()
-                            .ok()
-                            .filter(|&n| n > 0)
-                            .ok_or_else(|| format!("--runs wants a positive number, got `{v}`"))?,
-                    );
-                }
-                Long("timeout") => {
-                    let v = p.value().map_err(err)?.string().map_err(err)?;
-                    let secs = v.parse::<u64>().ok().filter(|&n| n > 0);
-                    timeout = Some(Duration::from_secs(secs.ok_or_else(|| {
-                        format!("--timeout wants a positive number of seconds, got `{v}`")
-                    })?));
-                }
-                Long("alloc") => {
-                    let v = p.value().map_err(err)?.string().map_err(err)?;
-                    allocators = Vec::new();
-                    for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        if !ALLOCATORS.contains(&name) {
-                            return Err(format!(
-                                "unknown allocator `{name}` (known: {})",
-                                ALLOCATORS.join(", ")
-                            ));
-                        }
-                        if !allocators.iter().any(|a| a == name) {
-                            allocators.push(name.to_string());
-                        }
-                    }
-                    if allocators.is_empty() {
-                        return Err("--alloc needs at least one allocator".into());
-                    }
-                }
-                Value(v) => filters.push(v.string().map_err(err)?),
-                other => return Err(other.unexpected().to_string()),
-            }
-        }
-        for f in &filters {
-            if !known.iter().any(|w| w.matches(f)) {
-                let ids: Vec<_> = known.iter().map(|w| w.id).collect();
-                return Err(format!("unknown workload `{f}` (known: {})", ids.join(", ")));
-            }
-        }
-        let workloads = known
-            .iter()
-            .filter(|w| filters.is_empty() || filters.iter().any(|f| w.matches(f)))
-            .copied()
-            .collect();
-        let (default_runs, default_timeout) = match mode {
-            Mode::Full => (5, 300),
-            Mode::Quick => (3, 120),
-            Mode::Smoke => (1, 60),
-        };
-        Ok(Options {
-            mode,
-            runs: runs.unwrap_or(default_runs),
-            allocators,
-            timeout: timeout.unwrap_or(Duration::from_secs(default_timeout)),
-            workloads,
-        })
-    }
-}
+pub(crate) type Options = cli::Options<Workload>;
 
 /// Parses the command line and runs the whole benchmark; exit code 2 for a bad command line,
 /// else as [`run`].
 pub(crate) fn main(args: Vec<std::ffi::OsString>, help: &str) -> ExitCode {
     let sources = sources();
-    match Options::parse(args, &all_rows(&sources)) {
+    match Options::parse(args, ALLOCATORS, &all_rows(&sources), "workload") {
         Ok(opts) => run(&opts, sources),
         Err(e) => {
             eprintln!("xtask bench: {e}\n\n{help}");
@@ -209,7 +114,7 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
 
     // Which source owns each selected row; only sources with selected rows get ready.
     let owner: Vec<usize> = opts
-        .workloads
+        .rows
         .iter()
         .map(|w| sources.iter().position(|s| s.rows().iter().any(|r| r.id == w.id)).unwrap_or(0))
         .collect();
@@ -231,7 +136,7 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
     let build_secs = started.elapsed().as_secs_f64();
 
     let mut rows: Vec<Row> = opts
-        .workloads
+        .rows
         .iter()
         .map(|w| Row {
             workload: w.id.to_string(),
@@ -239,10 +144,10 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
             cells: vec![Cell::default(); opts.allocators.len()],
         })
         .collect();
-    let total = opts.workloads.len() * opts.runs * opts.allocators.len();
+    let total = opts.rows.len() * opts.runs * opts.allocators.len();
     let mut progress = Progress::new(total);
     let runs_started = Instant::now();
-    for ((w, row), &si) in opts.workloads.iter().zip(rows.iter_mut()).zip(&owner) {
+    for ((w, row), &si) in opts.rows.iter().zip(rows.iter_mut()).zip(&owner) {
         for run in 1..=opts.runs {
             for (a, alloc) in opts.allocators.iter().enumerate() {
                 progress.step(&format!("{} {alloc} run {run}/{}", w.id, opts.runs));
@@ -274,7 +179,7 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
     };
     let md = report::markdown(&report);
     print!("{md}");
-    let written = write_reports(&out_dir, &report, &md);
+    let written = write_reports(&out_dir, "report", &report, &md, &report::json(&report));
     let failures = report.failures().len();
     eprintln!(
         "bench: {} mode, builds {build_secs:.0} s, {total} runs {run_secs:.0} s, total {:.0} s",
@@ -290,13 +195,8 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
     }
     // The C rows (cbench.rs: their own allocators, tcmalloc among them, and their own report)
     // follow when every row was asked for.
-    let c_ok = opts.workloads.len() != all_rows(&sources).len()
-        || crate::cbench::run(&crate::cbench::COptions::from_bench(
-            opts.mode,
-            opts.runs,
-            opts.timeout,
-            &opts.allocators,
-        )) == ExitCode::SUCCESS;
+    let c_ok = opts.rows.len() != all_rows(&sources).len()
+        || crate::cbench::run(&crate::cbench::options_from_bench(opts)) == ExitCode::SUCCESS;
     if failures > 0 || prepare_failed || !c_ok {
         eprintln!("bench: {failures} failed runs (see the Failures section)");
         ExitCode::FAILURE
@@ -307,27 +207,41 @@ pub(crate) fn run(opts: &Options, mut sources: Vec<Box<dyn RowSource>>) -> ExitC
 
 /// Builds `hak-bench` for `alloc` and copies it to `bench_dir/bin/hak-bench-ALLOC`.
 fn build(bench_dir: &Path, alloc: &str) -> Result<PathBuf, String> {
+    let to = bench_dir.join("bin").join(format!("hak-bench-{alloc}"));
+    build_release(bench_dir, "hak-bench", &["--features", alloc], "hak-bench", &to)?;
+    Ok(to)
+}
+
+/// `cargo build --release --package PACKAGE EXTRA...` in `bench_dir/build` (one target dir for
+/// every allocator, so what the builds share compiles once), then copies `release/ARTIFACT` to
+/// `to` through a temporary name and a rename, so a binary that is still running is never
+/// overwritten in place.
+pub(crate) fn build_release(
+    bench_dir: &Path,
+    package: &str,
+    extra: &[&str],
+    artifact: &str,
+    to: &Path,
+) -> Result<(), String> {
     let target = bench_dir.join("build");
     let status = Command::new(crate::cargo())
         .current_dir(crate::workspace_root())
-        .args(["build", "--release", "--package", "hak-bench", "--features", alloc])
+        .args(["build", "--release", "--package", package])
+        .args(extra)
         .arg("--target-dir")
         .arg(&target)
         .status()
         .map_err(|e| format!("could not start cargo: {e}"))?;
     if !status.success() {
-        return Err(format!("cargo build {status}"));
+        return Err(format!("cargo build -p {package}: {status}"));
     }
-    let bin_dir = bench_dir.join("bin");
-    std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
-    let from = target.join("release").join("hak-bench");
-    let to = bin_dir.join(format!("hak-bench-{alloc}"));
-    // Copy to a temporary name and rename, so a binary that is still running is never
-    // overwritten in place.
-    let tmp = bin_dir.join(format!(".hak-bench-{alloc}.tmp"));
+    let dir = to.parent().unwrap_or(bench_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let from = target.join("release").join(artifact);
+    let name = to.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::copy(&from, &tmp).map_err(|e| format!("copying {}: {e}", from.display()))?;
-    std::fs::rename(&tmp, &to).map_err(|e| format!("renaming to {}: {e}", to.display()))?;
-    Ok(to)
+    std::fs::rename(&tmp, to).map_err(|e| format!("renaming to {}: {e}", to.display()))
 }
 
 /// One successful run.
@@ -339,16 +253,17 @@ pub(crate) struct Measured {
     pub(crate) max_rss_kib: u64,
 }
 
-/// Runs one binary once (see [`child::run`]) and checks that it ran the expected workload under the expected
-/// allocator.
+/// Runs one program once with `env` added to its environment (see [`child::run`]) and
+/// checks that it ran the expected workload under the expected allocator.
 pub(crate) fn measure(
-    bin: &Path,
+    program: &Path,
     args: &[&str],
+    env: &[(&str, &str)],
     timeout: Duration,
     workload: &str,
     alloc: &str,
 ) -> Result<Measured, String> {
-    let f = child::run(bin, args, timeout).map_err(|e| format!("could not run: {e}"))?;
+    let f = child::run(program, args, env, timeout).map_err(|e| format!("could not run: {e}"))?;
     if let Err(e) = f.status {
         let stderr = f.stderr.trim();
         return Err(if stderr.is_empty() { e } else { format!("{e}: {stderr}") });
@@ -356,7 +271,7 @@ pub(crate) fn measure(
     let parsed = child::parse_output(&f.stdout)?;
     if parsed.alloc != alloc || parsed.workload != workload {
         return Err(format!(
-            "binary reported workload={} alloc={}, expected {workload} under {alloc}",
+            "the run reported workload={} alloc={}, expected {workload} under {alloc}",
             parsed.workload, parsed.alloc
         ));
     }
@@ -365,7 +280,7 @@ pub(crate) fn measure(
 
 /// Adds a successful run to its cell; a checksum different from the cell's earlier runs is
 /// an error instead.
-fn record(cell: &mut Cell, m: Measured) {
+pub(crate) fn record(cell: &mut Cell, m: Measured) {
     match cell.checksum {
         Some(c) if c != m.parsed.checksum => {
             cell.errors
@@ -399,29 +314,36 @@ pub(crate) fn check_checksums(row: &mut Row, allocators: &[String]) {
     }
 }
 
-/// Writes report.md, report.json and report.svg into `dir`.
-fn write_reports(dir: &Path, report: &Report, md: &str) -> std::io::Result<()> {
+/// Writes `STEM.md`, `STEM.json` and `STEM.svg` (the chart of `report`) into `dir`.
+pub(crate) fn write_reports(
+    dir: &Path,
+    stem: &str,
+    report: &Report,
+    md: &str,
+    json: &str,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("report.md"), md)?;
-    std::fs::write(dir.join("report.json"), report::json(report))?;
-    std::fs::write(dir.join("report.svg"), report::svg(report).map_err(std::io::Error::other)?)
+    std::fs::write(dir.join(format!("{stem}.md")), md)?;
+    std::fs::write(dir.join(format!("{stem}.json")), json)?;
+    let svg = report::svg(report).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(format!("{stem}.svg")), svg)
 }
 
 /// The `[i/n] what` line on stderr: rewritten in place on a terminal, one line per step
 /// otherwise (CI logs).
 #[derive(Debug)]
-struct Progress {
+pub(crate) struct Progress {
     done: usize,
     total: usize,
     tty: bool,
 }
 
 impl Progress {
-    fn new(total: usize) -> Self {
+    pub(crate) fn new(total: usize) -> Self {
         Progress { done: 0, total, tty: std::io::stderr().is_terminal() }
     }
 
-    fn step(&mut self, what: &str) {
+    pub(crate) fn step(&mut self, what: &str) {
         self.done += 1;
         let line = format!("[{}/{}] {what}", self.done, self.total);
         let mut e = std::io::stderr().lock();
@@ -429,14 +351,14 @@ impl Progress {
         let _ = e.flush();
     }
 
-    fn message(&self, msg: &str) {
+    pub(crate) fn message(&self, msg: &str) {
         if self.tty {
             eprint!("\r\x1b[K");
         }
         eprintln!("{msg}");
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.tty {
             eprintln!();
         }
@@ -448,26 +370,17 @@ mod tests {
     use super::*;
 
     fn opts(s: &str) -> Result<Options, String> {
-        Options::parse(s.split_whitespace(), WORKLOADS)
+        Options::parse(s.split_whitespace(), ALLOCATORS, WORKLOADS, "workload")
     }
 
     #[test]
-    fn defaults_and_modes() {
+    fn the_command_line_selects_allocators_and_workloads() {
         let o = opts("").unwrap();
         assert_eq!((o.mode, o.runs, o.timeout.as_secs()), (Mode::Full, 5, 300));
-        assert_eq!(o.allocators, ALLOCATORS);
-        assert_eq!(o.workloads.len(), WORKLOADS.len());
-        let q = opts("--quick").unwrap();
-        assert_eq!((q.mode, q.runs), (Mode::Quick, 3));
-        let s = opts("--smoke --runs 2 --timeout 9").unwrap();
-        assert_eq!((s.mode, s.runs, s.timeout.as_secs()), (Mode::Smoke, 2, 9));
-    }
-
-    #[test]
-    fn allocator_and_workload_selection() {
+        assert_eq!((o.allocators.len(), o.rows.len()), (ALLOCATORS.len(), WORKLOADS.len()));
         let o = opts("--alloc system,jemalloc,system random_mixed big").unwrap();
         assert_eq!(o.allocators, ["system", "jemalloc"]);
-        let ids: Vec<_> = o.workloads.iter().map(|w| w.id).collect();
+        let ids: Vec<_> = o.rows.iter().map(|w| w.id).collect();
         assert_eq!(
             ids,
             [
@@ -478,12 +391,8 @@ mod tests {
                 "big/sparse"
             ]
         );
-        assert!(opts("--alloc tcmalloc").is_err());
-        assert!(opts("--alloc ,").is_err());
-        assert!(opts("nosuch").is_err());
-        assert!(opts("--runs 0").is_err());
-        assert!(opts("--runs").is_err());
-        assert!(opts("--fast").is_err());
+        assert!(opts("--alloc tcmalloc").is_err(), "tcmalloc is a C-row allocator only");
+        assert!(opts("c/larson").unwrap_err().contains("unknown workload"));
     }
 
     #[test]

@@ -15,12 +15,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::time::Duration;
 
-use crate::bench::check_checksums;
-use crate::child;
+use serde::Serialize;
+
+use crate::bench::{check_checksums, measure, record, write_reports, Progress};
+use crate::cli;
 use crate::machine::Machine;
-use crate::report::{self, Cell, Report, Row};
+use crate::report::{self, Cell, InOrder, Report, Row};
 use crate::workloads::Mode;
 
 /// Allocators of the C rows, in report order.
@@ -70,10 +71,11 @@ impl CRow {
             Mode::Smoke => self.smoke,
         }
     }
+}
 
-    /// Whether a filter selects this row: its id, or a prefix ending at a `/`.
-    fn matches(&self, filter: &str) -> bool {
-        self.id == filter || self.id.starts_with(&format!("{}/", filter.trim_end_matches('/')))
+impl cli::Named for CRow {
+    fn id(&self) -> &'static str {
+        self.id
     }
 }
 
@@ -131,99 +133,34 @@ fn sqlite_script(n: &str) -> String {
     )
 }
 
-/// The options of a C run.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct COptions {
-    pub(crate) mode: Mode,
-    pub(crate) runs: usize,
-    pub(crate) timeout: Duration,
-    /// Allocators asked for (a subset of [`C_ALLOCATORS`], in report order).
-    pub(crate) allocators: Vec<String>,
-    pub(crate) rows: Vec<CRow>,
+/// The options of a C run (`cargo xtask cbench`'s command line, or what `bench` passes on).
+pub(crate) type COptions = cli::Options<CRow>;
+
+/// The options `cargo xtask bench` passes on: its scale, runs and timeout, every C row, and its
+/// allocators plus tcmalloc when it compares all of its own.
+pub(crate) fn options_from_bench(bench: &crate::bench::Options) -> COptions {
+    let mut allocators = bench.allocators.clone();
+    if crate::workloads::ALLOCATORS.iter().all(|a| allocators.iter().any(|b| b == a)) {
+        allocators.push("tcmalloc".into());
+    }
+    COptions {
+        mode: bench.mode,
+        runs: bench.runs,
+        timeout: bench.timeout,
+        allocators,
+        rows: C_ROWS.to_vec(),
+    }
 }
 
-impl COptions {
-    /// The options `cargo xtask bench` passes on: its scale, runs and timeout, every C row,
-    /// and its allocators plus tcmalloc when it compares all of its own.
-    pub(crate) fn from_bench(
-        mode: Mode,
-        runs: usize,
-        timeout: Duration,
-        allocs: &[String],
-    ) -> Self {
-        let mut allocators: Vec<String> = allocs.to_vec();
-        if crate::workloads::ALLOCATORS.iter().all(|a| allocs.iter().any(|b| b == a)) {
-            allocators.push("tcmalloc".into());
+/// Parses `cargo xtask cbench`'s command line and runs the C rows; exit code 2 for a bad
+/// command line, else as [`run`].
+pub(crate) fn main(args: Vec<std::ffi::OsString>, help: &str) -> ExitCode {
+    match COptions::parse(args, C_ALLOCATORS, C_ROWS, "C row") {
+        Ok(opts) => run(&opts),
+        Err(e) => {
+            eprintln!("xtask cbench: {e}\n\n{help}");
+            ExitCode::from(2)
         }
-        COptions { mode, runs, timeout, allocators, rows: C_ROWS.to_vec() }
-    }
-
-    /// Parses `cargo xtask cbench [--quick | --smoke] [--runs N] [--alloc A,B] [--timeout S]
-    /// [ROW...]`.
-    pub(crate) fn parse(args: &[String]) -> Result<COptions, String> {
-        let mut mode = Mode::Full;
-        let (mut runs, mut timeout) = (None, None);
-        let mut allocators: Vec<String> = C_ALLOCATORS.iter().map(|s| s.to_string()).collect();
-        let mut filters: Vec<String> = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut value =
-                |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
-            let positive = |name: &str, v: String| {
-                v.parse::<u64>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("{name} wants a positive number, got `{v}`"))
-            };
-            match a.as_str() {
-                "--quick" => mode = Mode::Quick,
-                "--smoke" => mode = Mode::Smoke,
-                "--runs" => runs = Some(positive("--runs", value("--runs")?)? as usize),
-                "--timeout" => timeout = Some(positive("--timeout", value("--timeout")?)?),
-                "--alloc" => {
-                    let v = value("--alloc")?;
-                    let wanted: Vec<&str> =
-                        v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-                    if let Some(bad) = wanted.iter().find(|w| !C_ALLOCATORS.contains(w)) {
-                        return Err(format!(
-                            "unknown allocator `{bad}` (known: {})",
-                            C_ALLOCATORS.join(", ")
-                        ));
-                    }
-                    allocators = C_ALLOCATORS
-                        .iter()
-                        .filter(|a| wanted.contains(a))
-                        .map(|s| s.to_string())
-                        .collect();
-                    if allocators.is_empty() {
-                        return Err("--alloc needs at least one allocator".into());
-                    }
-                }
-                f if f.starts_with('-') => return Err(format!("unknown option `{f}`")),
-                f => filters.push(f.to_string()),
-            }
-        }
-        if let Some(f) = filters.iter().find(|f| !C_ROWS.iter().any(|r| r.matches(f))) {
-            let ids: Vec<_> = C_ROWS.iter().map(|r| r.id).collect();
-            return Err(format!("unknown C row `{f}` (known: {})", ids.join(", ")));
-        }
-        let rows = C_ROWS
-            .iter()
-            .filter(|r| filters.is_empty() || filters.iter().any(|f| r.matches(f)))
-            .copied()
-            .collect();
-        let (default_runs, default_timeout) = match mode {
-            Mode::Full => (5, 300),
-            Mode::Quick => (3, 120),
-            Mode::Smoke => (1, 60),
-        };
-        Ok(COptions {
-            mode,
-            runs: runs.unwrap_or(default_runs),
-            timeout: Duration::from_secs(timeout.unwrap_or(default_timeout)),
-            allocators,
-            rows,
-        })
     }
 }
 
@@ -266,10 +203,10 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
     let mut rows = Vec::new();
     let total =
         opts.rows.iter().filter(|r| missing_program(r).is_none()).count() * opts.runs * ready.len();
-    let mut step = 0;
+    let mut progress = Progress::new(total);
     for crow in &opts.rows {
         if let Some(missing) = missing_program(crow) {
-            eprintln!("cbench: skipping {}: {missing} is not installed", crow.id);
+            progress.message(&format!("cbench: skipping {}: {missing} is not installed", crow.id));
             notes.push(format!("{} skipped: {missing} is not installed", crow.id));
             continue;
         }
@@ -279,16 +216,21 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
             command: describe(crow, opts.mode),
             cells: vec![Cell::default(); ready.len()],
         };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for run in 1..=opts.runs {
             for (a, r) in ready.iter().enumerate() {
-                step += 1;
-                eprintln!("[{step}/{total}] {} {} run {run}/{}", crow.id, r.name, opts.runs);
-                let outcome = measure(&program, &args, &env, r, crow.id, opts.timeout);
+                progress.step(&format!("{} {} run {run}/{}", crow.id, r.name, opts.runs));
+                let preload = r.preload.as_ref().map(|p| p.to_string_lossy().into_owned());
+                let env: Vec<(&str, &str)> = env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain(preload.as_deref().map(|p| ("LD_PRELOAD", p)))
+                    .collect();
                 let cell = &mut row.cells[a];
-                match outcome {
-                    Ok((parsed, rss)) => record(cell, parsed, rss),
+                match measure(&program, &args, &env, opts.timeout, crow.id, &r.name) {
+                    Ok(m) => record(cell, m),
                     Err(e) => {
-                        eprintln!("FAIL {} {} run {run}: {e}", crow.id, r.name);
+                        progress.message(&format!("FAIL {} {} run {run}: {e}", crow.id, r.name));
                         cell.errors.push(e);
                     }
                 }
@@ -297,6 +239,7 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
         check_checksums(&mut row, &allocators);
         rows.push(row);
     }
+    progress.finish();
     let report = Report { machine, mode: opts.mode, runs: opts.runs, allocators, rows };
     let mut md = String::from("# C programs under LD_PRELOAD\n\n");
     for r in &ready {
@@ -308,17 +251,12 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
     md.push('\n');
     md.push_str(&report::markdown(&report));
     print!("{md}");
-    let versions: Vec<(String, String)> =
-        ready.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
-    let json = with_versions(&report::json(&report), &versions, &notes);
-    let written = std::fs::create_dir_all(&out_dir)
-        .and_then(|()| std::fs::write(out_dir.join("c-report.md"), &md))
-        .and_then(|()| std::fs::write(out_dir.join("c-report.json"), json))
-        .and_then(|()| {
-            let svg = report::svg(&report).map_err(std::io::Error::other)?;
-            std::fs::write(out_dir.join("c-report.svg"), svg)
-        });
-    match written {
+    let head = Provenance {
+        peers: InOrder(ready.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect()),
+        notes: &notes,
+    };
+    let json = report::json_with(&report, head);
+    match write_reports(&out_dir, "c-report", &report, &md, &json) {
         Ok(()) => eprintln!("cbench: wrote {}/c-report.{{md,json,svg}}", out_dir.display()),
         Err(e) => {
             eprintln!("cbench: could not write the report: {e}");
@@ -333,20 +271,12 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
     }
 }
 
-/// The report's JSON with `"peers"` (name → version) and `"notes"` added at the top.
-fn with_versions(json: &str, versions: &[(String, String)], notes: &[String]) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let peers: Vec<String> = versions.iter().map(|(n, v)| format!("{}: {}", q(n), q(v))).collect();
-    let notes: Vec<String> = notes.iter().map(|n| q(n)).collect();
-    let head = format!(
-        "{{\n  \"peers\": {{{}}},\n  \"notes\": [{}],\n",
-        peers.join(", "),
-        notes.join(", ")
-    );
-    match json.strip_prefix("{\n") {
-        Some(rest) => head + rest,
-        None => json.to_string(),
-    }
+/// What the C report's JSON has above the Rust report's fields: each allocator's version
+/// (`"peers"`, in report order) and why rows or peers were skipped (`"notes"`).
+#[derive(Serialize)]
+struct Provenance<'a> {
+    peers: InOrder<'a, &'a str>,
+    notes: &'a [String],
 }
 
 /// Gets an allocator ready: hakmem is built, the system allocator needs nothing, a peer's
@@ -388,23 +318,8 @@ fn prepare(name: &str, bench_dir: &Path) -> Result<Ready, String> {
 /// Builds libhakmem.so in the bench's target dir and copies it to `bench_dir/lib`.
 fn build_hakmem(bench_dir: &Path) -> Result<PathBuf, String> {
     eprintln!("cbench: building libhakmem.so");
-    let target = bench_dir.join("build");
-    let status = Command::new(crate::cargo())
-        .current_dir(crate::workspace_root())
-        .args(["build", "--release", "--package", "libhakmem", "--target-dir"])
-        .arg(&target)
-        .status()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build -p libhakmem: {status}"));
-    }
-    let lib_dir = bench_dir.join("lib");
-    std::fs::create_dir_all(&lib_dir).map_err(|e| format!("{}: {e}", lib_dir.display()))?;
-    let from = target.join("release").join("libhakmem.so");
-    let to = lib_dir.join("libhakmem.so");
-    let tmp = lib_dir.join(".libhakmem.so.tmp");
-    std::fs::copy(&from, &tmp).map_err(|e| format!("copying {}: {e}", from.display()))?;
-    std::fs::rename(&tmp, &to).map_err(|e| format!("renaming to {}: {e}", to.display()))?;
+    let to = bench_dir.join("lib").join("libhakmem.so");
+    crate::bench::build_release(bench_dir, "libhakmem", &[], "libhakmem.so", &to)?;
     eprintln!("cbench: LD_PRELOAD={}", to.display());
     Ok(to)
 }
@@ -542,59 +457,12 @@ fn describe(row: &CRow, mode: Mode) -> String {
     }
 }
 
-/// Runs one program once under one allocator and checks what it reports.
-fn measure(
-    program: &Path,
-    args: &[String],
-    env: &[(String, String)],
-    alloc: &Ready,
-    id: &str,
-    timeout: Duration,
-) -> Result<(child::Parsed, u64), String> {
-    let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let preload = alloc.preload.as_ref().map(|p| p.to_string_lossy().into_owned());
-    if let Some(p) = &preload {
-        envs.push(("LD_PRELOAD", p));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let f = child::run_env(program, &args, &envs, timeout)
-        .map_err(|e| format!("could not run: {e}"))?;
-    if let Err(e) = f.status {
-        let stderr = f.stderr.trim();
-        return Err(if stderr.is_empty() { e } else { format!("{e}: {stderr}") });
-    }
-    let parsed = child::parse_output(&f.stdout)?;
-    if parsed.alloc != alloc.name || parsed.workload != id {
-        return Err(format!(
-            "program reported workload={} alloc={}, expected {id} under {}",
-            parsed.workload, parsed.alloc, alloc.name
-        ));
-    }
-    Ok((parsed, f.max_rss_kib))
-}
-
-/// Adds a successful run to its cell (a checksum that changed between runs is an error).
-fn record(cell: &mut Cell, p: child::Parsed, rss_kib: u64) {
-    match cell.checksum {
-        Some(c) if c != p.checksum => {
-            cell.errors.push(format!("checksum {} differs from earlier run's {c}", p.checksum));
-            return;
-        }
-        _ => cell.checksum = Some(p.checksum),
-    }
-    cell.ops_per_sec.push(p.ops_per_sec);
-    cell.rss_kib.push(rss_kib);
-    if let Some(s) = p.syscalls {
-        cell.syscalls.push(s);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn opts(s: &str) -> Result<COptions, String> {
-        COptions::parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+        COptions::parse(s.split_whitespace(), C_ALLOCATORS, C_ROWS, "C row")
     }
 
     #[test]
@@ -624,24 +492,35 @@ mod tests {
 
     #[test]
     fn bench_options_add_tcmalloc_only_to_a_full_comparison() {
-        let all: Vec<String> = crate::workloads::ALLOCATORS.iter().map(|s| s.to_string()).collect();
-        let o = COptions::from_bench(Mode::Quick, 3, Duration::from_secs(9), &all);
+        let bench = |s: &str| {
+            crate::bench::Options::parse(
+                s.split_whitespace(),
+                crate::workloads::ALLOCATORS,
+                crate::workloads::WORKLOADS,
+                "workload",
+            )
+            .unwrap()
+        };
+        let o = options_from_bench(&bench("--quick --runs 4"));
+        assert_eq!((o.mode, o.runs, o.rows.len()), (Mode::Quick, 4, C_ROWS.len()));
         assert_eq!(o.allocators, C_ALLOCATORS);
-        let some = vec!["hakmem".to_string(), "system".to_string()];
         assert_eq!(
-            COptions::from_bench(Mode::Quick, 3, Duration::from_secs(9), &some).allocators,
-            some
+            options_from_bench(&bench("--alloc hakmem,system")).allocators,
+            ["hakmem", "system"]
         );
     }
 
     #[test]
-    fn versions_go_at_the_top_of_the_json() {
-        let j = with_versions("{\n  \"date\": 1\n}\n", &[("m".into(), "2.0 \"x\"".into())], &[]);
-        assert!(
-            j.starts_with(
-                "{\n  \"peers\": {\"m\": \"2.0 \\\"x\\\"\"},\n  \"notes\": [],\n  \"date\""
-            ),
-            "{j}"
-        );
+    fn peers_and_notes_go_at_the_top_of_the_json() {
+        let head = Provenance {
+            peers: InOrder(vec![("system", "glibc 2.41"), ("mimalloc", "2.0 \"x\"")]),
+            notes: &["prog/python3 skipped".to_string()],
+        };
+        let j = report::json_with(&report::tests::sample(), head);
+        assert!(j.starts_with("{\n  \"peers\": {\n    \"system\": \"glibc 2.41\","), "{j}");
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["peers"]["mimalloc"], "2.0 \"x\"");
+        assert_eq!(v["notes"], serde_json::json!(["prog/python3 skipped"]));
+        assert_eq!(v["mode"], "quick", "the Rust report's fields follow");
     }
 }

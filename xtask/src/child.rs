@@ -20,13 +20,9 @@ pub(crate) struct Finished {
     pub(crate) max_rss_kib: u64,
 }
 
-/// Runs `bin args...` to completion (or until `timeout`, then SIGKILL).
-pub(crate) fn run(bin: &Path, args: &[&str], timeout: Duration) -> std::io::Result<Finished> {
-    run_env(bin, args, &[], timeout)
-}
-
-/// [`run`] with extra environment variables (`LD_PRELOAD` for the C rows).
-pub(crate) fn run_env(
+/// Runs `bin args...` with `env` added to its environment (`LD_PRELOAD` for the C rows) to
+/// completion (or until `timeout`, then SIGKILL).
+pub(crate) fn run(
     bin: &Path,
     args: &[&str],
     env: &[(&str, &str)],
@@ -212,12 +208,13 @@ mod tests {
     fn measures_a_child_and_reports_failures() {
         let sh = Path::new("/bin/sh");
         let t = Duration::from_secs(10);
-        let ok = run(sh, &["-c", "echo hi; echo err >&2"], t).unwrap();
+        let ok = run(sh, &["-c", "echo hi $X; echo err >&2"], &[("X", "there")], t).unwrap();
         assert_eq!(ok.status, Ok(()));
-        assert_eq!((ok.stdout.as_str(), ok.stderr.as_str()), ("hi\n", "err\n"));
+        assert_eq!((ok.stdout.as_str(), ok.stderr.as_str()), ("hi there\n", "err\n"));
         assert!(ok.max_rss_kib > 0);
-        assert_eq!(run(sh, &["-c", "exit 3"], t).unwrap().status, Err("exited with code 3".into()));
-        let slow = run(sh, &["-c", "exec sleep 5"], Duration::from_millis(100)).unwrap();
+        let failed = run(sh, &["-c", "exit 3"], &[], t).unwrap();
+        assert_eq!(failed.status, Err("exited with code 3".into()));
+        let slow = run(sh, &["-c", "exec sleep 5"], &[], Duration::from_millis(100)).unwrap();
         assert!(slow.status.unwrap_err().contains("timed out"));
     }
 }

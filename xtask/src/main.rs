@@ -7,8 +7,9 @@
 //! - `cargo xtask miri [...]` and `cargo xtask sanitize [...]`: Miri over the layer crates, and
 //!   the multi-threaded tests under ASan/TSan (nightly, installed on demand; see `test.rs`).
 //! - `cargo xtask bench`: builds `benches/` (`hak-bench`) once per allocator and compares them
-//!   ([`bench`] runs it, [`workloads`] lists what runs, [`report`] renders Markdown, JSON and SVG,
-//!   [`child`] spawns and measures one run, [`machine`] describes the host).
+//!   ([`bench`] runs it, [`cli`] parses its command line, [`workloads`] lists what runs,
+//!   [`report`] renders Markdown, JSON and SVG, [`child`] spawns and measures one run,
+//!   [`machine`] describes the host); `cargo xtask cbench`: the C rows alone ([`cbench`]).
 //!
 //! Exit codes: 0 success, 1 a task failed (a workload failed its check, crashed or timed out),
 //! 2 bad command line.
@@ -19,6 +20,7 @@
 mod bench;
 mod cbench;
 mod child;
+mod cli;
 mod machine;
 mod report;
 mod test;
@@ -28,7 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const HELP: &str = "\
-usage: cargo xtask <TASK> [ARGS...]
+usage: cargo xtask <TASK> [ARGS...]   (`--help` after any task prints this text)
 
 tasks:
   test  Every check CI runs: fmt, clippy -D warnings, the workspace tests, the loom models,
@@ -74,17 +76,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest: Vec<std::ffi::OsString> = args.collect();
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     let strings =
         || -> Vec<String> { rest.iter().map(|a| a.to_string_lossy().into_owned()).collect() };
     match task.to_string_lossy().as_ref() {
         "bench" => bench::main(rest, HELP),
-        "cbench" => match cbench::COptions::parse(&strings()) {
-            Ok(opts) => cbench::run(&opts),
-            Err(e) => {
-                eprintln!("xtask cbench: {e}\n\n{HELP}");
-                ExitCode::from(2)
-            }
-        },
+        "cbench" => cbench::main(rest, HELP),
         "test" => exit_code(test::run(&strings())),
         "loom" => exit_code(test::run_loom(&strings())),
         "miri" => exit_code(test::run_miri(&strings())),

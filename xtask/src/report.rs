@@ -199,69 +199,41 @@ pub(crate) fn markdown(r: &Report) -> String {
 
     let peers = r.peers();
     let _ = writeln!(s, "\n## Throughput: M ops/s (higher is better) and hakmem ÷ peer\n");
-    let mut head = String::from("| workload |");
-    let mut rule = String::from("| --- |");
-    for a in &r.allocators {
-        let _ = write!(head, " {a} |");
-        rule.push_str(" ---: |");
-    }
-    for &p in &peers {
-        let _ = write!(head, " ÷ {} |", r.allocators[p]);
-        rule.push_str(" ---: |");
-    }
-    let _ = writeln!(s, "{head}\n{rule}");
-    for row in &r.rows {
-        let _ = write!(s, "| {} |", row.workload);
-        for c in &row.cells {
-            let v = match (c.failed(), c.median_ops()) {
-                (true, _) => "FAIL".to_string(),
-                (false, Some(v)) => sig3(v / 1e6),
-                (false, None) => "–".to_string(),
-            };
-            let _ = write!(s, " {v} |");
-        }
-        for &p in &peers {
-            let v =
-                row.ratio(&r.allocators, p).map_or("–".to_string(), |x| format!("{}×", sig3(x)));
-            let _ = write!(s, " {v} |");
-        }
-        s.push('\n');
-    }
+    let mut columns = r.allocators.clone();
+    columns.extend(peers.iter().map(|&p| format!("÷ {}", r.allocators[p])));
+    table(&mut s, &columns, &r.rows, |row| {
+        let ops = row.cells.iter().map(|c| match (c.failed(), c.median_ops()) {
+            (true, _) => "FAIL".to_string(),
+            (false, Some(v)) => sig3(v / 1e6),
+            (false, None) => "–".to_string(),
+        });
+        let ratios = peers.iter().map(|&p| {
+            row.ratio(&r.allocators, p).map_or("–".to_string(), |x| format!("{}×", sig3(x)))
+        });
+        ops.chain(ratios).collect()
+    });
 
-    let has_hakmem = r.allocators.iter().any(|a| a == "hakmem");
+    let h = r.allocators.iter().position(|a| a == "hakmem");
     let _ = writeln!(
         s,
         "\n## Peak RSS of the process (MiB){}\n",
-        if has_hakmem { " and hakmem's OS calls (whole process)" } else { "" }
+        if h.is_some() { " and hakmem's OS calls (whole process)" } else { "" }
     );
-    let mut head = String::from("| workload |");
-    let mut rule = String::from("| --- |");
-    for a in &r.allocators {
-        let _ = write!(head, " {a} |");
-        rule.push_str(" ---: |");
+    let mut columns = r.allocators.clone();
+    if h.is_some() {
+        columns.extend(["mmap", "munmap", "madvise"].map(String::from));
     }
-    if has_hakmem {
-        head.push_str(" mmap | munmap | madvise |");
-        rule.push_str(" ---: | ---: | ---: |");
-    }
-    let _ = writeln!(s, "{head}\n{rule}");
-    let h = r.allocators.iter().position(|a| a == "hakmem");
-    for row in &r.rows {
-        let _ = write!(s, "| {} |", row.workload);
-        for c in &row.cells {
-            let v = c.median_rss_kib().map_or("–".to_string(), mib);
-            let _ = write!(s, " {v} |");
-        }
+    table(&mut s, &columns, &r.rows, |row| {
+        let mut v: Vec<String> =
+            row.cells.iter().map(|c| c.median_rss_kib().map_or("–".to_string(), mib)).collect();
         if let Some(h) = h {
             match row.cells[h].median_syscalls() {
-                Some(k) => {
-                    let _ = write!(s, " {} | {} | {} |", k.mmap, k.munmap, k.madvise);
-                }
-                None => s.push_str(" – | – | – |"),
+                Some(k) => v.extend([k.mmap, k.munmap, k.madvise].map(|n| n.to_string())),
+                None => v.extend(["–"; 3].map(String::from)),
             }
         }
-        s.push('\n');
-    }
+        v
+    });
 
     let failures = r.failures();
     if !failures.is_empty() {
@@ -279,9 +251,22 @@ pub(crate) fn markdown(r: &Report) -> String {
     s
 }
 
+/// A Markdown table of one line per row: the workload, then `columns` (right-aligned) with the
+/// values `cells` gives for the row.
+fn table(s: &mut String, columns: &[String], rows: &[Row], cells: impl Fn(&Row) -> Vec<String>) {
+    let line = |first: &str, rest: &[String]| {
+        rest.iter().fold(format!("| {first} |"), |l, c| l + " " + c + " |") + "\n"
+    };
+    s.push_str(&line("workload", columns));
+    s.push_str(&line("---", &vec!["---:".to_string(); columns.len()]));
+    for row in rows {
+        s.push_str(&line(&row.workload, &cells(row)));
+    }
+}
+
 /// A JSON object whose keys keep the given order (allocators in report order), which a map
 /// type would sort.
-struct InOrder<'a, T>(Vec<(&'a str, T)>);
+pub(crate) struct InOrder<'a, T>(pub(crate) Vec<(&'a str, T)>);
 
 impl<T: Serialize> Serialize for InOrder<'_, T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -289,9 +274,12 @@ impl<T: Serialize> Serialize for InOrder<'_, T> {
     }
 }
 
-/// `report.json`: the schema `docs/bench.md` shows.
+/// `report.json`: the schema `docs/bench.md` shows, after the fields of `head` (none for the
+/// Rust rows; the C rows add their peers' versions).
 #[derive(Serialize)]
-struct JsonReport<'a> {
+struct JsonReport<'a, H> {
+    #[serde(flatten)]
+    head: H,
     date: &'a str,
     mode: &'a str,
     runs: usize,
@@ -334,9 +322,15 @@ struct JsonCell<'a> {
 
 /// The report as JSON (schema in `docs/bench.md`).
 pub(crate) fn json(r: &Report) -> String {
+    json_with(r, ())
+}
+
+/// [`json`] with the fields of `head` (a struct) first.
+pub(crate) fn json_with<H: Serialize>(r: &Report, head: H) -> String {
     let m = &r.machine;
     let peers = r.peers();
     let doc = JsonReport {
+        head,
         date: &m.date,
         mode: r.mode.name(),
         runs: r.runs,
@@ -401,6 +395,8 @@ const COLOURS: [RGBColor; 6] = [
 
 /// Pixel height of one bar slot; each workload takes one slot per allocator plus a gap.
 const SLOT_PX: u32 = 7;
+/// Pixel height a legend entry takes (plotters' default label font and spacing).
+const LEGEND_ENTRY_PX: u32 = 19;
 /// Chart width in pixels.
 const CHART_W: u32 = 1100;
 
@@ -412,7 +408,10 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
     let peers = r.peers();
     let k = r.allocators.len() + 1;
     let slots = (r.rows.len() * k).max(1);
-    let h = 110 + SLOT_PX * slots as u32;
+    // Empty slots below the last workload where the legends go, so they never cover a bar.
+    let legend = (r.allocators.len() as u32 * LEGEND_ENTRY_PX + 20).div_ceil(SLOT_PX) as usize;
+    let bottom = -0.5 - legend as f64;
+    let h = 110 + SLOT_PX * (slots + legend) as u32;
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (CHART_W, h)).into_drawing_area();
@@ -441,7 +440,11 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
         let (lo, hi) = decades(&ratios, 0.1, 10.0);
         let y_of = |row: usize, slot: usize| (slots - 1 - (row * k + slot)) as f64;
         let names = |v: &f64| {
-            let s = slots - 1 - v.round().max(0.0) as usize;
+            let i = v.round();
+            if !(0.0..slots as f64).contains(&i) {
+                return String::new();
+            }
+            let s = slots - 1 - i as usize;
             // Name the row at its middle bar (bars take slots 0..k-1, the last slot is the gap).
             if s % k == (k - 2) / 2 {
                 r.rows.get(s / k).map_or(String::new(), |row| row.workload.clone())
@@ -455,12 +458,12 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
             .margin_right(28)
             .x_label_area_size(30)
             .y_label_area_size(150)
-            .build_cartesian_2d((lo..hi).log_scale(), -0.5..slots as f64 - 0.5)
+            .build_cartesian_2d((lo..hi).log_scale(), bottom..slots as f64 - 0.5)
             .map_err(e)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(slots)
+            .y_labels(slots + legend)
             .y_label_formatter(&names)
             .x_label_formatter(&|x| format!("{}×", short(*x)))
             .x_desc("log scale; right of 1× = hakmem faster")
@@ -531,7 +534,7 @@ pub(crate) fn svg(r: &Report) -> Result<String, String> {
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(10)
-            .build_cartesian_2d((rlo..rhi).log_scale(), -0.5..slots as f64 - 0.5)
+            .build_cartesian_2d((rlo..rhi).log_scale(), bottom..slots as f64 - 0.5)
             .map_err(e)?;
         chart
             .configure_mesh()
@@ -591,7 +594,7 @@ fn decades(xs: &[f64], min_lo: f64, min_hi: f64) -> (f64, f64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn cell(ops: &[f64], rss: &[u64], sys: &[Syscalls]) -> Cell {
@@ -604,7 +607,8 @@ mod tests {
         }
     }
 
-    fn sample() -> Report {
+    /// A report of two rows and three allocators, with a failed cell.
+    pub(crate) fn sample() -> Report {
         let k = Syscalls { mmap: 10, munmap: 2, madvise: 3 };
         Report {
             machine: Machine {
@@ -691,6 +695,12 @@ mod tests {
         assert!(md.contains("| random_mixed/400 | 3.00 | 1.00 | 1.00 | 10 | 2 | 3 |"), "{md}");
         assert!(md.contains("- big / system: exited with code 1"), "{md}");
         assert!(md.contains("- random_mixed/400: `random_mixed 5000000 400 1234567`"), "{md}");
+        // Without hakmem: no ratio columns, no syscall columns.
+        let mut no_h = sample();
+        no_h.allocators[0] = "jemalloc".into();
+        let md = markdown(&no_h);
+        assert!(md.contains("| workload | jemalloc | system | mimalloc |\n| --- | ---: | ---: | ---: |\n| random_mixed/400 | 20.0 | 10.0 | 40.0 |\n"), "{md}");
+        assert!(md.contains("| random_mixed/400 | 3.00 | 1.00 | 1.00 |\n"), "{md}");
     }
 
     #[test]

@@ -322,34 +322,44 @@ struct MiriOptions {
 }
 
 fn parse_miri(args: &[String]) -> Result<MiriOptions, String> {
+    use lexopt::prelude::*;
     let mut o = MiriOptions {
         ci: false,
         models: vec![Model::Stacked, Model::Tree],
         jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         crates: Vec::new(),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--ci" => o.ci = true,
-            "--model" => {
-                o.models = match it.next().map(String::as_str) {
-                    Some("stacked") => vec![Model::Stacked],
-                    Some("tree") => vec![Model::Tree],
-                    Some("both") => vec![Model::Stacked, Model::Tree],
-                    other => return Err(format!("--model wants stacked|tree|both, got {other:?}")),
+    let mut p = lexopt::Parser::from_args(args);
+    let err = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = p.next().map_err(err)? {
+        match arg {
+            Long("ci") => o.ci = true,
+            Long("model") => {
+                o.models = match p.value().map_err(err)?.string().map_err(err)?.as_str() {
+                    "stacked" => vec![Model::Stacked],
+                    "tree" => vec![Model::Tree],
+                    "both" => vec![Model::Stacked, Model::Tree],
+                    other => return Err(format!("--model wants stacked|tree|both, got `{other}`")),
                 }
             }
-            "--jobs" => {
-                o.jobs = it
-                    .next()
+            Long("jobs") => {
+                o.jobs = p
+                    .value()
+                    .map_err(err)?
+                    .string()
+                    .ok()
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n > 0)
                     .ok_or("--jobs wants a positive number")?
             }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            k if MIRI_CRATES.contains(&k) => o.crates.push(k.to_string()),
-            k => return Err(format!("{k} is not one of {}", MIRI_CRATES.join(", "))),
+            Value(k) => {
+                let k = k.string().map_err(err)?;
+                if !MIRI_CRATES.contains(&k.as_str()) {
+                    return Err(format!("{k} is not one of {}", MIRI_CRATES.join(", ")));
+                }
+                o.crates.push(k);
+            }
+            other => return Err(other.unexpected().to_string()),
         }
     }
     if o.ci && !o.crates.is_empty() {
@@ -543,4 +553,26 @@ pub(crate) fn run_sanitize(args: &[String]) -> i32 {
     }
     eprintln!("sanitize: clean in {:.0}s", start.elapsed().as_secs_f64());
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn miri(s: &str) -> Result<MiriOptions, String> {
+        parse_miri(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn miri_command_line() {
+        let o = miri("--model tree --jobs=3 hak-os hak-sync").unwrap();
+        assert!(!o.ci && o.models == [Model::Tree] && o.jobs == 3);
+        assert_eq!(o.crates, ["hak-os", "hak-sync"]);
+        assert!(miri("--ci --model=both").unwrap().models == [Model::Stacked, Model::Tree]);
+        for bad in
+            ["--model", "--model heap", "--jobs 0", "--jobs", "--fast", "nosuch", "--ci hak-os"]
+        {
+            assert!(miri(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -49,11 +49,11 @@ impl Workload {
             Mode::Smoke => self.smoke,
         }
     }
+}
 
-    /// Whether a WORKLOAD filter given on the command line selects this row: the full id, or
-    /// the part before `/` (`random_mixed` selects all three random_mixed rows).
-    pub(crate) fn matches(&self, filter: &str) -> bool {
-        self.id == filter || self.id.split('/').next() == Some(filter)
+impl crate::cli::Named for Workload {
+    fn id(&self) -> &'static str {
+        self.id
     }
 }
 
@@ -196,14 +196,5 @@ mod tests {
                 assert_eq!(w.args(mode).split(' ').next(), Some(sub), "{} {mode:?}", w.id);
             }
         }
-    }
-
-    #[test]
-    fn filters_match_ids_and_prefixes() {
-        let rm = &WORKLOADS[0];
-        assert!(rm.matches("random_mixed"));
-        assert!(rm.matches("random_mixed/400"));
-        assert!(!rm.matches("random_mixed/4096"));
-        assert!(!rm.matches("random"));
     }
 }
