@@ -471,7 +471,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
         // SAFETY: a registered mid address, live by the contract.
         Some(OwnerKind::Mid) => unsafe { MID.usable_size(nn) }.unwrap_or(0),
         Some(OwnerKind::Big) => BIG.live_usable_size(nn).unwrap_or(0),
-        None => 0,
+        _ => 0, // unknown, or a kind hakmem never registers
     }
 }
 
