@@ -2,7 +2,7 @@
 //! ..., exported by the `hakmem-c` crate and `libhakmem.so`), with glibc's behaviour. Rust code
 //! can call them too, e.g. for a buffer that C code will `free`.
 //!
-//! Differences from [`GlobalAlloc`](core::alloc::GlobalAlloc): no layout on free or realloc.
+//! Differences from [`GlobalAlloc`]: no layout on free or realloc.
 //! The registry says which tier owns an address: a tiny block's class comes from its slab's
 //! record (no per-block header), a mid block's from its chunk header, a big block's size from
 //! its header. Every block is aligned to [`MALLOC_ALIGN`] (16) unless asked for more.
