@@ -475,6 +475,11 @@ mod tests {
         };
     }
 
+    /// A state pointer handed back by a test thread (a pointer, so it keeps its provenance).
+    struct Sent(*mut Counted);
+    // SAFETY: only read after the thread that used the state is gone (counters, any thread).
+    unsafe impl Send for Sent {}
+
     /// Reads a counter of a state (no thread uses it, or only the caller).
     fn read(p: *const Counted, f: fn(&Counted) -> &LocalCounter) -> u64 {
         // SAFETY: states are never unmapped; counters are safe to read from any thread.
@@ -510,19 +515,21 @@ mod tests {
             let s = STATES.current_or_init();
             // SAFETY: this thread's active state.
             unsafe { (*s).work.add(5) };
-            s as usize
+            Sent(s)
         })
         .join()
-        .unwrap() as *const Counted;
+        .unwrap()
+        .0;
         assert_eq!(read(first, |c| &c.flushes), 1, "flushed by the exit destructor");
         let second = thread::spawn(|| {
             let s = STATES.current_or_init();
             // SAFETY: this thread's active state.
             unsafe { (*s).work.add(2) };
-            s as usize
+            Sent(s)
         })
         .join()
-        .unwrap() as *const Counted;
+        .unwrap()
+        .0;
         assert_eq!(second, first, "the retired state was recycled");
         assert_eq!(read(first, |c| &c.activations), 2);
         assert_eq!(read(first, |c| &c.flushes), 2);
@@ -585,10 +592,10 @@ mod tests {
             // An allocation from a later destructor: the same (retired) state comes back and
             // is registered again, so the real exit flushes it once more.
             assert_eq!(STATES.current_or_init(), s);
-            s as usize
+            Sent(s)
         })
         .join()
-        .map(|s| assert_eq!(read(s as *const Counted, |c| &c.flushes), 2))
+        .map(|s| assert_eq!(read(s.0, |c| &c.flushes), 2))
         .unwrap();
         assert_eq!(STATES.counts(), StateCounts { built: 1, recycled: 1 });
     }
