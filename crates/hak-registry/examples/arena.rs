@@ -7,6 +7,10 @@
 //! base pointer (with its provenance), through which the header is read. Addresses the
 //! registry was never told about give `None`, whatever they are.
 //!
+//! The chunks are registered under a kind of the program's own (`OwnerKind::user`), not one
+//! of hakmem's tiers; a second user kind marks other regions in the same registry, and a
+//! lookup tells the two apart by comparing kinds, as an allocator's `free` would.
+//!
 //! Run with `cargo run -p hak-registry --example arena`.
 
 use core::ptr::NonNull;
@@ -24,11 +28,12 @@ struct ChunkHeader {
 /// Bytes reserved for the header (keeps blocks 64-aligned).
 const HEADER: usize = 64;
 
-/// The kind the arenas register their chunks as. The kinds name hakmem's tiers; in a registry
-/// of your own, any kind may stand for your owners (here one kind for every arena). A registry
-/// shared with hakmem's tiers must not be used this way: each tier assumes its kind's regions
-/// are its own.
-const KIND: OwnerKind = OwnerKind::Mid;
+/// The kind the arenas register their chunks as: a user kind (16..=255; the values below 16
+/// are hakmem's tiers, which each take their kind's regions in a registry as their own). One
+/// kind for every arena: the chunk header says which arena.
+const KIND: OwnerKind = OwnerKind::user(16).unwrap();
+/// Another owner of this program's: plain regions, registered under a kind of their own.
+const SPARE: OwnerKind = OwnerKind::user(17).unwrap();
 
 struct Arena<'r> {
     id: u32,
@@ -108,6 +113,16 @@ fn arena_of(reg: &Registry<'_>, addr: usize) -> Option<u32> {
     Some(unsafe { owner.base.as_ptr().cast::<ChunkHeader>().read().arena })
 }
 
+/// What owns `addr`, by kind: constants, user kinds included, match like enum variants.
+fn describe(reg: &Registry<'_>, addr: usize) -> &'static str {
+    match reg.kind(addr) {
+        Some(KIND) => "arena",
+        Some(SPARE) => "spare region",
+        Some(_) => "another owner",
+        None => "nobody",
+    }
+}
+
 fn main() {
     let os = Os::new();
     // 32 KiB of top-level table; leaves (512 KiB of address space each, committed as
@@ -160,6 +175,19 @@ fn main() {
     assert_eq!(reg.register(inside, 4096, KIND), Err(RegisterError::Misaligned));
     assert_eq!(reg.register(base, len, KIND), Err(RegisterError::Occupied));
     assert_eq!(arena_of(&reg, base.as_ptr() as usize), Some(b.id), "the failures changed nothing");
+
+    // A region of another kind in the same registry: the arenas' lookups skip it.
+    let spare = os.map(GRANULE, GRANULE).expect("the OS refused 1 MiB");
+    reg.register(spare, GRANULE, SPARE).expect("a free, aligned region");
+    let in_spare = spare.as_ptr() as usize + 100;
+    assert_eq!(reg.lookup(in_spare).map(|o| (o.kind, o.base)), Some((SPARE, spare)));
+    assert_eq!(arena_of(&reg, in_spare), None, "not an arena's");
+    assert_eq!(describe(&reg, in_spare), "spare region");
+    assert_eq!(describe(&reg, blocks[0].1.as_ptr() as usize), "arena");
+    assert_eq!(describe(&reg, 0), "nobody");
+    reg.unregister(spare, GRANULE);
+    // SAFETY: our mapping, unregistered, never used.
+    unsafe { os.unmap(spare, GRANULE) }.expect("unmap");
 
     // Dropping an arena unregisters and unmaps its chunks: its addresses are unknown again.
     let b_addrs: Vec<usize> = b.chunks.iter().map(|&(p, _)| p.as_ptr() as usize).collect();

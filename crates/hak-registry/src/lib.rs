@@ -5,6 +5,10 @@
 //!   it falls in ([`GRANULE`]). [`Registry::register`] claims the granules of a region (base
 //!   aligned to [`GRANULE`]) for an [`OwnerKind`]; [`Registry::lookup`] answers for any address
 //!   (an unknown one gives `None`, never a crash); [`Registry::unregister`] releases them.
+//! - [`OwnerKind`]: a small number, not a closed list: hakmem's tiers are `SuperSlab`, `Mid`
+//!   and `Big` (values below [`OwnerKind::FIRST_USER`], 16, are kept for them), and an
+//!   allocator built from the layers registers regions of its own under
+//!   [`OwnerKind::user`]`(16..=255)`. Telling kinds apart after a lookup is a compare.
 //! - [`SuperSlabCache`]: an LRU cache of empty, registered regions (SuperSlabs) with limits on
 //!   count, bytes and age; eviction unregisters and unmaps. [`SuperSlabCache::prewarm`] maps
 //!   regions ahead of need.
@@ -16,8 +20,8 @@
 //!   Memory cost: 8 bytes per 1 MiB granule touched (8 KiB of leaf per GiB of heap, committed
 //!   by the kernel a page at a time) plus the 32 KiB top array.
 //! - An entry is `base | kind`, `base` the owner region's first granule, kept as the pointer
-//!   the owner registered (with its provenance, the kind in its two low bits); null means
-//!   unowned.
+//!   the owner registered (with its provenance, the kind in its 8 low bits, which a
+//!   granule-aligned base leaves zero); null means unowned, and no kind is 0.
 //! - A region is registered before it is visible to any other thread and unregistered before
 //!   it is unmapped, so a lookup sees nothing or a fully initialised owner.
 //! - No two registered regions share a granule: registration of an owned granule fails and
@@ -48,8 +52,8 @@
 //! unsafe { os.unmap(base, 2 * GRANULE) }.expect("unmap");
 //! ```
 //!
-//! A complete program (bump arenas whose chunks are registered; which arena holds an
-//! address): `cargo run -p hak-registry --example arena` (`examples/arena.rs`).
+//! A complete program (bump arenas whose chunks are registered under a user kind; which arena
+//! holds an address): `cargo run -p hak-registry --example arena` (`examples/arena.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 

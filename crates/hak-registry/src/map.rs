@@ -5,6 +5,7 @@
 //! stays small; the code is the same.
 
 use core::cell::UnsafeCell;
+use core::num::NonZeroU8;
 use core::ptr::{self, NonNull};
 
 use hak_os::{Os, OsError};
@@ -34,13 +35,15 @@ const TOP_LEN: usize = 1 << TOP_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 /// Addresses at or above this are outside the map (not ours).
 const ADDR_LIMIT: usize = 1 << (GRANULE_SHIFT + LEAF_BITS + TOP_BITS);
-const KIND_MASK: usize = 0b11;
+/// The entry bits that hold the kind: the low 8 of a granule-aligned base, which are zero.
+const KIND_MASK: usize = 0xFF;
+const _: () = assert!(KIND_MASK < GRANULE, "the kind must fit below the granule alignment");
 
 #[cfg(not(hak_loom))]
 const _: () = assert!(GRANULE_SHIFT + LEAF_BITS + TOP_BITS == 48);
 
 /// One leaf: `LEAF_LEN` entries, living in memory from hak-os. An entry is the owner's base
-/// pointer with the kind in its two low bits (`base.map_addr(|a| a | kind)`), so a lookup hands
+/// pointer with the kind in its low 8 bits (`base.map_addr(|a| a | kind)`), so a lookup hands
 /// back the pointer the owner registered, provenance included: the owner reaches its header
 /// through it without an integer-to-pointer cast.
 struct Leaf {
@@ -63,22 +66,79 @@ impl Top {
     }
 }
 
-/// What kind of owner a granule belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum OwnerKind {
+/// What kind of owner a granule belongs to: a small non-zero number, stored in the low 8 bits
+/// of the map entry beside the region's base (which is granule-aligned, so those bits are
+/// free). Values `1..FIRST_USER` are hakmem's tiers, three of them named here;
+/// [`OwnerKind::FIRST_USER`]`..=255` are open to allocators built from the layers, which
+/// register regions of their own under them ([`OwnerKind::user`]) and tell them apart by
+/// comparing kinds after a lookup.
+///
+/// The built-in kinds keep the names they had when this was an enum, so matching reads as
+/// before (`Some(OwnerKind::Mid) => ..`, a compare against a constant); a match must now end
+/// with a catch-all arm for the other kinds.
+///
+/// Kinds are only labels: the registry attaches no meaning to any value. One registry shared
+/// by several owners of one kind is the owners' business (hak-l25's `Mid`, for one, takes
+/// every `Mid` region of its registry as its own), so a custom allocator that shares a
+/// registry with hakmem's tiers should pick a user kind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub struct OwnerKind(NonZeroU8);
+
+// The built-in kinds are named like the enum variants they were (see the type's docs).
+#[allow(non_upper_case_globals)]
+impl OwnerKind {
     /// A SuperSlab of the tiny tier (its header is at `base`).
-    SuperSlab = 1,
+    pub const SuperSlab: OwnerKind = OwnerKind(NonZeroU8::new(1).unwrap());
     /// A chunk of the mid tier.
-    Mid = 2,
+    pub const Mid: OwnerKind = OwnerKind(NonZeroU8::new(2).unwrap());
     /// A big-tier mapping.
-    Big = 3,
+    pub const Big: OwnerKind = OwnerKind(NonZeroU8::new(3).unwrap());
+}
+
+impl OwnerKind {
+    /// The first value open to user kinds. `1..FIRST_USER` is kept for hakmem's tiers.
+    pub const FIRST_USER: u8 = 16;
+
+    /// A kind of the caller's own: `value` in [`OwnerKind::FIRST_USER`]`..=255`, `None`
+    /// otherwise. `const`, so `const ARENA: OwnerKind = OwnerKind::user(16).unwrap();` checks
+    /// the range at compile time.
+    pub const fn user(value: u8) -> Option<OwnerKind> {
+        match NonZeroU8::new(value) {
+            Some(v) if value >= Self::FIRST_USER => Some(OwnerKind(v)),
+            _ => None,
+        }
+    }
+
+    /// The kind's number (1..=255).
+    #[inline]
+    pub const fn get(self) -> u8 {
+        self.0.get()
+    }
+
+    /// Whether this is a user kind (at least [`OwnerKind::FIRST_USER`]).
+    #[inline]
+    pub const fn is_user(self) -> bool {
+        self.get() >= Self::FIRST_USER
+    }
+}
+
+impl core::fmt::Debug for OwnerKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            OwnerKind::SuperSlab => f.write_str("SuperSlab"),
+            OwnerKind::Mid => f.write_str("Mid"),
+            OwnerKind::Big => f.write_str("Big"),
+            k if k.is_user() => write!(f, "User({})", k.get()),
+            k => write!(f, "Reserved({})", k.get()),
+        }
+    }
 }
 
 /// The owner of a granule: its kind and the base of the region it registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
-    /// Which tier owns the region.
+    /// Which tier (or user kind) owns the region.
     pub kind: OwnerKind,
     /// The first byte of the registered region: the pointer given to [`Registry::register`],
     /// with its provenance, so the owner can reach its header through it.
@@ -190,7 +250,7 @@ impl<'os> Registry<'os> {
         kind: OwnerKind,
     ) -> Result<(), RegisterError> {
         let (first, count) = granules(base, len)?;
-        let value = base.as_ptr().map_addr(|a| a | kind as usize);
+        let value = base.as_ptr().map_addr(|a| a | kind.get() as usize);
         for k in 0..count {
             let g = first + k;
             let slot = match self.slot(g, true) {
@@ -322,15 +382,11 @@ fn decode(e: *mut u8) -> Option<Owner> {
     Some(Owner { kind, base: NonNull::new(e.map_addr(|a| a & !KIND_MASK))? })
 }
 
-/// The owner kind an entry's low bits encode (`None` for an empty entry).
+/// The owner kind an entry's low bits encode (`None` for an empty entry, whose bits are 0):
+/// a mask, no table and no branch.
 #[inline(always)]
 fn kind_of(e: *mut u8) -> Option<OwnerKind> {
-    match e.addr() & KIND_MASK {
-        1 => Some(OwnerKind::SuperSlab),
-        2 => Some(OwnerKind::Mid),
-        3 => Some(OwnerKind::Big),
-        _ => None,
-    }
+    NonZeroU8::new((e.addr() & KIND_MASK) as u8).map(OwnerKind)
 }
 
 // SAFETY: all shared state is atomics (the top array is only reached through its atomics);
@@ -427,6 +483,59 @@ mod tests {
         r.register(nn(4 * GRANULE), GRANULE, OwnerKind::Mid).unwrap();
         r.unregister(nn(3 * GRANULE), 2 * GRANULE); // a region that was never registered
         assert!(r.lookup(4 * GRANULE).is_some());
+    }
+
+    #[test]
+    fn a_user_kind_is_registered_and_looked_up_beside_the_built_in_ones() {
+        const ARENA: OwnerKind = OwnerKind::user(200).unwrap();
+        let os = Os::new();
+        let r = Registry::new(&os);
+        let (a, b) = (0x3000_0000usize, 0x3000_0000usize + 2 * GRANULE);
+        r.register(nn(a), 2 * GRANULE, ARENA).unwrap();
+        r.register(nn(b), GRANULE, OwnerKind::Mid).unwrap();
+        for x in [a, a + 1, a + 2 * GRANULE - 1] {
+            assert_eq!(r.lookup(x), Some(Owner { kind: ARENA, base: nn(a) }), "{x:#x}");
+            assert_eq!(r.kind(x), Some(ARENA));
+        }
+        assert_eq!(r.kind(b), Some(OwnerKind::Mid), "the neighbour keeps its own kind");
+        // A granule has one owner whatever the kinds.
+        assert_eq!(r.register(nn(a), GRANULE, OwnerKind::Big), Err(RegisterError::Occupied));
+        r.unregister(nn(a), 2 * GRANULE);
+        assert_eq!(r.lookup(a), None);
+        assert_eq!(r.kind(b), Some(OwnerKind::Mid));
+    }
+
+    #[test]
+    fn every_kind_value_survives_the_entry_encoding() {
+        let os = Os::new();
+        let r = Registry::new(&os);
+        let kinds = [OwnerKind::SuperSlab, OwnerKind::Mid, OwnerKind::Big]
+            .into_iter()
+            .chain((OwnerKind::FIRST_USER..=u8::MAX).map(|v| OwnerKind::user(v).unwrap()));
+        for (i, k) in kinds.enumerate() {
+            // Neighbouring granules under different kinds: a decoding that mixed base and kind
+            // bits, or lost a kind bit, would show.
+            let base = (1usize << 40) + (i * 3 + 1) * GRANULE;
+            r.register(nn(base), GRANULE, k).unwrap();
+            assert_eq!(r.lookup(base + 7), Some(Owner { kind: k, base: nn(base) }), "{k:?}");
+            assert_eq!(r.kind(base + GRANULE - 1), Some(k));
+        }
+    }
+
+    #[test]
+    fn user_kinds_are_the_documented_range_and_built_in_kinds_are_not_user_kinds() {
+        for v in 0..OwnerKind::FIRST_USER {
+            assert_eq!(OwnerKind::user(v), None, "{v} is reserved");
+        }
+        assert_eq!(OwnerKind::user(16).map(OwnerKind::get), Some(16));
+        assert_eq!(OwnerKind::user(255).map(OwnerKind::get), Some(255));
+        assert!(OwnerKind::user(16).unwrap().is_user());
+        for k in [OwnerKind::SuperSlab, OwnerKind::Mid, OwnerKind::Big] {
+            assert!(!k.is_user() && k.get() < OwnerKind::FIRST_USER);
+        }
+        assert_eq!(std::format!("{:?}", OwnerKind::user(42).unwrap()), "User(42)");
+        assert_eq!(std::format!("{:?}", OwnerKind::Mid), "Mid");
+        assert_eq!(core::mem::size_of::<Option<OwnerKind>>(), 1, "0 is the niche for None");
     }
 
     #[test]

@@ -17,8 +17,31 @@
 //! - [`Inbox`]: an owner's identity and the place its full slabs come back to when another
 //!   thread frees into them; [`RemoteFree`] and [`Retract`]: what the protocol asks of callers.
 //!
-//! Block sizes are at least 16 bytes and a multiple of 16; a block's alignment is the largest
-//! power of two dividing its size, up to the page size (slab data starts page-aligned).
+//! Blocks: a slab serves blocks of one size, set when it is assigned ([`SlabRef::assign`]).
+//! - A block size is at least 16 bytes and a multiple of 16: a free block holds a link, and
+//!   the remote stack keeps flags in the low 4 bits of a block's address.
+//! - A block's alignment is the largest power of two dividing its size, capped at the page
+//!   size: slab data starts page-aligned (slab 0's past the header, at
+//!   [`SuperSlab::data_offset`]) and blocks are `size` apart. So 48-byte blocks are 16-aligned,
+//!   64-byte blocks 64-aligned, 4096-byte and larger power-of-two blocks page-aligned; a
+//!   caller that needs an alignment picks a size it divides.
+//! - A slab holds as many blocks as fit its data range: [`SLAB_SIZE`] bytes, less
+//!   [`SuperSlab::data_offset`] for slab 0 (so at most 4096 blocks of 16 bytes). A size
+//!   larger than the range gives a slab with no block: every allocation from it fails.
+//!
+//! What to pass as owner and class when using this crate alone (a plain object pool, as in the
+//! example below), rather than under hak-shared-pool and hak-tiny-front:
+//! - The owner is a `*const Inbox`, the owner's identity: written into every slab it holds
+//!   (a slab whose [`SlabRef::owner`] is your inbox is yours) and the place other threads
+//!   deliver a full slab the owner armed ([`SlabRef::mark_full`]). Use one [`Inbox`] per
+//!   owning thread (a pool used by one thread at a time is one owner), at an address that does
+//!   not change and stays valid while it owns slabs: a field of a `static`, boxed or otherwise
+//!   pinned pool, never a value that moves. A pool that never arms slabs still needs it as its
+//!   identity; its inbox then stays empty.
+//! - The class is any `u32` of the owner's choosing: the slab stores it and hands it back
+//!   ([`SlabRef::class`], readable by any thread), and nothing here interprets it.
+//!   hak-tiny-front keeps its size-class index there, so a free without a size finds the
+//!   block's class from the slab; a pool of one block size can pass 0.
 //!
 //! Invariants (per slab, with `|L|` the local free list and `|R|` the remote stack):
 //! - `used + |L| == carved <= capacity` as seen by the owner between operations; remote frees

@@ -67,7 +67,10 @@ struct Local {
     flags: u8,
 }
 
-/// Metadata of one slab, 64 bytes: the shared words first, the owner's after them.
+/// Metadata of one slab, 64 bytes: the shared words first, the owner's after them. The slab
+/// serves blocks of one size, at least 16 bytes and a multiple of 16, each aligned to the
+/// largest power of two dividing the size (capped at the page size); the crate docs give the
+/// reasons, and what a caller passes as owner and class.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Slab {
@@ -150,6 +153,7 @@ pub struct OwnerLinks {
 }
 
 /// A raw handle to a slab record, carrying the mapping's provenance (from an [`SsRef`]).
+/// Block sizes follow the rules on [`Slab`] (and in the crate docs).
 ///
 /// Every operation is `unsafe`: the caller knows the SuperSlab is mapped and formatted, and,
 /// for the owner operations, that it owns the slab (`owner() == its inbox`), or holds it
@@ -267,8 +271,9 @@ impl SlabRef {
     ///
     /// # Safety
     /// The caller holds the slab exclusively (the shared pool just handed it out), no block of
-    /// it is live, `block_size` follows the rules above, and `owner` is non-null and stays
-    /// valid while it owns the slab.
+    /// it is live, `block_size` follows the rules above, and `owner` is non-null, stays valid
+    /// and does not move while it owns the slab (its address is the identity other threads
+    /// compare against and deliver to; the crate docs say what a standalone pool passes).
     pub unsafe fn assign(self, owner: *const Inbox, class: u32, block_size: u32) {
         hak_sync::check!(block_size >= 16 && block_size.is_multiple_of(16));
         hak_sync::check!(!owner.is_null());

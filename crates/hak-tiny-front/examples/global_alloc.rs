@@ -7,23 +7,25 @@
 //!
 //! Run with `cargo run -p hak-tiny-front --example global_alloc` (`--release` for speed).
 //!
-//! What the per-thread part needs, and how it is done here (a simpler version of
-//! `crates/hakmem/src/thread.rs`):
-//! - Every thread starts on a shared, never-written sentinel cache with all capacities 0, so
-//!   the fast paths need no "has this thread a cache?" branch: every operation on it misses,
-//!   and the miss builds the thread's state.
-//! - A thread's state lives in pages from hak-os, never in memory from the global allocator
-//!   (that would be this allocator, re-entered). A state does not move once built: its
-//!   `CacheShared` inbox is the owner identity written into the thread's slabs, and other
-//!   threads deliver into it.
-//! - A pthread key's destructor flushes the state when the thread exits (its slabs go back to
-//!   the pool or to adoption) and puts it on a free list for the next thread: states are
-//!   recycled, never unmapped.
+//! The per-thread part comes from hak-tiny-front's `ThreadStates`, the same kit the `hakmem`
+//! facade uses; this file declares what it needs and nothing more:
+//! - a state type (`State`: the cache, its `CacheShared`) and how it is built in place,
+//!   activated and flushed (`PerThread`);
+//! - one `static` of the kit, holding the sentinel every thread starts on: a cache with all
+//!   capacities 0, so the fast paths need no "has this thread a cache?" branch;
+//! - one thread-local pointer, const-initialised at the sentinel, named for the kit by a
+//!   marker type (`StateSlot`). The fast paths read it directly.
+//!
+//! The kit does the rest: on a thread's first miss it builds the state in pages from hak-os
+//! (never from the global allocator, which is this allocator, re-entered) or recycles a
+//! retired one; a pthread key's destructor flushes the state when the thread exits (its slabs
+//! go back to the pool or to adoption) and retires it to a free list; states never move and
+//! are never unmapped (a state's `CacheShared` inbox is the owner identity written into its
+//! slabs), and a list of all of them lets counters be summed.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Barrier};
 use std::thread;
 
@@ -31,8 +33,9 @@ use hak_os::{page_size, Os};
 use hak_registry::{CacheLimits, Registry};
 use hak_shared_pool::SharedPool;
 use hak_superslab::LG_SUPERSLAB_DEFAULT;
-use hak_sync::Mutex;
-use hak_tiny_front::{class_of, free_without_cache, CacheShared, ThreadCache, WARM_MAX};
+use hak_tiny_front::{
+    class_of, free_without_cache, CacheShared, PerThread, StateSlot, ThreadCache, ThreadStates,
+};
 
 // The layers, as statics: each `new` is `const`, and each layer borrows the one below.
 static OS: Os = Os::new();
@@ -47,143 +50,64 @@ struct State {
     tc: ThreadCache<'static>,
     /// The part of the cache other threads touch (its inbox, its counters).
     shared: CacheShared,
-    /// Next on the free list.
-    next_free: *mut State,
-    /// The counters already added to the totals below (a recycled state keeps counting).
-    reported: [u64; 2],
 }
 
-/// The sentinel every thread starts on. Never written: with capacities 0 every `pop` and
-/// `free_fast` on it misses before writing anything.
-struct Sentinel(UnsafeCell<State>);
-// SAFETY: only ever read (see above).
-unsafe impl Sync for Sentinel {}
-static SENTINEL: Sentinel = Sentinel(UnsafeCell::new(State {
-    tc: ThreadCache::new(&POOL),
-    shared: CacheShared::new(),
-    next_free: ptr::null_mut(),
-    reported: [0; 2],
-}));
+// SAFETY: an inactive state is never written (its cache's capacities are 0, so `pop` and
+// `free_fast` miss before writing, and the slow paths below check `is_active` first);
+// `is_active` only reads; a flushed state owns nothing tied to its old thread.
+unsafe impl PerThread for State {
+    unsafe fn init_in_place(this: *mut Self) {
+        // SAFETY: fresh zeroed pages (the kit's contract): zero is a valid inactive cache
+        // apart from what `init_in_place` writes. Built in place: the cache is more than
+        // 84 KiB, too large for a small thread stack.
+        unsafe {
+            ThreadCache::init_in_place(ptr::addr_of_mut!((*this).tc), &POOL);
+            ptr::addr_of_mut!((*this).shared).write(CacheShared::new());
+        }
+    }
+
+    unsafe fn is_active(this: *const Self) -> bool {
+        // SAFETY: the sentinel or a built state; only reads.
+        unsafe { (*this).tc.is_active() }
+    }
+
+    unsafe fn activate(this: *mut Self) {
+        // SAFETY: a state nobody else uses, in pages that are never unmapped, so its shared
+        // part outlives every slab the cache will own and never moves. Counters are kept
+        // across recycling: `main` sums them over every state.
+        unsafe { (*this).tc.activate(ptr::addr_of!((*this).shared), 4) };
+    }
+
+    unsafe fn flush(this: *mut Self) {
+        // SAFETY: the calling thread's own active state.
+        unsafe { (*this).tc.flush() };
+    }
+}
+
+/// Every thread's state, and the sentinel.
+static STATES: ThreadStates<State, Current> =
+    ThreadStates::new(&OS, State { tc: ThreadCache::new(&POOL), shared: CacheShared::new() });
 
 thread_local! {
     /// The calling thread's state. Const-initialised and without `Drop`: a plain TLS access
     /// that never allocates and is valid until the thread is gone, destructors included.
-    static CURRENT: Cell<*mut State> = const { Cell::new(SENTINEL.0.get()) };
+    static CURRENT: Cell<*mut State> = const { Cell::new(STATES.sentinel()) };
 }
 
-/// Retired states waiting for a thread.
-struct FreeList(*mut State);
-// SAFETY: the pointer is only followed under the mutex.
-unsafe impl Send for FreeList {}
-static FREE: Mutex<FreeList> = Mutex::new(FreeList(ptr::null_mut()));
+/// Names `CURRENT` for the kit.
+struct Current;
 
-/// The pthread key whose destructor retires a thread's state (0: not created yet, else
-/// key + 1).
-static KEY: AtomicUsize = AtomicUsize::new(0);
-
-/// Counters the example checks at the end (slow paths only: the hot paths stay lock- and
-/// atomic-free).
-static STATES_MAPPED: AtomicUsize = AtomicUsize::new(0);
-static STATES_REUSED: AtomicUsize = AtomicUsize::new(0);
-static REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
-static REFILLS: AtomicU64 = AtomicU64::new(0);
-
-/// The pthread key, created on first use. Creating it allocates nothing from this allocator.
-fn key() -> Option<libc::pthread_key_t> {
-    let k = KEY.load(Ordering::Acquire);
-    if k != 0 {
-        return Some((k - 1) as libc::pthread_key_t);
+// SAFETY: `CURRENT` starts at `STATES`' sentinel, holds what was set last, has no `Drop`
+// and never allocates.
+unsafe impl StateSlot<State> for Current {
+    #[inline(always)]
+    fn get() -> *mut State {
+        CURRENT.get()
     }
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
-    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
-        return None;
+    #[inline(always)]
+    fn set(state: *mut State) {
+        CURRENT.set(state)
     }
-    match KEY.compare_exchange(0, key as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Some(key),
-        Err(won) => {
-            // Another thread created one first: use it, drop ours.
-            // SAFETY: our key, never used.
-            unsafe { libc::pthread_key_delete(key) };
-            Some((won - 1) as libc::pthread_key_t)
-        }
-    }
-}
-
-/// A state for the calling thread: a retired one, or a new one in pages from hak-os. Null if
-/// the OS refuses memory.
-fn new_state() -> *mut State {
-    {
-        let mut free = FREE.lock();
-        let st = free.0;
-        if !st.is_null() {
-            // SAFETY: states on the list are live, flushed, and owned by the list.
-            free.0 = unsafe { (*st).next_free };
-            STATES_REUSED.fetch_add(1, Ordering::Relaxed);
-            return st;
-        }
-    }
-    let bytes = core::mem::size_of::<State>().next_multiple_of(page_size());
-    let Ok(mem) = OS.map(bytes, page_size()) else { return ptr::null_mut() };
-    let st = mem.as_ptr().cast::<State>();
-    // SAFETY: fresh zeroed pages, large enough and page-aligned; zero is a valid inactive
-    // cache apart from what `init_in_place` writes, a null `next_free` and zero counts
-    // reported. The cache is
-    // built in place: it is more than 84 KiB, too large for a small thread stack.
-    unsafe {
-        ThreadCache::init_in_place(ptr::addr_of_mut!((*st).tc), &POOL);
-        ptr::addr_of_mut!((*st).shared).write(CacheShared::new());
-    }
-    STATES_MAPPED.fetch_add(1, Ordering::Relaxed);
-    st
-}
-
-/// The calling thread's active state, built on its first slow path; null if the OS refuses.
-#[cold]
-fn current_or_init() -> *mut State {
-    let st = CURRENT.get();
-    // SAFETY: the sentinel or this thread's state; `is_active` only reads.
-    if unsafe { (*st).tc.is_active() } {
-        return st;
-    }
-    let Some(key) = key() else { return ptr::null_mut() };
-    let st = new_state();
-    if st.is_null() {
-        return st;
-    }
-    // SAFETY: a state nobody else uses, in pages that are never unmapped, so its shared part
-    // outlives every slab the cache will own and never moves.
-    unsafe { (*st).tc.activate(ptr::addr_of!((*st).shared), 4.min(WARM_MAX)) };
-    // SAFETY: a valid key; the value is our state, handed to `thread_exit` at exit.
-    unsafe { libc::pthread_setspecific(key, st.cast()) };
-    CURRENT.set(st);
-    st
-}
-
-/// The key's destructor, run by the exiting thread: flush its state and retire it.
-extern "C" fn thread_exit(arg: *mut libc::c_void) {
-    let st = arg.cast::<State>();
-    if st.is_null() {
-        return;
-    }
-    // Frees from later destructors must not reach the state being retired: they take the
-    // sentinel's slow path (a remote free). An allocation there builds a state again, and
-    // POSIX runs this destructor again for it.
-    CURRENT.set(SENTINEL.0.get());
-    // SAFETY: the exiting thread's own state, no longer used by it.
-    unsafe {
-        (*st).tc.flush();
-        let stats = &(*st).shared.stats;
-        let now = [stats.remote_frees.get(), stats.refills.get()];
-        let reported = &mut *ptr::addr_of_mut!((*st).reported);
-        REMOTE_FREES.fetch_add(now[0] - reported[0], Ordering::Relaxed);
-        REFILLS.fetch_add(now[1] - reported[1], Ordering::Relaxed);
-        *reported = now;
-    }
-    let mut free = FREE.lock();
-    // SAFETY: we own the state until it is on the list.
-    unsafe { (*st).next_free = free.0 };
-    free.0 = st;
 }
 
 /// The allocator.
@@ -191,7 +115,7 @@ struct TinyAlloc;
 
 #[cold]
 fn alloc_slow(class: usize) -> *mut u8 {
-    let st = current_or_init();
+    let st = STATES.current_or_init();
     if st.is_null() {
         return ptr::null_mut();
     }
@@ -204,7 +128,7 @@ fn alloc_slow(class: usize) -> *mut u8 {
 #[cold]
 unsafe fn free_slow(class: usize, block: *mut u8) {
     let Some(block) = NonNull::new(block) else { return };
-    let st = CURRENT.get();
+    let st = STATES.current();
     // SAFETY: this thread's state or the (inactive) sentinel; the block is live.
     unsafe {
         if (*st).tc.is_active() {
@@ -319,13 +243,21 @@ fn main() {
     assert_eq!(large, 2 * THREADS * (256 << 10));
 
     // Every worker's state was retired at its exit and the second wave reused them, so the
-    // states ever mapped are at most one per thread alive at once (plus the main thread's).
-    let mapped = STATES_MAPPED.load(Ordering::Relaxed);
-    let reused = STATES_REUSED.load(Ordering::Relaxed);
-    assert!(mapped <= THREADS + 1, "{mapped} states mapped");
-    assert!(reused >= THREADS, "the second wave reuses the first one's states ({reused})");
+    // states ever built are at most one per thread alive at once (plus the main thread's).
+    let counts = STATES.counts();
+    let (built, recycled) = (counts.built, counts.recycled);
+    assert!(built <= THREADS as u64 + 1, "{built} states built");
+    assert!(recycled >= THREADS as u64, "the second wave reuses the first one's states");
+    // Counters summed over every state ever built: a recycled state kept counting.
+    let (mut remote, mut refills) = (0, 0);
+    STATES.for_each(|st| {
+        // SAFETY: states are never unmapped; the counters are safe to read from any thread,
+        // and only they are read (through the raw pointer, not a reference to the state).
+        let stats = unsafe { &(*ptr::addr_of!((*st).shared)).stats };
+        remote += stats.remote_frees.get();
+        refills += stats.refills.get();
+    });
     // Blocks crossed threads: each was freed into a slab its freer did not own.
-    let remote = REMOTE_FREES.load(Ordering::Relaxed);
     assert!(remote >= (2 * THREADS * ROUNDS * BATCH / 2) as u64, "{remote} remote frees");
     let pool = POOL.stats();
     assert!(pool.superslabs_mapped >= 1);
@@ -333,10 +265,9 @@ fn main() {
 
     println!(
         "hak-tiny-front: {} threads in 2 waves, {} blocks passed between threads; \
-         {mapped} thread states mapped, {reused} reused; {} refills, {} SuperSlabs mapped",
+         {built} thread states built, {recycled} recycled; {refills} refills, {} SuperSlabs mapped",
         2 * THREADS,
         2 * THREADS * ROUNDS * BATCH / 2,
-        REFILLS.load(Ordering::Relaxed),
         pool.superslabs_mapped
     );
 }

@@ -231,9 +231,21 @@ impl<'p> ThreadCache<'p> {
     /// `warm_limit` empty slabs for reuse (clamped to `1..=WARM_MAX`); more go back to the
     /// shared pool as they empty, and all of an idle class's go back at the next adaptation.
     ///
+    /// The cache keeps `shared` as a raw pointer: `shared` must not move while the cache owns
+    /// slabs. Its inbox's address is the owner identity written into every slab the cache
+    /// takes, compared by [`ThreadCache::free_fast`] and delivered into by other threads, so a
+    /// `CacheShared` that moved would leave slabs owned by a dangling address. Keep it where
+    /// nothing moves it (a `static`; a field of a state in OS pages, as
+    /// [`ThreadStates`](crate::ThreadStates) keeps it; a box that outlives the cache's slabs),
+    /// never in a local that is returned or moved. The cache itself may move (nothing points
+    /// into it).
+    ///
     /// # Safety
-    /// `shared` outlives every slab this cache will own and does not move (its inbox's address
-    /// is the owner identity; a flushed cache owns none), and is used by no other active cache.
+    /// - `shared` stays at its address and valid until the cache owns no slab again (a
+    ///   [`ThreadCache::flush`] gives every slab up), or for good if it is never flushed.
+    /// - `shared` is used by no other active cache (one identity, one owner).
+    /// - The cache is inactive, or flushed since it was last used: it owns no slab and holds no
+    ///   block. Activating a flushed cache again (a recycled thread state) is fine.
     pub unsafe fn activate(&mut self, shared: *const CacheShared, warm_limit: usize) {
         self.shared = shared;
         // SAFETY: forwarded: `shared` is valid.

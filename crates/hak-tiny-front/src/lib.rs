@@ -15,6 +15,12 @@
 //! - [`CacheShared`]: the part of a cache other threads touch (its inbox, its counters
 //!   [`FrontStats`]), kept outside the cache so the owner's `&mut` never covers it.
 //! - [`free_without_cache`]: frees a block from a thread that has no cache (remote path).
+//! - [`ThreadStates`]: the per-thread kit around the caches, generic over the caller's state
+//!   type ([`PerThread`]) and thread-local ([`StateSlot`]): every thread starts on a sentinel
+//!   state (no init branch on the fast path), states are built in OS pages on the first miss,
+//!   flushed at thread exit through a pthread key, recycled through a free list, and listed
+//!   for statistics. It holds no static: the caller declares the one `static` and the
+//!   thread-local pointer, and its fast path reads that thread-local directly.
 //!
 //! How blocks move:
 //! - A thread's slabs stay its own until it exits or flushes, full ones included. A block
@@ -59,7 +65,9 @@
 //! Concurrency: a `ThreadCache` is used by one thread at a time (the facade keeps it in a
 //! thread-local); other threads only push onto its slabs' remote stacks and into its inbox,
 //! both in [`CacheShared`]. The hot paths take no lock, no atomic read-modify-write and no
-//! syscall: a relaxed load of the slab owner and plain loads and stores.
+//! syscall: a relaxed load of the slab owner and plain loads and stores. [`ThreadStates`]
+//! takes a lock only to retire or recycle a state (once per thread), and its list of all
+//! states is push-only (one compare-exchange per state built).
 //!
 //! # Example
 //!
@@ -102,8 +110,8 @@
 //! }
 //! ```
 //!
-//! A complete `#[global_allocator]` built on this crate and hak-shared-pool (a sentinel cache,
-//! states in OS pages, a pthread key that flushes at thread exit, state recycling, threads
+//! A complete `#[global_allocator]` built on this crate and hak-shared-pool ([`ThreadStates`]
+//! for the sentinel, states in OS pages, the flush at thread exit and state recycling; threads
 //! passing blocks to each other): `cargo run -p hak-tiny-front --example global_alloc`
 //! (`examples/global_alloc.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -115,11 +123,16 @@ extern crate std;
 mod cache;
 mod classes;
 mod list;
+// Thread lifetimes, pthread keys and OS pages: nothing a loom model can run.
+#[cfg(not(hak_loom))]
+mod states;
 
 pub use cache::{
     free_without_cache, CacheShared, FrontStats, ThreadCache, TinyStats, BIN_MAX, WARM_MAX,
 };
 pub use classes::{class_of, CLASS_SIZES, MAX_TINY_ALIGN, NUM_CLASSES, TINY_MAX};
+#[cfg(not(hak_loom))]
+pub use states::{PerThread, StateCounts, StateSlot, ThreadStates};
 
 #[cfg(all(test, not(hak_loom)))]
 mod tests;

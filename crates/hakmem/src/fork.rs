@@ -21,7 +21,7 @@ use hak_sync::atomic::Ordering;
 
 use crate::global::{INIT, POOL};
 use crate::large::{BIG, MID};
-use crate::thread::FREE;
+use crate::thread::THREADS;
 
 /// Registers the handlers. Called once, from initialisation.
 pub(crate) fn register() {
@@ -34,7 +34,7 @@ extern "C" fn prepare() {
     while INIT.load(Ordering::Acquire) != crate::global::DONE {
         hak_sync::thread::yield_now();
     }
-    FREE.fork_lock();
+    THREADS.prefork();
     POOL.prefork();
     MID.prefork();
     BIG.prefork();
@@ -48,7 +48,7 @@ fn release_all() {
         BIG.postfork();
         MID.postfork();
         POOL.postfork();
-        FREE.fork_unlock();
+        THREADS.postfork();
     }
 }
 

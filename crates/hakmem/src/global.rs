@@ -21,7 +21,6 @@ pub(crate) static POOL: SharedPool<'static> =
 #[derive(Clone, Copy)]
 pub(crate) struct Config {
     pub(crate) warm_pool_size: usize,
-    pub(crate) key: libc::pthread_key_t,
 }
 
 pub(crate) static INIT: AtomicU8 = AtomicU8::new(0);
@@ -33,10 +32,9 @@ struct ConfigCell(core::cell::UnsafeCell<Config>);
 // SAFETY: written once by the initialising thread before INIT is set to DONE (release), read
 // only after observing DONE (acquire).
 unsafe impl Sync for ConfigCell {}
-static CONFIG: ConfigCell =
-    ConfigCell(core::cell::UnsafeCell::new(Config { warm_pool_size: 4, key: 0 }));
+static CONFIG: ConfigCell = ConfigCell(core::cell::UnsafeCell::new(Config { warm_pool_size: 4 }));
 
-/// Initialises the allocator once (options, cache limits, the thread-exit key, prewarm) and
+/// Initialises the allocator once (options, cache limits, fork handlers, prewarm) and
 /// returns the configuration. Never allocates through the global allocator.
 #[inline]
 pub(crate) fn ensure_init() -> Config {
@@ -77,9 +75,6 @@ fn init_slow() {
     );
     crate::large::MID.set_max_empty_chunks(v[Opt::MidMaxEmptyChunks as usize] as usize);
     POOL.set_purge_delay(v[Opt::PurgeDelayMs as usize].saturating_mul(1_000_000));
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is writable; the destructor is a plain extern "C" fn.
-    unsafe { libc::pthread_key_create(&mut key, Some(crate::thread::thread_exit)) };
     crate::fork::register();
     let prewarm = v[Opt::PrewarmSuperslabs as usize] as usize;
     if prewarm > 0 {
@@ -94,7 +89,7 @@ fn init_slow() {
     crate::stats::print_at_exit_if(v[Opt::Stats as usize] == 1);
     // SAFETY: only this thread writes CONFIG, before publishing DONE.
     unsafe {
-        *CONFIG.0.get() = Config { warm_pool_size: v[Opt::WarmPoolSize as usize] as usize, key };
+        *CONFIG.0.get() = Config { warm_pool_size: v[Opt::WarmPoolSize as usize] as usize };
     }
     INIT.store(DONE, Ordering::Release);
 }

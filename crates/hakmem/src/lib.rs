@@ -205,6 +205,7 @@ pub fn tier_of(addr: usize) -> Option<&'static str> {
         hak_registry::OwnerKind::SuperSlab => "tiny",
         hak_registry::OwnerKind::Mid => "mid",
         hak_registry::OwnerKind::Big => "big",
+        _ => return None, // hakmem registers no other kind
     })
 }
 

@@ -2,7 +2,7 @@
 //! ..., exported by the `hakmem-c` crate and `libhakmem.so`), with glibc's behaviour. Rust code
 //! can call them too, e.g. for a buffer that C code will `free`.
 //!
-//! Differences from [`GlobalAlloc`](core::alloc::GlobalAlloc): no layout on free or realloc.
+//! Differences from [`GlobalAlloc`]: no layout on free or realloc.
 //! The registry says which tier owns an address: a tiny block's class comes from its slab's
 //! record (no per-block header), a mid block's from its chunk header, a big block's size from
 //! its header. Every block is aligned to [`MALLOC_ALIGN`] (16) unless asked for more.
@@ -471,7 +471,7 @@ pub unsafe fn usable_size(ptr: *mut u8) -> usize {
         // SAFETY: a registered mid address, live by the contract.
         Some(OwnerKind::Mid) => unsafe { MID.usable_size(nn) }.unwrap_or(0),
         Some(OwnerKind::Big) => BIG.live_usable_size(nn).unwrap_or(0),
-        None => 0,
+        _ => 0, // unknown, or a kind hakmem never registers
     }
 }
 

@@ -19,18 +19,23 @@
 //! Elsewhere (aarch64, where the default TLS dialect already uses cheap TLS descriptors) the
 //! slot is an ordinary const-initialised `thread_local!`.
 //!
-//! Every thread's slot starts out pointing at the sentinel state (see `thread.rs`).
+//! Every thread's slot starts out pointing at the sentinel state of `thread::THREADS` (the
+//! per-thread kit from hak-tiny-front, which reads and writes the slot through
+//! `thread::Tls` on its slow paths).
 
 use crate::thread::ThreadState;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
-    use crate::thread::{ThreadState, SENTINEL};
+    use hak_tiny_front::ThreadStates;
 
-    // The slot: 8 bytes of initialised TLS whose initial value is the sentinel's address (the
-    // dynamic loader relocates the TLS image before any thread copies it). Global but hidden:
-    // the accessors below are inlined into other crates, whose code must still find the symbol
-    // at link time, yet it is never exported from a shared library.
+    use crate::thread::{ThreadState, Tls, THREADS};
+
+    // The slot: 8 bytes of initialised TLS whose initial value is the sentinel's address, the
+    // kit's static plus the sentinel's offset in it (the dynamic loader relocates the TLS
+    // image before any thread copies it). Global but hidden: the accessors below are inlined
+    // into other crates, whose code must still find the symbol at link time, yet it is never
+    // exported from a shared library.
     core::arch::global_asm!(
         ".pushsection .tdata,\"awT\",@progbits",
         ".p2align 3",
@@ -39,14 +44,11 @@ mod imp {
         ".type __hakmem_tls_state,@object",
         ".size __hakmem_tls_state, 8",
         "__hakmem_tls_state:",
-        ".quad {sentinel}",
+        ".quad {states} + {offset}",
         ".popsection",
-        sentinel = sym SENTINEL,
+        states = sym THREADS,
+        offset = const ThreadStates::<ThreadState, Tls>::SENTINEL_OFFSET,
     );
-
-    // The slot's initial value is the address of `SENTINEL`; the thread code uses the address
-    // of its contents. They are the same because the wrapper has one field, at offset 0.
-    const _: () = assert!(core::mem::offset_of!(crate::thread::Sentinel, 0) == 0);
 
     #[inline(always)]
     pub(super) fn get() -> *mut ThreadState {
@@ -84,12 +86,12 @@ mod imp {
 mod imp {
     use core::cell::Cell;
 
-    use crate::thread::{ThreadState, SENTINEL};
+    use crate::thread::{ThreadState, THREADS};
 
     thread_local! {
         /// Const-initialised and without `Drop`: a plain TLS access, no lazy-init check and no
         /// registered destructor.
-        static STATE: Cell<*mut ThreadState> = const { Cell::new(SENTINEL.0.get()) };
+        static STATE: Cell<*mut ThreadState> = const { Cell::new(THREADS.sentinel()) };
     }
 
     #[inline(always)]
