@@ -185,6 +185,8 @@ const MIRI_CI: &[(&str, &[&str])] = &[
     ("hak-registry", &[]),
     ("hak-superslab", &["--lib"]),
     ("hak-shared-pool", &["--lib"]),
+    // The per-thread kit (a second per model); the rest of the tiny front takes minutes.
+    ("hak-tiny-front", &["--lib", "--", "states::"]),
     // The two heaviest crates (minutes per model): a sample covering their provenance-heavy
     // paths (gathering and growth by moving pages, free marks, decay, threads, the models).
     (
