@@ -28,14 +28,16 @@ impl Mid<'_> {
         let mut head = ptr::null_mut();
         let mut n = 0;
         while n < want {
-            let mut h = g.first();
-            if h.is_null() {
-                let Some(fresh) = self.chunk_for(c) else { break };
-                // SAFETY: a fresh (or reassigned) chunk of class `c`, on no partial list; we
-                // hold the class lock.
-                unsafe { g.push(fresh) };
-                h = fresh;
-            }
+            let h = match g.first() {
+                Some(h) => h,
+                None => {
+                    let Some(fresh) = self.chunk_for(c) else { break };
+                    // SAFETY: a fresh (or reassigned) chunk of class `c`, on no partial list;
+                    // we hold the class lock.
+                    unsafe { g.push(fresh) };
+                    fresh
+                }
+            };
             // SAFETY: `h` is on the partial list of class `c`, whose lock we hold.
             unsafe {
                 let (k, committed, decommitted) = ChunkHeader::take(h, want - n, &mut head);
@@ -208,16 +210,13 @@ impl Mid<'_> {
             unsafe { self.unmap_chunk(h) };
             return;
         }
-        let mut cache = self.empty.lock();
-        // SAFETY: per the contract; we hold the cache lock.
-        unsafe { cache.push(h, since) };
-        while cache.count > max || cache.bytes > MAX_EMPTY_BYTES {
-            // SAFETY: we hold the cache lock; an evicted chunk is empty and listed nowhere
-            // else but the all-chunks list.
-            unsafe {
-                let Some(old) = cache.take_oldest(u64::MAX) else { break };
-                self.unmap_chunk(old);
-            }
+        // SAFETY: per the contract; we hold the cache lock for the call.
+        let mut victims = unsafe { self.empty.lock().push(h, since, max) };
+        // SAFETY: a victim left the cache: an empty chunk on no list but the all-chunks list
+        // (and `victims`, which reads its links before it is unmapped).
+        while let Some(old) = unsafe { victims.pop_front() } {
+            // SAFETY: as above.
+            unsafe { self.unmap_chunk(old) };
         }
     }
 

@@ -99,14 +99,14 @@ pub(super) struct Tally {
 impl Mid<'_> {
     /// The statistics now.
     pub fn stats(&self) -> MidStats {
-        let cached = self.empty.lock().count;
+        let cached = self.empty.lock().count();
         MidStats {
             allocs: self.st.allocs.get(),
             frees: self.st.frees.get(),
             chunk_maps: self.st.chunk_maps.get(),
             chunk_unmaps: self.st.chunk_unmaps.get(),
             map_failures: self.st.map_failures.get(),
-            chunks_live: self.all.lock().count as u64,
+            chunks_live: self.all.lock().count() as u64,
             chunks_cached: cached as u64,
             shard_count: self.shards.len() as u64,
             shard_growths: self.shards.growths(),
