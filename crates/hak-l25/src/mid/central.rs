@@ -87,7 +87,7 @@ impl Mid<'_> {
         // SAFETY: a live chunk, not yet on the list; we hold its lock.
         unsafe { self.all.lock().push(h) };
         self.st.chunk_maps.add(1);
-        self.st.mapped.increase(bytes as u64);
+        self.st.bytes_mapped.increase(bytes as u64);
         Some(h)
     }
 
@@ -136,7 +136,7 @@ impl Mid<'_> {
         hak_sync::check!(b.is_null(), "mid list longer than its count");
         self.apply(&mut tally);
         let budget = self.effective_budget();
-        if c >= FIRST_PURGED && self.st.free_committed.get().current > budget as u64 {
+        if c >= FIRST_PURGED && self.st.bytes_free_committed.current() > budget as u64 {
             drop(self.purge(c, g, BUDGET_PURGE_CHUNKS, Purge::OverBudget(budget)));
         }
     }
@@ -233,7 +233,7 @@ impl Mid<'_> {
             self.reg.unregister(base, bytes);
             let _ = self.reg.os().unmap(base, bytes);
             self.st.chunk_unmaps.add(1);
-            self.st.mapped.decrease(bytes as u64);
+            self.st.bytes_mapped.decrease(bytes as u64);
         }
     }
 }

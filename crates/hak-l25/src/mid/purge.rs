@@ -122,7 +122,7 @@ impl Mid<'_> {
     /// (plus the floor) while a steady heap's free blocks stay.
     pub(super) fn effective_budget(&self) -> usize {
         let floor = self.decommit_budget.load(Ordering::Relaxed);
-        floor.saturating_add(self.st.in_use.get().current as usize / 2)
+        floor.saturating_add(self.st.bytes_in_use.get().current as usize / 2)
     }
 
     /// Purges dirty chunks of class `c`, oldest first, while `which` says so, at most `max`
@@ -144,7 +144,7 @@ impl Mid<'_> {
             let go = match which {
                 // SAFETY: a queued chunk is live; we hold its class lock.
                 Purge::OlderThan(t) => (unsafe { (*h).since }) <= t,
-                Purge::OverBudget(budget) => self.st.free_committed.get().current > budget as u64,
+                Purge::OverBudget(budget) => self.st.bytes_free_committed.current() > budget as u64,
                 Purge::All => true,
             };
             if !go {
