@@ -398,32 +398,41 @@ pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usi
     }
 }
 
-/// A chunk's place on its class's partial list.
-pub(crate) struct Partial;
+/// Declares an adapter for one `Links` field of [`ChunkHeader`].
+macro_rules! adapter {
+    ($(#[$doc:meta])* $name:ident => $field:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
 
-// SAFETY: the links pointer is derived from the header pointer (the mapping's provenance); no
-// reference is made.
-unsafe impl Adapter for Partial {
-    type Node = *mut ChunkHeader;
-    #[inline]
-    unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
-        // SAFETY: `n` is a live header (the trait's contract).
-        unsafe { &raw mut (*n).link }
-    }
+        // SAFETY: the links pointer is derived from the header pointer (which carries the
+        // mapping's provenance), is the same field every time, and no reference is made.
+        unsafe impl Adapter for $name {
+            type Node = *mut ChunkHeader;
+            #[inline]
+            unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
+                // SAFETY: `n` is a live header (the trait's contract).
+                unsafe { &raw mut (*n).$field }
+            }
+        }
+    };
 }
 
-/// A chunk's place in the empty cache: the same links as [`Partial`] (a cached chunk has no
-/// class, so it is on no partial list), stamped in `since`.
-pub(crate) struct Empty;
-
-// SAFETY: as for `Partial`.
-unsafe impl Adapter for Empty {
-    type Node = *mut ChunkHeader;
-    #[inline]
-    unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
-        // SAFETY: `n` is a live header (the trait's contract).
-        unsafe { &raw mut (*n).link }
-    }
+adapter! {
+    /// A chunk's place on its class's partial list.
+    Partial => link
+}
+adapter! {
+    /// A chunk's place in the empty cache: the same links as [`Partial`] (a cached chunk has
+    /// no class, so it is on no partial list), stamped in `since`.
+    Empty => link
+}
+adapter! {
+    /// A chunk's place on its class's dirty queue.
+    DirtyQueue => dq
+}
+adapter! {
+    /// A chunk's place on the all-chunks list.
+    AllChunks => all
 }
 
 // SAFETY: `bytes` is fixed for the life of the mapping; `since` is a field of its own, written
@@ -438,32 +447,6 @@ unsafe impl Region for Empty {
     unsafe fn stamp(n: *mut ChunkHeader) -> *mut u64 {
         // SAFETY: `n` is a live header.
         unsafe { &raw mut (*n).since }
-    }
-}
-
-/// A chunk's place on its class's dirty queue.
-pub(crate) struct DirtyQueue;
-
-// SAFETY: as for `Partial`.
-unsafe impl Adapter for DirtyQueue {
-    type Node = *mut ChunkHeader;
-    #[inline]
-    unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
-        // SAFETY: `n` is a live header (the trait's contract).
-        unsafe { &raw mut (*n).dq }
-    }
-}
-
-/// A chunk's place on the all-chunks list.
-pub(crate) struct AllChunks;
-
-// SAFETY: as for `Partial`.
-unsafe impl Adapter for AllChunks {
-    type Node = *mut ChunkHeader;
-    #[inline]
-    unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
-        // SAFETY: `n` is a live header (the trait's contract).
-        unsafe { &raw mut (*n).all }
     }
 }
 
