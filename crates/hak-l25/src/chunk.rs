@@ -34,6 +34,13 @@
 //! Every chunk, whatever its state, is on the all-chunks list ([`ChunkList`]) so the owning
 //! `Mid` can unmap it when dropped.
 //!
+//! The partial lists, dirty queues and all-chunks list are `hak_collections::List`s and the
+//! empty cache a `hak_collections::RegionCache`, linked through [`Links`] in the header (one
+//! adapter per list: [`Partial`], [`DirtyQueue`], [`AllChunks`], [`Empty`]; the partial list
+//! and the empty cache share their links, as a chunk is on at most one of them). Each operation
+//! on them is O(1) except taking a cached chunk of a given size, which looks at every cached
+//! chunk (at most 16: the cache holds 16 MiB of chunks of at least 1 MiB).
+//!
 //! `class` and `block_size` are written before any block of the chunk is handed out (under the
 //! central lock) and stay fixed while any block is out, so [`ChunkHeader::block_size`] may be
 //! read without a lock through a live block (usable size, free without size).
@@ -45,6 +52,8 @@
 //! Lock order: central (one class) → empty cache → all-chunks list.
 
 use core::ptr::{self, NonNull};
+
+use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
 
 use crate::block::{dec, mark_free, next, set_next, set_word, word, W_DECOMMITTED};
 use crate::class::{CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE};
@@ -81,22 +90,20 @@ pub(crate) struct ChunkHeader {
     pub(crate) dirty_count: usize,
     /// Free blocks whose tail was decommitted (word 0 links; word 2 holds the bytes).
     clean: *mut u8,
-    /// Partial-list or empty-cache neighbours.
-    prev: *mut ChunkHeader,
-    next: *mut ChunkHeader,
-    /// Whether the chunk is on its class's partial list.
+    /// Partial-list ([`Partial`]) or empty-cache ([`Empty`]) links: a chunk with a class may be
+    /// partial, one without may be cached, never both.
+    link: Links<*mut ChunkHeader>,
+    /// Whether the chunk is on its class's partial list (the list cannot say in O(1)).
     pub(crate) in_partial: bool,
-    /// Dirty-queue neighbours.
-    dq_prev: *mut ChunkHeader,
-    dq_next: *mut ChunkHeader,
+    /// Dirty-queue links ([`DirtyQueue`]).
+    dq: Links<*mut ChunkHeader>,
     /// Whether the chunk is on its class's dirty queue.
     pub(crate) in_dirty: bool,
     /// When the oldest block on `dirty` came back (coarse clock, ns); or, in the empty cache,
-    /// when the chunk emptied.
+    /// when the chunk emptied (the cache's stamp).
     pub(crate) since: u64,
-    /// All-chunks list neighbours.
-    all_prev: *mut ChunkHeader,
-    all_next: *mut ChunkHeader,
+    /// All-chunks list links ([`AllChunks`]).
+    all: Links<*mut ChunkHeader>,
     /// Bytes of free blocks whose pages are committed.
     pub(crate) free_committed: usize,
     /// Bytes of free blocks that were decommitted.
@@ -127,15 +134,12 @@ impl ChunkHeader {
                     dirty: ptr::null_mut(),
                     dirty_count: 0,
                     clean: ptr::null_mut(),
-                    prev: ptr::null_mut(),
-                    next: ptr::null_mut(),
+                    link: Links::new(),
                     in_partial: false,
-                    dq_prev: ptr::null_mut(),
-                    dq_next: ptr::null_mut(),
+                    dq: Links::new(),
                     in_dirty: false,
                     since: 0,
-                    all_prev: ptr::null_mut(),
-                    all_next: ptr::null_mut(),
+                    all: Links::new(),
                     free_committed: 0,
                     free_decommitted: 0,
                 },
@@ -394,15 +398,66 @@ pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usi
     }
 }
 
+/// Declares an adapter for one `Links` field of [`ChunkHeader`].
+macro_rules! adapter {
+    ($(#[$doc:meta])* $name:ident => $field:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name;
+
+        // SAFETY: the links pointer is derived from the header pointer (which carries the
+        // mapping's provenance), is the same field every time, and no reference is made.
+        unsafe impl Adapter for $name {
+            type Node = *mut ChunkHeader;
+            #[inline]
+            unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
+                // SAFETY: `n` is a live header (the trait's contract).
+                unsafe { &raw mut (*n).$field }
+            }
+        }
+    };
+}
+
+adapter! {
+    /// A chunk's place on its class's partial list.
+    Partial => link
+}
+adapter! {
+    /// A chunk's place in the empty cache: the same links as [`Partial`] (a cached chunk has
+    /// no class, so it is on no partial list), stamped in `since`.
+    Empty => link
+}
+adapter! {
+    /// A chunk's place on its class's dirty queue.
+    DirtyQueue => dq
+}
+adapter! {
+    /// A chunk's place on the all-chunks list.
+    AllChunks => all
+}
+
+// SAFETY: `bytes` is fixed for the life of the mapping; `since` is a field of its own, written
+// by nobody but the cache while the chunk is cached.
+unsafe impl Region for Empty {
+    #[inline]
+    unsafe fn bytes(n: *mut ChunkHeader) -> usize {
+        // SAFETY: `n` is a live header.
+        unsafe { (*n).bytes }
+    }
+    #[inline]
+    unsafe fn stamp(n: *mut ChunkHeader) -> *mut u64 {
+        // SAFETY: `n` is a live header.
+        unsafe { &raw mut (*n).since }
+    }
+}
+
 /// The per-class central state: its partial chunks and its dirty queue. Owned by the class's
 /// central lock.
 pub(crate) struct Central {
-    /// Chunks of this class with blocks to give (free or uncarved), doubly linked, the one
-    /// that most recently got room back first.
-    partial: *mut ChunkHeader,
+    /// Chunks of this class with blocks to give (free or uncarved), the one that most recently
+    /// got room back first.
+    partial: List<Partial>,
     /// Chunks with dirty blocks, oldest `since` first (head) to newest (tail).
-    dq_head: *mut ChunkHeader,
-    dq_tail: *mut ChunkHeader,
+    dirty: List<DirtyQueue>,
 }
 
 // SAFETY: the chunk pointers are owned by whoever holds the mutex around `Central`.
@@ -410,12 +465,12 @@ unsafe impl Send for Central {}
 
 impl Central {
     /// No chunks.
-    pub(crate) const EMPTY: Central =
-        Central { partial: ptr::null_mut(), dq_head: ptr::null_mut(), dq_tail: ptr::null_mut() };
+    pub(crate) const EMPTY: Central = Central { partial: List::new(), dirty: List::new() };
 
     /// The first partial chunk.
-    pub(crate) fn first(&self) -> *mut ChunkHeader {
-        self.partial
+    #[inline]
+    pub(crate) fn first(&self) -> Option<*mut ChunkHeader> {
+        self.partial.head()
     }
 
     /// Puts `h` at the head of the partial list.
@@ -423,17 +478,12 @@ impl Central {
     /// # Safety
     /// `h` is a chunk of this class, not on the list; the caller holds this lock.
     pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
-        // SAFETY: per the contract.
+        // SAFETY: per the contract; listed chunks are live chunks of this class.
         unsafe {
             hak_sync::check!(!(*h).in_partial, "chunk already partial");
-            (*h).prev = ptr::null_mut();
-            (*h).next = self.partial;
-            if !self.partial.is_null() {
-                (*self.partial).prev = h;
-            }
+            self.partial.push_front(h);
             (*h).in_partial = true;
         }
-        self.partial = h;
     }
 
     /// Takes `h` off the partial list.
@@ -444,34 +494,25 @@ impl Central {
         // SAFETY: per the contract.
         unsafe {
             hak_sync::check!((*h).in_partial, "chunk not partial");
-            let (p, n) = ((*h).prev, (*h).next);
-            if p.is_null() {
-                self.partial = n;
-            } else {
-                (*p).next = n;
-            }
-            if !n.is_null() {
-                (*n).prev = p;
-            }
-            (*h).prev = ptr::null_mut();
-            (*h).next = ptr::null_mut();
+            self.partial.remove(h);
             (*h).in_partial = false;
         }
     }
 
-    /// The chunk after `h` on the partial list (tests).
+    /// The partial chunks, first to last, and whether both lists are well formed (tests).
     ///
     /// # Safety
-    /// `h` is on this list; the caller holds this lock.
+    /// The caller holds this lock.
     #[cfg(all(test, not(hak_loom)))]
-    pub(crate) unsafe fn after(h: *mut ChunkHeader) -> *mut ChunkHeader {
-        // SAFETY: per the contract.
-        unsafe { (*h).next }
+    pub(crate) unsafe fn check_lists(&self) -> (impl Iterator<Item = *mut ChunkHeader>, bool) {
+        // SAFETY: listed chunks are live while the caller holds the lock.
+        unsafe { (self.partial.iter(), self.partial.is_consistent() && self.dirty.is_consistent()) }
     }
 
     /// The chunk whose dirty blocks have waited longest, if any.
-    pub(crate) fn oldest_dirty(&self) -> *mut ChunkHeader {
-        self.dq_head
+    #[inline]
+    pub(crate) fn oldest_dirty(&self) -> Option<*mut ChunkHeader> {
+        self.dirty.head()
     }
 
     /// Queues `h` (which just got its first dirty block, at time `since`): at the tail, or at
@@ -486,21 +527,9 @@ impl Central {
             hak_sync::check!(!(*h).in_dirty, "chunk already queued");
             (*h).since = since;
             (*h).in_dirty = true;
-            if self.dq_head.is_null() {
-                (*h).dq_prev = ptr::null_mut();
-                (*h).dq_next = ptr::null_mut();
-                self.dq_head = h;
-                self.dq_tail = h;
-            } else if since < (*self.dq_head).since {
-                (*h).dq_prev = ptr::null_mut();
-                (*h).dq_next = self.dq_head;
-                (*self.dq_head).dq_prev = h;
-                self.dq_head = h;
-            } else {
-                (*h).dq_next = ptr::null_mut();
-                (*h).dq_prev = self.dq_tail;
-                (*self.dq_tail).dq_next = h;
-                self.dq_tail = h;
+            match self.dirty.head() {
+                Some(head) if since < (*head).since => self.dirty.push_front(h),
+                _ => self.dirty.push_back(h),
             }
         }
     }
@@ -512,58 +541,53 @@ impl Central {
     pub(crate) unsafe fn unqueue_dirty(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
         unsafe {
-            if !(*h).in_dirty {
-                return;
+            if (*h).in_dirty {
+                self.dirty.remove(h);
+                (*h).in_dirty = false;
             }
-            let (p, n) = ((*h).dq_prev, (*h).dq_next);
-            if p.is_null() {
-                self.dq_head = n;
-            } else {
-                (*p).dq_next = n;
-            }
-            if n.is_null() {
-                self.dq_tail = p;
-            } else {
-                (*n).dq_prev = p;
-            }
-            (*h).dq_prev = ptr::null_mut();
-            (*h).dq_next = ptr::null_mut();
-            (*h).in_dirty = false;
         }
     }
 }
 
-/// Empty chunks waiting for reuse, most recent first (linked through `next`); each records
-/// when it emptied in `since`.
-pub(crate) struct EmptyCache {
-    head: *mut ChunkHeader,
-    /// Chunks cached.
-    pub(crate) count: usize,
-    /// Bytes cached.
-    pub(crate) bytes: usize,
-}
+/// Most cached chunks [`EmptyCache::take`] looks at: all of them, since every chunk is at
+/// least 1 MiB and the cache keeps at most [`MAX_EMPTY_BYTES`].
+const TAKE_VISITS: usize = MAX_EMPTY_BYTES >> 20;
+
+/// Empty chunks waiting for reuse, most recent first, each stamped (`since`) with when it
+/// emptied: the shared region cache, plus what a cached chunk means here (no class).
+pub(crate) struct EmptyCache(RegionCache<Empty>);
 
 // SAFETY: as for `Central`.
 unsafe impl Send for EmptyCache {}
 
 impl EmptyCache {
     /// Nothing cached.
-    pub(crate) const EMPTY: EmptyCache = EmptyCache { head: ptr::null_mut(), count: 0, bytes: 0 };
+    pub(crate) const EMPTY: EmptyCache = EmptyCache(RegionCache::new());
 
-    /// Caches `h`, which emptied at time `now`.
+    /// Chunks cached.
+    pub(crate) fn count(&self) -> usize {
+        self.0.count()
+    }
+
+    /// Caches `h`, which emptied at time `now`, and takes out what the cache cannot keep
+    /// (beyond `max_chunks` chunks or [`MAX_EMPTY_BYTES`]), oldest first, for the caller to
+    /// unmap after unlocking.
     ///
     /// # Safety
     /// `h` is an empty chunk on no list but the all-chunks list; the caller holds this lock.
-    pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader, now: u64) {
-        // SAFETY: per the contract.
+    pub(crate) unsafe fn push(
+        &mut self,
+        h: *mut ChunkHeader,
+        now: u64,
+        max_chunks: usize,
+    ) -> List<Empty> {
+        let limits = Limits { max_count: max_chunks, max_bytes: MAX_EMPTY_BYTES, ttl_ns: u64::MAX };
+        // SAFETY: per the contract; cached chunks are live and ours under this lock.
         unsafe {
             (*h).class = NO_CLASS;
-            (*h).since = now;
-            (*h).next = self.head;
-            self.bytes += (*h).bytes;
+            self.0.push(h, now);
+            self.0.evict(now, &limits)
         }
-        self.head = h;
-        self.count += 1;
     }
 
     /// Takes the most recent chunk of `bytes` bytes, if any.
@@ -571,27 +595,12 @@ impl EmptyCache {
     /// # Safety
     /// The caller holds this lock.
     pub(crate) unsafe fn take(&mut self, bytes: usize) -> Option<*mut ChunkHeader> {
-        let mut prev: *mut ChunkHeader = ptr::null_mut();
-        let mut h = self.head;
-        // SAFETY: cached chunks are owned by this list, under the caller's lock.
+        // SAFETY: cached chunks are live and owned by the cache, under the caller's lock.
         unsafe {
-            while !h.is_null() {
-                if (*h).bytes == bytes {
-                    if prev.is_null() {
-                        self.head = (*h).next;
-                    } else {
-                        (*prev).next = (*h).next;
-                    }
-                    (*h).next = ptr::null_mut();
-                    dec(&mut self.count, 1);
-                    dec(&mut self.bytes, bytes);
-                    return Some(h);
-                }
-                prev = h;
-                h = (*h).next;
-            }
+            let h = self.0.find_newest(TAKE_VISITS, |h| (*h).bytes == bytes)?;
+            self.0.remove(h);
+            Some(h)
         }
-        None
     }
 
     /// Takes the oldest chunk, if any, and if it emptied at or before `older_than`.
@@ -599,61 +608,38 @@ impl EmptyCache {
     /// # Safety
     /// The caller holds this lock.
     pub(crate) unsafe fn take_oldest(&mut self, older_than: u64) -> Option<*mut ChunkHeader> {
-        let mut prev: *mut ChunkHeader = ptr::null_mut();
-        let mut h = self.head;
-        if h.is_null() {
-            return None;
-        }
         // SAFETY: as in `take`.
-        unsafe {
-            while !(*h).next.is_null() {
-                prev = h;
-                h = (*h).next;
-            }
-            if (*h).since > older_than {
-                return None;
-            }
-            if prev.is_null() {
-                self.head = ptr::null_mut();
-            } else {
-                (*prev).next = ptr::null_mut();
-            }
-            dec(&mut self.count, 1);
-            dec(&mut self.bytes, (*h).bytes);
-        }
-        Some(h)
+        unsafe { self.0.take_oldest(older_than) }
+    }
+
+    /// Takes every chunk out.
+    pub(crate) fn take_all(&mut self) -> List<Empty> {
+        self.0.take_all()
     }
 }
 
-/// Every chunk mapped by a `Mid` (linked through `all_prev`/`all_next`).
-pub(crate) struct ChunkList {
-    head: *mut ChunkHeader,
-    /// Chunks on the list.
-    pub(crate) count: usize,
-}
+/// Every chunk mapped by a `Mid`.
+pub(crate) struct ChunkList(List<AllChunks>);
 
 // SAFETY: as for `Central`.
 unsafe impl Send for ChunkList {}
 
 impl ChunkList {
     /// No chunks.
-    pub(crate) const EMPTY: ChunkList = ChunkList { head: ptr::null_mut(), count: 0 };
+    pub(crate) const EMPTY: ChunkList = ChunkList(List::new());
+
+    /// Chunks on the list.
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
+    }
 
     /// Adds `h`.
     ///
     /// # Safety
     /// `h` is a live chunk not on the list; the caller holds this lock.
     pub(crate) unsafe fn push(&mut self, h: *mut ChunkHeader) {
-        // SAFETY: per the contract.
-        unsafe {
-            (*h).all_prev = ptr::null_mut();
-            (*h).all_next = self.head;
-            if !self.head.is_null() {
-                (*self.head).all_prev = h;
-            }
-        }
-        self.head = h;
-        self.count += 1;
+        // SAFETY: per the contract; listed chunks are live.
+        unsafe { self.0.push_front(h) }
     }
 
     /// Removes `h`.
@@ -662,18 +648,7 @@ impl ChunkList {
     /// `h` is on the list; the caller holds this lock.
     pub(crate) unsafe fn remove(&mut self, h: *mut ChunkHeader) {
         // SAFETY: per the contract.
-        unsafe {
-            let (p, n) = ((*h).all_prev, (*h).all_next);
-            if p.is_null() {
-                self.head = n;
-            } else {
-                (*p).all_next = n;
-            }
-            if !n.is_null() {
-                (*n).all_prev = p;
-            }
-        }
-        dec(&mut self.count, 1);
+        unsafe { self.0.remove(h) }
     }
 
     /// Takes any chunk off the list.
@@ -681,12 +656,59 @@ impl ChunkList {
     /// # Safety
     /// The caller holds this lock.
     pub(crate) unsafe fn pop(&mut self) -> Option<*mut ChunkHeader> {
-        let h = self.head;
-        if h.is_null() {
-            return None;
+        // SAFETY: listed chunks are live.
+        unsafe { self.0.pop_front() }
+    }
+}
+
+#[cfg(all(test, not(hak_loom)))]
+mod tests {
+    use super::*;
+
+    /// Headers of chunks of the given sizes (only the header page of each is mapped: the cache
+    /// reads `bytes`, never the blocks).
+    fn headers(os: &hak_os::Os, sizes: &[usize]) -> std::vec::Vec<*mut ChunkHeader> {
+        sizes
+            .iter()
+            .map(|&bytes| {
+                let base = os.map(CHUNK_HEADER, CHUNK_HEADER).expect("map");
+                // SAFETY: a fresh mapping of a header's bytes.
+                unsafe { ChunkHeader::init(base, bytes) }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_empty_cache_reuses_the_newest_of_a_size_and_evicts_the_oldest() {
+        let os = hak_os::Os::new();
+        let h = headers(&os, &[1 << 20, 2 << 20, 1 << 20, 1 << 20, MAX_EMPTY_BYTES]);
+        let mut c = EmptyCache::EMPTY;
+        // SAFETY: the headers are live for the whole test and cached once at a time.
+        unsafe {
+            for (i, &x) in h.iter().take(3).enumerate() {
+                assert!(c.push(x, 10 * (i as u64 + 1), 8).is_empty());
+                assert_eq!((*x).class, NO_CLASS);
+            }
+            assert_eq!(c.take(1 << 20), Some(h[2]), "the newest of its size");
+            assert_eq!(c.take(2 << 20), Some(h[1]));
+            assert_eq!(c.take(3 << 20), None);
+            assert_eq!(c.count(), 1);
+            assert!(c.push(h[2], 40, 2).is_empty());
+            let mut victims = c.push(h[3], 50, 2);
+            assert_eq!(victims.pop_front(), Some(h[0]), "over the count: the oldest leaves");
+            assert!(victims.is_empty());
+            assert_eq!(c.count(), 2);
+            assert_eq!(c.take_oldest(39), None, "the oldest emptied at 40");
+            assert_eq!(c.take_oldest(40), Some(h[2]));
+            let mut victims = c.push(h[4], 60, 8);
+            assert_eq!(victims.pop_front(), Some(h[3]), "over the bytes: the oldest leaves");
+            let mut all = c.take_all();
+            assert_eq!((all.pop_front(), all.pop_front()), (Some(h[4]), None));
+            assert_eq!(c.count(), 0);
         }
-        // SAFETY: `h` is on the list.
-        unsafe { self.remove(h) };
-        Some(h)
+        for x in h {
+            // SAFETY: nothing refers to the header any more.
+            let _ = unsafe { os.unmap(NonNull::new_unchecked(x.cast()), CHUNK_HEADER) };
+        }
     }
 }

@@ -270,13 +270,13 @@ impl<'r> Mid<'r> {
     pub(crate) fn check_invariants(&self) {
         for c in 0..NUM_CLASSES {
             let g = self.central[c].lock();
-            let mut h = g.first();
-            while !h.is_null() {
-                // SAFETY: on the partial list, under its lock.
-                unsafe {
+            // SAFETY: we hold the class lock; listed chunks are live.
+            unsafe {
+                let (partial, consistent) = g.check_lists();
+                assert!(consistent, "class {c}: a central list is malformed");
+                for h in partial {
                     assert_eq!((*h).class, c);
                     ChunkHeader::check(h);
-                    h = Central::after(h);
                 }
             }
         }

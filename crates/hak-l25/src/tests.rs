@@ -16,7 +16,9 @@ use crate::class::{
     SHARD_BATCHES, TC_CAP, TC_CEIL,
 };
 use crate::shard::{INITIAL_SHARDS, MAX_SHARDS};
-use crate::{block_size, can_serve, Mid, MidThreadCache, MID_MAX, MID_MAX_ALIGN, MID_MIN};
+use crate::{
+    block_size, can_serve, Mid, MidStats, MidThreadCache, MID_MAX, MID_MAX_ALIGN, MID_MIN,
+};
 
 const MIB: usize = 1 << 20;
 /// Under Miri, which interprets every instruction, loops over sizes and operations take
@@ -921,4 +923,33 @@ fn realloc_in_place_within_the_class_only() {
     unsafe { mid.dealloc(&mut tc, p, 110_000, 8) };
     mid.flush_thread(&mut tc);
     mid.check_invariants();
+}
+
+#[test]
+fn stats_fill_the_derived_counts_and_nest_in_a_report() {
+    use hak_sync::stat::{StatPath, StatValue};
+    let os = Os::new();
+    let reg = Registry::new(&os);
+    let mid = Mid::new(&reg);
+    let mut tc = MidThreadCache::new();
+    let p = mid.alloc(&mut tc, 100_000, 8).unwrap();
+    mid.flush_thread(&mut tc);
+    let st = mid.stats();
+    assert_eq!((st.allocs, st.chunks_live, st.chunk_maps), (1, 1, 1), "{st:?}");
+    assert_eq!(st.bytes_in_use.current, CLASS_SIZE[class_of(100_000)] as u64);
+    assert!(st.shard_count > 0 && st.bytes_free_committed > 0, "{st:?}");
+    let mut sum = MidStats::default();
+    sum.merge(&st);
+    sum.merge(&st);
+    assert_eq!((sum.allocs, sum.chunks_live), (2, 2));
+    let mut names = Vec::new();
+    st.visit(StatPath::root().join("mid"), &mut |path, _| names.push(path.parts().join(".")));
+    // Seventeen values, the three gauges with their peaks; the committed free bytes are one.
+    assert_eq!(names.len(), 20, "{names:?}");
+    assert_eq!(names[0], "mid.allocs");
+    assert!(names.iter().any(|n| n == "mid.bytes_free_committed"), "{names:?}");
+    assert!(names.iter().any(|n| n == "mid.bytes_in_use.peak"), "{names:?}");
+    // SAFETY: allocated above.
+    unsafe { mid.dealloc(&mut tc, p, 100_000, 8) };
+    mid.flush_thread(&mut tc);
 }

@@ -28,14 +28,16 @@ impl Mid<'_> {
         let mut head = ptr::null_mut();
         let mut n = 0;
         while n < want {
-            let mut h = g.first();
-            if h.is_null() {
-                let Some(fresh) = self.chunk_for(c) else { break };
-                // SAFETY: a fresh (or reassigned) chunk of class `c`, on no partial list; we
-                // hold the class lock.
-                unsafe { g.push(fresh) };
-                h = fresh;
-            }
+            let h = match g.first() {
+                Some(h) => h,
+                None => {
+                    let Some(fresh) = self.chunk_for(c) else { break };
+                    // SAFETY: a fresh (or reassigned) chunk of class `c`, on no partial list;
+                    // we hold the class lock.
+                    unsafe { g.push(fresh) };
+                    fresh
+                }
+            };
             // SAFETY: `h` is on the partial list of class `c`, whose lock we hold.
             unsafe {
                 let (k, committed, decommitted) = ChunkHeader::take(h, want - n, &mut head);
@@ -85,7 +87,7 @@ impl Mid<'_> {
         // SAFETY: a live chunk, not yet on the list; we hold its lock.
         unsafe { self.all.lock().push(h) };
         self.st.chunk_maps.add(1);
-        self.st.mapped.increase(bytes as u64);
+        self.st.bytes_mapped.increase(bytes as u64);
         Some(h)
     }
 
@@ -134,7 +136,7 @@ impl Mid<'_> {
         hak_sync::check!(b.is_null(), "mid list longer than its count");
         self.apply(&mut tally);
         let budget = self.effective_budget();
-        if c >= FIRST_PURGED && self.st.free_committed.get().current > budget as u64 {
+        if c >= FIRST_PURGED && self.st.bytes_free_committed.current() > budget as u64 {
             drop(self.purge(c, g, BUDGET_PURGE_CHUNKS, Purge::OverBudget(budget)));
         }
     }
@@ -208,16 +210,13 @@ impl Mid<'_> {
             unsafe { self.unmap_chunk(h) };
             return;
         }
-        let mut cache = self.empty.lock();
-        // SAFETY: per the contract; we hold the cache lock.
-        unsafe { cache.push(h, since) };
-        while cache.count > max || cache.bytes > MAX_EMPTY_BYTES {
-            // SAFETY: we hold the cache lock; an evicted chunk is empty and listed nowhere
-            // else but the all-chunks list.
-            unsafe {
-                let Some(old) = cache.take_oldest(u64::MAX) else { break };
-                self.unmap_chunk(old);
-            }
+        // SAFETY: per the contract; we hold the cache lock for the call.
+        let mut victims = unsafe { self.empty.lock().push(h, since, max) };
+        // SAFETY: a victim left the cache: an empty chunk on no list but the all-chunks list
+        // (and `victims`, which reads its links before it is unmapped).
+        while let Some(old) = unsafe { victims.pop_front() } {
+            // SAFETY: as above.
+            unsafe { self.unmap_chunk(old) };
         }
     }
 
@@ -234,7 +233,7 @@ impl Mid<'_> {
             self.reg.unregister(base, bytes);
             let _ = self.reg.os().unmap(base, bytes);
             self.st.chunk_unmaps.add(1);
-            self.st.mapped.decrease(bytes as u64);
+            self.st.bytes_mapped.decrease(bytes as u64);
         }
     }
 }

@@ -104,10 +104,11 @@ impl Mid<'_> {
         for c in FIRST_PURGED..NUM_CLASSES {
             drop(self.purge(c, self.central[c].lock(), usize::MAX, Purge::All));
         }
-        loop {
-            // SAFETY: we hold the cache lock for the call.
-            let Some(h) = (unsafe { self.empty.lock().take_oldest(u64::MAX) }) else { break };
-            // SAFETY: `h` left the cache: an empty chunk on no list but the all-chunks list.
+        let mut all = self.empty.lock().take_all();
+        // SAFETY: the chunks left the cache: empty chunks on no list but the all-chunks list
+        // (and `all`, which reads a chunk's links before it is unmapped).
+        while let Some(h) = unsafe { all.pop_front() } {
+            // SAFETY: as above.
             unsafe { self.unmap_chunk(h) };
         }
     }
@@ -121,7 +122,7 @@ impl Mid<'_> {
     /// (plus the floor) while a steady heap's free blocks stay.
     pub(super) fn effective_budget(&self) -> usize {
         let floor = self.decommit_budget.load(Ordering::Relaxed);
-        floor.saturating_add(self.st.in_use.get().current as usize / 2)
+        floor.saturating_add(self.st.bytes_in_use.get().current as usize / 2)
     }
 
     /// Purges dirty chunks of class `c`, oldest first, while `which` says so, at most `max`
@@ -139,14 +140,11 @@ impl Mid<'_> {
         let os = self.reg.os();
         let mut tally = Tally::default();
         for _ in 0..max {
-            let h = g.oldest_dirty();
-            if h.is_null() {
-                break;
-            }
+            let Some(h) = g.oldest_dirty() else { break };
             let go = match which {
                 // SAFETY: a queued chunk is live; we hold its class lock.
                 Purge::OlderThan(t) => (unsafe { (*h).since }) <= t,
-                Purge::OverBudget(budget) => self.st.free_committed.get().current > budget as u64,
+                Purge::OverBudget(budget) => self.st.bytes_free_committed.current() > budget as u64,
                 Purge::All => true,
             };
             if !go {

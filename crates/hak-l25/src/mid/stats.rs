@@ -3,86 +3,85 @@
 //! Counts the fast path would touch live in the thread cache and are folded here on slow
 //! paths (see the `mid` module docs).
 
-use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
+use hak_sync::stat::{Derived, Stat, StatCounter, StatGauge};
 
 use super::Mid;
 use crate::cache::MidThreadCache;
 
-/// A snapshot of a [`Mid`]'s statistics ([`Mid::stats`]). Allocation and free counts and bytes
-/// in use include each thread cache's share as of its last fold (one slow path in eight) or
-/// flush.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MidStats {
+hak_sync::stats! {
+    /// The tier's live counters: relaxed, updated on slow paths only (the thread caches' counts
+    /// are folded in; see the `mid` module docs).
+    pub(super) struct Counters => {
+        /// A snapshot of a [`Mid`]'s statistics ([`Mid::stats`]). Allocation and free counts
+        /// and bytes in use include each thread cache's share as of its last fold (one slow
+        /// path in eight) or flush.
+        pub struct MidStats;
+    }
     /// Blocks handed out.
-    pub allocs: u64,
+    allocs: StatCounter,
     /// Blocks taken back.
-    pub frees: u64,
+    frees: StatCounter,
     /// Chunks mapped from hak-os.
-    pub chunk_maps: u64,
+    chunk_maps: StatCounter,
     /// Chunks unmapped.
-    pub chunk_unmaps: u64,
+    chunk_unmaps: StatCounter,
     /// Chunk mappings (or registrations) that failed.
-    pub map_failures: u64,
+    map_failures: StatCounter,
     /// Chunks mapped now (in use or cached empty).
-    pub chunks_live: u64,
+    chunks_live: Derived<u64>,
     /// Empty chunks cached now.
-    pub chunks_cached: u64,
+    chunks_cached: Derived<u64>,
     /// Shards in the current table (0 before first use).
-    pub shard_count: u64,
+    shard_count: Derived<u64>,
     /// Times the shard table doubled.
-    pub shard_growths: u64,
+    shard_growths: Derived<u64>,
     /// Shard `try_lock`s that found the lock taken.
-    pub try_lock_failures: u64,
+    try_lock_failures: Derived<u64>,
     /// Chunk purges: for the delay (decay) and for the budget.
-    pub purges_decay: u64,
+    purges_decay: StatCounter,
     /// See `purges_decay`.
-    pub purges_budget: u64,
+    purges_budget: StatCounter,
     /// Decay passes run.
-    pub decay_passes: u64,
+    decay_passes: StatCounter,
     /// Bytes of chunks mapped (current, peak, total).
-    pub bytes_mapped: GaugeValue,
-    /// Bytes of blocks (class sizes) with users (current, peak, total).
-    pub bytes_in_use: GaugeValue,
+    bytes_mapped: StatGauge,
+    /// Bytes of blocks (class sizes) with users (current, peak, total). Folded per thread, so
+    /// its decreases may run ahead of its increases (the gauge tolerates that).
+    bytes_in_use: StatGauge,
     /// Committed bytes of free blocks on chunk lists now (what the budget limits).
-    pub bytes_free_committed: u64,
+    bytes_free_committed: Level,
     /// Bytes of free blocks decommitted now (current), at most (peak) and ever (total).
-    pub bytes_decommitted: GaugeValue,
+    bytes_decommitted: StatGauge,
 }
 
-/// Relaxed statistics counters (slow paths only).
-pub(super) struct Counters {
-    pub(super) allocs: StatCounter,
-    pub(super) frees: StatCounter,
-    pub(super) chunk_maps: StatCounter,
-    pub(super) chunk_unmaps: StatCounter,
-    pub(super) map_failures: StatCounter,
-    pub(super) purges_decay: StatCounter,
-    pub(super) purges_budget: StatCounter,
-    pub(super) decay_passes: StatCounter,
-    pub(super) mapped: StatGauge,
-    /// Folded per thread, so its decreases may run ahead of its increases (the gauge
-    /// tolerates that).
-    pub(super) in_use: StatGauge,
-    pub(super) free_committed: StatGauge,
-    pub(super) decommitted: StatGauge,
+/// A gauge reported by its current value alone: the committed free bytes are what the budget
+/// compares against, and their peak and total have never been reported.
+#[derive(Debug, Default)]
+pub(super) struct Level(StatGauge);
+
+impl Level {
+    /// At zero.
+    pub(super) const fn new() -> Level {
+        Level(StatGauge::new())
+    }
+    /// Raises it by `n`.
+    pub(super) fn increase(&self, n: u64) {
+        self.0.increase(n);
+    }
+    /// Lowers it by `n`.
+    pub(super) fn decrease(&self, n: u64) {
+        self.0.decrease(n);
+    }
+    /// The value now.
+    pub(super) fn current(&self) -> u64 {
+        self.0.get().current
+    }
 }
 
-impl Counters {
-    pub(super) const fn new() -> Counters {
-        Counters {
-            allocs: StatCounter::new(),
-            frees: StatCounter::new(),
-            chunk_maps: StatCounter::new(),
-            chunk_unmaps: StatCounter::new(),
-            map_failures: StatCounter::new(),
-            purges_decay: StatCounter::new(),
-            purges_budget: StatCounter::new(),
-            decay_passes: StatCounter::new(),
-            mapped: StatGauge::new(),
-            in_use: StatGauge::new(),
-            free_committed: StatGauge::new(),
-            decommitted: StatGauge::new(),
-        }
+impl Stat for Level {
+    type Value = u64;
+    fn read(&self) -> u64 {
+        self.current()
     }
 }
 
@@ -99,26 +98,13 @@ pub(super) struct Tally {
 impl Mid<'_> {
     /// The statistics now.
     pub fn stats(&self) -> MidStats {
-        let cached = self.empty.lock().count;
-        MidStats {
-            allocs: self.st.allocs.get(),
-            frees: self.st.frees.get(),
-            chunk_maps: self.st.chunk_maps.get(),
-            chunk_unmaps: self.st.chunk_unmaps.get(),
-            map_failures: self.st.map_failures.get(),
-            chunks_live: self.all.lock().count as u64,
-            chunks_cached: cached as u64,
-            shard_count: self.shards.len() as u64,
-            shard_growths: self.shards.growths(),
-            try_lock_failures: self.shards.lock_failures(),
-            purges_decay: self.st.purges_decay.get(),
-            purges_budget: self.st.purges_budget.get(),
-            decay_passes: self.st.decay_passes.get(),
-            bytes_mapped: self.st.mapped.get(),
-            bytes_in_use: self.st.in_use.get(),
-            bytes_free_committed: self.st.free_committed.get().current,
-            bytes_decommitted: self.st.decommitted.get(),
-        }
+        let mut s = self.st.snapshot();
+        s.chunks_cached = self.empty.lock().count() as u64;
+        s.chunks_live = self.all.lock().count() as u64;
+        s.shard_count = self.shards.len() as u64;
+        s.shard_growths = self.shards.growths();
+        s.try_lock_failures = self.shards.lock_failures();
+        s
     }
 
     /// Folds `tc`'s counters into the statistics.
@@ -131,10 +117,10 @@ impl Mid<'_> {
         }
         // Frees first, so the peak is taken with this fold's frees already counted.
         if tc.free_bytes > 0 {
-            self.st.in_use.decrease(tc.free_bytes);
+            self.st.bytes_in_use.decrease(tc.free_bytes);
         }
         if tc.alloc_bytes > 0 {
-            self.st.in_use.increase(tc.alloc_bytes);
+            self.st.bytes_in_use.increase(tc.alloc_bytes);
         }
         tc.allocs = 0;
         tc.frees = 0;
@@ -146,16 +132,16 @@ impl Mid<'_> {
     /// not inflated).
     pub(super) fn apply(&self, t: &mut Tally) {
         if t.committed_out > 0 {
-            self.st.free_committed.decrease(t.committed_out);
+            self.st.bytes_free_committed.decrease(t.committed_out);
         }
         if t.decommitted_out > 0 {
-            self.st.decommitted.decrease(t.decommitted_out);
+            self.st.bytes_decommitted.decrease(t.decommitted_out);
         }
         if t.committed_in > 0 {
-            self.st.free_committed.increase(t.committed_in);
+            self.st.bytes_free_committed.increase(t.committed_in);
         }
         if t.decommitted_in > 0 {
-            self.st.decommitted.increase(t.decommitted_in);
+            self.st.bytes_decommitted.increase(t.decommitted_in);
         }
         *t = Tally::default();
     }
