@@ -26,9 +26,9 @@ use hak_registry::{OwnerKind, Registry, GRANULE};
 use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::cache::{BigLimits, Inner, Want, GROW_FROM_MIN, HUGE_PAGE};
+use crate::cache::{BigLimits, Inner, Victims, Want, GROW_FROM_MIN, HUGE_PAGE};
 use crate::density::{self, Density};
-use crate::header::{layout_for, Block, Header};
+use crate::header::{layout_for, Block};
 
 mod free;
 mod gather;
@@ -429,7 +429,7 @@ impl<'r> BigCache<'r> {
     pub fn stats(&self) -> BigStats {
         let (entries, bytes, splits) = {
             let g = self.inner.lock();
-            (g.entries, g.bytes, g.splits)
+            (g.lru.count(), g.lru.bytes(), g.splits)
         };
         BigStats {
             hits: self.hits.get(),
@@ -458,9 +458,13 @@ impl<'r> BigCache<'r> {
     pub fn check_invariants(&self) {
         let g = self.inner.lock();
         let in_bins = g.bins.check();
-        let (mut n, mut bytes, mut committed) = (0, 0, 0);
-        for b in g.lru_iter() {
-            // SAFETY: listed headers are valid under the lock.
+        // SAFETY: listed headers are valid under the lock.
+        assert!(unsafe { g.lru.is_consistent() }, "LRU links, count or bytes are off");
+        let (mut n, mut committed) = (0, 0);
+        // SAFETY: as above.
+        for p in unsafe { g.lru.list().iter() } {
+            let b = Block::from_link(p).expect("a listed header is not null");
+            // SAFETY: as above.
             let (magic_ok, state, map_len, block_len, decommitted) =
                 unsafe { (b.magic_ok(), b.state(), b.map_len(), b.block_len(), b.decommitted()) };
             assert!(magic_ok, "cached header with a bad magic");
@@ -475,25 +479,27 @@ impl<'r> BigCache<'r> {
                 "cached block not registered as Big at its base"
             );
             n += 1;
-            bytes += map_len;
             if !decommitted {
                 committed += map_len;
             }
         }
-        assert_eq!((n, n), (g.entries, in_bins), "LRU, bins and count disagree");
-        assert_eq!((bytes, committed), (g.bytes, g.committed), "byte accounting is off");
+        assert_eq!((n, n), (g.lru.count(), in_bins), "LRU, bins and count disagree");
+        assert_eq!(committed, g.committed, "committed bytes are off");
     }
 
     /// Unmaps a list of victims (already unregistered under the lock).
-    fn release(&self, mut victims: *mut Header) {
-        while let Some(v) = Block::from_link(victims) {
-            // SAFETY: victims are unlisted and unregistered: ours alone.
-            let (next, len) = unsafe { (v.lru_next(), v.map_len()) };
-            // SAFETY: as above; nobody can reach the mapping any more.
-            let _ = unsafe { self.os().unmap(v.base(), len) };
-            self.evictions.add(1);
-            victims = next;
+    fn release(&self, mut victims: Victims) {
+        // SAFETY: victims are unlisted and unregistered: ours alone, valid until unmapped.
+        while let Some(v) = unsafe { victims.pop_front() }.and_then(Block::from_link) {
+            self.unmap_victim(v);
         }
+    }
+
+    /// Unmaps one victim (unregistered, in no list).
+    fn unmap_victim(&self, v: Block) {
+        // SAFETY: the victim is ours alone; nobody can reach the mapping any more.
+        let _ = unsafe { self.os().unmap(v.base(), v.map_len()) };
+        self.evictions.add(1);
     }
 }
 

@@ -73,8 +73,9 @@
 //! the reserve is address space, not memory.
 //!
 //! The cache: size-class bins (8 classes per power of two, a bitmap of the non-empty ones)
-//! holding intrusive lists through the block headers, plus an LRU list; the cache has no
-//! capacity of its own and no memory besides the [`BigCache`] itself. A search looks only at
+//! holding intrusive lists through the block headers, plus an LRU list (`hak_collections`'
+//! `List` and `RegionCache`, the lists every tier uses); the cache has no capacity of its own
+//! and no memory besides the [`BigCache`] itself. A search looks only at
 //! non-empty classes in the request's range and at most 64 blocks, so no request, however
 //! large, holds the lock for longer than that. Eviction (LRU order; TTL, entry cap, byte cap)
 //! unregisters under the lock and unmaps after it. The byte cap is `max_bytes` (default

@@ -4,13 +4,11 @@
 //! that moves several cached blocks at once and must give them back, or up, when the OS
 //! refuses a step.
 
-use core::ptr;
-
 use hak_registry::{OwnerKind, GRANULE};
 
 use super::BigCache;
-use crate::cache::HUGE_PAGE;
-use crate::header::{Block, Header};
+use crate::cache::{Victims, HUGE_PAGE};
+use crate::header::Block;
 
 impl BigCache<'_> {
     /// Serves a request no cached block holds by gathering smaller committed cached blocks:
@@ -30,10 +28,12 @@ impl BigCache<'_> {
     /// anyone needs) and the remaining pieces are unmapped; the caller then maps a fresh block.
     pub(super) fn gather(&self, need: usize, size: usize) -> Option<Block> {
         let page = hak_os::page_size();
-        let (pieces, _, victims) =
+        let (mut pieces, _, victims) =
             self.inner.lock().take_pieces(self.registry, need, hak_os::monotonic_ns());
         self.release(victims);
-        Block::from_link(pieces)?;
+        if pieces.is_empty() {
+            return None;
+        }
         let os = self.os();
         let fresh = self.density.fresh(os, need, false);
         let Ok(dst) = os.map(need, if need >= HUGE_PAGE { HUGE_PAGE } else { GRANULE }) else {
@@ -49,10 +49,10 @@ impl BigCache<'_> {
             }
         }
         let (mut off, mut moved) = (0, 0);
-        let mut p = pieces;
-        while let Some(v) = Block::from_link(p) {
-            // SAFETY: the pieces left the cache unregistered: ours alone.
-            let (next, len, multi) = unsafe { (v.lru_next(), v.map_len(), v.multi_map()) };
+        // SAFETY: the pieces left the cache unregistered: ours alone, valid until unmapped.
+        while let Some(v) = unsafe { pieces.pop_front() }.and_then(Block::from_link) {
+            // SAFETY: as above.
+            let (len, multi) = unsafe { (v.map_len(), v.multi_map()) };
             hak_sync::check!(off + len <= need, "gathered pieces overrun the request");
             // A single-mapping piece moves in one call; a gathered one (huge, 2 MiB-aligned,
             // see `take_pieces`) one 2 MiB window at a time, each inside one of its mappings.
@@ -74,14 +74,13 @@ impl BigCache<'_> {
                         let _ = os.unmap(from, len - done);
                     }
                     self.evictions.add(moved + 1);
-                    self.release(next);
+                    self.release(pieces);
                     return None;
                 }
                 done += n;
             }
             off += len;
             moved += 1;
-            p = next;
         }
         // SAFETY: `dst` is ours, mapped, granule-aligned, at least a page; its first page now
         // holds the largest piece's first page, which nobody uses any more.
@@ -105,16 +104,14 @@ impl BigCache<'_> {
 
     /// Puts pieces taken for a gathering that could not happen back into the cache (registered
     /// again), or unmaps them if the registry refuses.
-    fn restore(&self, mut pieces: *mut Header) {
+    fn restore(&self, mut pieces: Victims) {
         let now = hak_os::monotonic_ns();
-        while let Some(v) = Block::from_link(pieces) {
-            // SAFETY: unregistered pieces, ours alone.
-            let (next, len) = unsafe { (v.lru_next(), v.map_len()) };
-            // SAFETY: as above; it leaves the list here.
-            unsafe { v.set_lru_next(ptr::null_mut()) };
-            pieces = next;
+        // SAFETY: unregistered pieces, ours alone; each leaves the list here.
+        while let Some(v) = unsafe { pieces.pop_front() }.and_then(Block::from_link) {
+            // SAFETY: as above.
+            let len = unsafe { v.map_len() };
             if self.registry.register(v.base(), len, OwnerKind::Big).is_err() {
-                self.release(v.link());
+                self.unmap_victim(v);
                 continue;
             }
             let g = self.inner.lock();
