@@ -10,7 +10,8 @@
 //!   block's reserve, `mremap` into a larger reserved mapping, or map + copy),
 //!   [`usable_size`](BigCache::usable_size), [`owns`](BigCache::owns),
 //!   [`trim`](BigCache::trim), [`evict_expired`](BigCache::evict_expired),
-//!   [`set_limits`](BigCache::set_limits), [`stats`](BigCache::stats) ([`BigStats`]),
+//!   [`set_limits`](BigCache::set_limits), [`stats`](BigCache::stats) ([`BigStats`], the
+//!   snapshot of [`BigCounters`], declared with `hak_sync::stats!` so reports nest it),
 //!   [`prefork`](BigCache::prefork) / [`postfork`](BigCache::postfork) for fork handlers, and
 //!   the test validator [`check_invariants`](BigCache::check_invariants).
 //! - [`BigLimits`]: the cache's limits (bytes, entries, age, decommit threshold), with
@@ -162,7 +163,9 @@ mod tests;
 #[cfg(all(test, hak_loom))]
 mod loom_tests;
 
-pub use big::{BigCache, BigStats, FreeError, GROW_RESERVE, GROW_RESERVE_MAX, MAX_SIZE};
+pub use big::{
+    BigCache, BigCounters, BigStats, FreeError, GROW_RESERVE, GROW_RESERVE_MAX, MAX_SIZE,
+};
 pub use cache::BigLimits;
 
 const _: () = assert!(hak_registry::GRANULE == 1 << 20);

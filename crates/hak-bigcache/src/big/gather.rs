@@ -45,7 +45,7 @@ impl BigCache<'_> {
             // moved pieces' mappings one by one. Pieces keep their own.
             // SAFETY: our fresh mapping; advice changes no contents.
             if unsafe { os.advise_huge(dst, need, on) }.is_ok() && on {
-                self.huge_advised.add(1);
+                self.counters.huge_advised.add(1);
             }
         }
         let (mut off, mut moved) = (0, 0);
@@ -73,7 +73,7 @@ impl BigCache<'_> {
                         let _ = os.unmap(dst, need);
                         let _ = os.unmap(from, len - done);
                     }
-                    self.evictions.add(moved + 1);
+                    self.counters.evictions.add(moved + 1);
                     self.release(pieces);
                     return None;
                 }
@@ -96,9 +96,9 @@ impl BigCache<'_> {
             let _ = unsafe { os.unmap(dst, need) };
             return None;
         }
-        self.grown.add(1);
-        self.live_bytes.increase(need as u64);
-        self.live_blocks.increase(1);
+        self.counters.grown.add(1);
+        self.counters.live_bytes.increase(need as u64);
+        self.counters.live_blocks.increase(1);
         Some(b)
     }
 
