@@ -23,12 +23,12 @@ use core::ptr::NonNull;
 
 use hak_os::Os;
 use hak_registry::{OwnerKind, Registry, GRANULE};
-use hak_sync::stat::{GaugeValue, StatCounter, StatGauge};
+use hak_sync::stat::{Derived, StatCounter, StatGauge};
 use hak_sync::{Mutex, MutexGuard};
 
-use crate::cache::{BigLimits, Inner, Want, GROW_FROM_MIN, HUGE_PAGE};
+use crate::cache::{BigLimits, Inner, Victims, Want, GROW_FROM_MIN, HUGE_PAGE};
 use crate::density::{self, Density};
-use crate::header::{layout_for, Block, Header};
+use crate::header::{layout_for, Block};
 
 mod free;
 mod gather;
@@ -57,48 +57,52 @@ pub const GROW_RESERVE: usize = 4;
 /// Most address space one growing block reserves beyond what it needs (1 GiB).
 pub const GROW_RESERVE_MAX: usize = 1 << 30;
 
-/// Counters and occupancy of a [`BigCache`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BigStats {
+hak_sync::stats! {
+    /// The live counters of a [`BigCache`] (its occupancy and splits are counted under its
+    /// lock and filled in by [`BigCache::stats`]).
+    pub struct BigCounters => {
+        /// Counters and occupancy of a [`BigCache`].
+        pub struct BigStats;
+    }
     /// Allocations served from the cache.
-    pub hits: u64,
+    hits: StatCounter,
     /// Allocations that had to map (including those the OS then refused).
-    pub misses: u64,
+    misses: StatCounter,
     /// Allocations served by moving the pages of smaller cached blocks into one larger
     /// mapping (neither hits nor misses).
-    pub grown: u64,
+    grown: StatCounter,
     /// Cached blocks split for a smaller request; the tail stayed cached.
-    pub splits: u64,
+    splits: Derived<u64>,
     /// Blocks unmapped by the cache: evicted by a limit, trimmed, or too big to keep.
-    pub evictions: u64,
+    evictions: StatCounter,
     /// Blocks cached now.
-    pub cached_entries: u64,
+    cached_entries: Derived<u64>,
     /// Bytes of mappings cached now.
-    pub cached_bytes: u64,
+    cached_bytes: Derived<u64>,
     /// Bytes of mappings held by live blocks, reserves included (current, peak, total).
-    pub live_bytes: GaugeValue,
+    live_bytes: StatGauge,
     /// Live blocks (current, peak, total).
-    pub live_blocks: GaugeValue,
+    live_blocks: StatGauge,
     /// Reallocs served inside the block's mapping (including growth into its reserve and
     /// shrinks that unmap the tail).
-    pub realloc_in_place: u64,
+    realloc_in_place: StatCounter,
     /// Reallocs served by `mremap` (the block's pages moved into a larger reserved mapping).
-    pub realloc_remap: u64,
+    realloc_remap: StatCounter,
     /// Reallocs served by mapping a new block and copying.
-    pub realloc_copy: u64,
+    realloc_copy: StatCounter,
     /// Cached blocks decommitted on their way into the cache.
-    pub decommits: u64,
+    decommits: StatCounter,
     /// Density probes made (see the `density` module), and how many found the block dense.
-    pub probes: u64,
+    probes: StatCounter,
     /// As above: probes that found the block dense.
-    pub dense_probes: u64,
+    dense_probes: StatCounter,
     /// Mappings advised `MADV_HUGEPAGE` (fresh, gathered or grown blocks).
-    pub huge_advised: u64,
+    huge_advised: StatCounter,
     /// Pointers refused by `dealloc` or `realloc` (double frees included).
-    pub invalid_frees: u64,
+    invalid_frees: StatCounter,
     /// Blocks `realloc` had to hand out unregistered because the OS refused every way to keep
     /// them registered after an `mremap` had already moved them (see [`BigCache::realloc`]).
-    pub orphans: u64,
+    orphans: StatCounter,
 }
 
 /// The big tier. See the crate docs for the layout, invariants and concurrency contract.
@@ -111,21 +115,8 @@ pub struct BigCache<'r> {
     /// Whether the program fills its blocks: huge-page advice, residency of cached blocks,
     /// gathering (see the `density` module).
     density: Density,
-    hits: StatCounter,
-    misses: StatCounter,
-    evictions: StatCounter,
-    realloc_in_place: StatCounter,
-    realloc_remap: StatCounter,
-    realloc_copy: StatCounter,
-    decommits: StatCounter,
-    probes: StatCounter,
-    dense_probes: StatCounter,
-    huge_advised: StatCounter,
-    invalid_frees: StatCounter,
-    orphans: StatCounter,
-    grown: StatCounter,
-    live_bytes: StatGauge,
-    live_blocks: StatGauge,
+    /// Counters (`stats` adds the cache's occupancy).
+    counters: BigCounters,
 }
 
 impl core::fmt::Debug for BigCache<'_> {
@@ -183,21 +174,7 @@ impl<'r> BigCache<'r> {
                 registry,
                 inner: Mutex::new(Inner::new(limits)),
                 density: Density::new(),
-                hits: StatCounter::new(),
-                misses: StatCounter::new(),
-                evictions: StatCounter::new(),
-                realloc_in_place: StatCounter::new(),
-                realloc_remap: StatCounter::new(),
-                realloc_copy: StatCounter::new(),
-                decommits: StatCounter::new(),
-                probes: StatCounter::new(),
-                dense_probes: StatCounter::new(),
-                huge_advised: StatCounter::new(),
-                invalid_frees: StatCounter::new(),
-                orphans: StatCounter::new(),
-                grown: StatCounter::new(),
-                live_bytes: StatGauge::new(),
-                live_blocks: StatGauge::new(),
+                counters: BigCounters::new(),
             }
         }
     }
@@ -264,7 +241,7 @@ impl<'r> BigCache<'r> {
                 return Some((unsafe { b.at(user_off) }, false));
             }
         }
-        self.misses.add(1);
+        self.counters.misses.add(1);
         let b = self.map_block(need, need, user_off, size)?;
         // SAFETY: as above.
         Some((unsafe { b.at(user_off) }, true))
@@ -284,7 +261,7 @@ impl<'r> BigCache<'r> {
         if let Some(b) = self.cache_take(want, hak_os::monotonic_ns()) {
             return Some((self.hand_out_hit(b, user_off), false));
         }
-        self.misses.add(1);
+        self.counters.misses.add(1);
         let b = self.map_block(room, need, user_off, size).or_else(|| {
             // No address space for the reserve (`ulimit -v`, strict overcommit): no reserve.
             (room > need).then(|| self.map_block(need, need, user_off, size)).flatten()
@@ -304,9 +281,9 @@ impl<'r> BigCache<'r> {
             // SAFETY: as above.
             unsafe { b.set_probe(true) };
         }
-        self.hits.add(1);
-        self.live_bytes.increase(map_len as u64);
-        self.live_blocks.increase(1);
+        self.counters.hits.add(1);
+        self.counters.live_bytes.increase(map_len as u64);
+        self.counters.live_blocks.increase(1);
         // SAFETY: `user_off < map_len` (the cache checked the length).
         unsafe { b.at(user_off) }
     }
@@ -315,7 +292,7 @@ impl<'r> BigCache<'r> {
     /// expired ones on the way.
     pub(crate) fn cache_take(&self, want: Want, now: u64) -> Option<Block> {
         let mut g = self.inner.lock();
-        g.live = self.live_bytes.get().current as usize;
+        g.live = self.counters.live_bytes.get().current as usize;
         let (found, victims) = g.take(self.registry, want, now);
         drop(g);
         self.release(victims);
@@ -347,9 +324,9 @@ impl<'r> BigCache<'r> {
     /// Feeds a probe's answer to the huge-page policy.
     fn note_density(&self, dense: Option<bool>) {
         if let Some(d) = dense {
-            self.probes.add(1);
+            self.counters.probes.add(1);
             if d {
-                self.dense_probes.add(1);
+                self.counters.dense_probes.add(1);
             }
             self.density.record(d);
         }
@@ -427,30 +404,12 @@ impl<'r> BigCache<'r> {
 
     /// Counters and current occupancy.
     pub fn stats(&self) -> BigStats {
-        let (entries, bytes, splits) = {
-            let g = self.inner.lock();
-            (g.entries, g.bytes, g.splits)
-        };
-        BigStats {
-            hits: self.hits.get(),
-            misses: self.misses.get(),
-            grown: self.grown.get(),
-            splits,
-            evictions: self.evictions.get(),
-            cached_entries: entries as u64,
-            cached_bytes: bytes as u64,
-            live_bytes: self.live_bytes.get(),
-            live_blocks: self.live_blocks.get(),
-            realloc_in_place: self.realloc_in_place.get(),
-            realloc_remap: self.realloc_remap.get(),
-            realloc_copy: self.realloc_copy.get(),
-            decommits: self.decommits.get(),
-            probes: self.probes.get(),
-            dense_probes: self.dense_probes.get(),
-            huge_advised: self.huge_advised.get(),
-            invalid_frees: self.invalid_frees.get(),
-            orphans: self.orphans.get(),
-        }
+        let mut s = self.counters.snapshot();
+        let g = self.inner.lock();
+        s.cached_entries = g.lru.count() as u64;
+        s.cached_bytes = g.lru.bytes() as u64;
+        s.splits = g.splits;
+        s
     }
 
     /// Validates the cache's invariants (crate and `cache` module docs); panics on a violation.
@@ -458,9 +417,13 @@ impl<'r> BigCache<'r> {
     pub fn check_invariants(&self) {
         let g = self.inner.lock();
         let in_bins = g.bins.check();
-        let (mut n, mut bytes, mut committed) = (0, 0, 0);
-        for b in g.lru_iter() {
-            // SAFETY: listed headers are valid under the lock.
+        // SAFETY: listed headers are valid under the lock.
+        assert!(unsafe { g.lru.is_consistent() }, "LRU links, count or bytes are off");
+        let (mut n, mut committed) = (0, 0);
+        // SAFETY: as above.
+        for p in unsafe { g.lru.list().iter() } {
+            let b = Block::from_link(p).expect("a listed header is not null");
+            // SAFETY: as above.
             let (magic_ok, state, map_len, block_len, decommitted) =
                 unsafe { (b.magic_ok(), b.state(), b.map_len(), b.block_len(), b.decommitted()) };
             assert!(magic_ok, "cached header with a bad magic");
@@ -475,25 +438,27 @@ impl<'r> BigCache<'r> {
                 "cached block not registered as Big at its base"
             );
             n += 1;
-            bytes += map_len;
             if !decommitted {
                 committed += map_len;
             }
         }
-        assert_eq!((n, n), (g.entries, in_bins), "LRU, bins and count disagree");
-        assert_eq!((bytes, committed), (g.bytes, g.committed), "byte accounting is off");
+        assert_eq!((n, n), (g.lru.count(), in_bins), "LRU, bins and count disagree");
+        assert_eq!(committed, g.committed, "committed bytes are off");
     }
 
     /// Unmaps a list of victims (already unregistered under the lock).
-    fn release(&self, mut victims: *mut Header) {
-        while let Some(v) = Block::from_link(victims) {
-            // SAFETY: victims are unlisted and unregistered: ours alone.
-            let (next, len) = unsafe { (v.lru_next(), v.map_len()) };
-            // SAFETY: as above; nobody can reach the mapping any more.
-            let _ = unsafe { self.os().unmap(v.base(), len) };
-            self.evictions.add(1);
-            victims = next;
+    fn release(&self, mut victims: Victims) {
+        // SAFETY: victims are unlisted and unregistered: ours alone, valid until unmapped.
+        while let Some(v) = unsafe { victims.pop_front() }.and_then(Block::from_link) {
+            self.unmap_victim(v);
         }
+    }
+
+    /// Unmaps one victim (unregistered, in no list).
+    fn unmap_victim(&self, v: Block) {
+        // SAFETY: the victim is ours alone; nobody can reach the mapping any more.
+        let _ = unsafe { self.os().unmap(v.base(), v.map_len()) };
+        self.counters.evictions.add(1);
     }
 }
 

@@ -3,25 +3,24 @@
 //!
 //! Classes: a length `n` with `2^k <= n < 2^(k+1)` falls in one of [`SUB`] classes of that
 //! power of two, each an equal slice of it (so a class spans at most 1/8 of its lower bound).
-//! There are [`CLASSES`] classes for every length a mapping can have; each is an intrusive
-//! doubly linked list through [`Header::bin_next`](crate::header::Header::bin_next) and
-//! `bin_prev`, newest first, and a bit of `nonempty` says whether it holds anything.
+//! There are [`CLASSES`] classes for every length a mapping can have; each is a
+//! `hak_collections::List` through [`Header::bin`](crate::header::Header::bin), newest first,
+//! and a bit of `nonempty` says whether it holds anything.
 //!
-//! A search names a range of lengths and a predicate; it visits only classes whose bit is set
-//! (a few word scans of the bitmap) and at most [`VISIT_MAX`] blocks, so the time under the
-//! cache lock is bounded by a constant whatever the request's size and however many blocks are
-//! cached. A search that runs out of visits reports nothing found, which costs a fresh mapping,
-//! never a wrong answer.
+//! A search names a range of lengths, which end to start from, and a predicate; it visits only
+//! classes whose bit is set (a few word scans of the bitmap) and at most [`VISIT_MAX`] blocks,
+//! so the time under the cache lock is bounded by a constant whatever the request's size and
+//! however many blocks are cached. A search that runs out of visits reports nothing found,
+//! which costs a fresh mapping, never a wrong answer.
 //!
-//! Invariants (checked by [`Bins::check`]): `count == Σ |bin|`; every listed header has
-//! `state == CACHED` and sits in the bin of its `map_len`; a class's bit is set iff its bin is
-//! non-empty; `bin_prev` of a bin's head is null and every other `bin_prev` points at the
-//! header whose `bin_next` points back.
+//! Invariants (checked by [`Bins::check`]): every bin is a consistent list; every listed header
+//! has `state == CACHED` and sits in the bin of its `map_len`; a class's bit is set iff its bin
+//! is non-empty.
 //!
 //! Concurrency: none here. The bins live inside the cache's mutex; every method takes
-//! `&mut self` (or `&self` for the checker).
+//! `&mut self` (or `&self` for searches and the checker).
 
-use core::ptr;
+use hak_collections::{Adapter, Links, List};
 
 use crate::header::{Block, Header, CACHED};
 
@@ -50,18 +49,44 @@ pub(crate) fn class_of(len: usize) -> usize {
     (lg - MIN_LG) as usize * SUB + sub
 }
 
+/// A cached header's links in its bin.
+pub(crate) struct ByLength;
+
+// SAFETY: the links pointer is derived from the header pointer (which carries its mapping's
+// provenance) without making a reference; each header has its own `bin` field.
+unsafe impl Adapter for ByLength {
+    type Node = *mut Header;
+    unsafe fn links(n: *mut Header) -> *mut Links<*mut Header> {
+        // SAFETY: `n` is a valid header (the trait's contract).
+        unsafe { &raw mut (*n).bin }
+    }
+}
+
+/// Which end of a length range a search starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// Smallest class first (the tightest fit).
+    Smallest,
+    /// Largest class first (the fewest pieces).
+    Largest,
+}
+
 /// The bins. See the module docs.
-#[derive(Debug)]
 pub(crate) struct Bins {
-    heads: [*mut Header; CLASSES],
+    bins: [List<ByLength>; CLASSES],
     nonempty: [u64; WORDS],
-    count: usize,
+}
+
+impl core::fmt::Debug for Bins {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bins").field("nonempty", &self.nonempty).finish_non_exhaustive()
+    }
 }
 
 impl Bins {
     /// No block cached.
     pub(crate) const fn new() -> Bins {
-        Bins { heads: [ptr::null_mut(); CLASSES], nonempty: [0; WORDS], count: 0 }
+        Bins { bins: [const { List::new() }; CLASSES], nonempty: [0; WORDS] }
     }
 
     /// Lists `b` at the head of its class.
@@ -70,20 +95,12 @@ impl Bins {
     /// `b` is a valid header, in no bin, that stays valid while listed; its `map_len` does not
     /// change while it is listed.
     pub(crate) unsafe fn insert(&mut self, b: Block) {
-        // SAFETY: `b` is valid (caller); the old head, if any, is a listed header.
-        unsafe {
-            let c = class_of(b.map_len());
-            let Some(slot) = self.heads.get_mut(c) else { return };
-            let old = *slot;
-            b.set_bin_prev(ptr::null_mut());
-            b.set_bin_next(old);
-            if let Some(o) = Block::from_link(old) {
-                o.set_bin_prev(b.link());
-            }
-            *slot = b.link();
-            set_bit(&mut self.nonempty, c);
-        }
-        self.count += 1;
+        // SAFETY: `b` is valid (caller).
+        let c = class_of(unsafe { b.map_len() });
+        let Some(bin) = self.bins.get_mut(c) else { return };
+        // SAFETY: `b` is valid and in no bin (caller); listed headers are valid.
+        unsafe { bin.push_front(b.link()) };
+        set_bit(&mut self.nonempty, c);
     }
 
     /// Unlists `b`.
@@ -91,133 +108,76 @@ impl Bins {
     /// # Safety
     /// `b` is listed in these bins.
     pub(crate) unsafe fn remove(&mut self, b: Block) {
-        // SAFETY: `b` and its neighbours are listed headers (caller).
-        unsafe {
-            let (prev, next) = (b.bin_prev(), b.bin_next());
-            if let Some(n) = Block::from_link(next) {
-                n.set_bin_prev(prev);
-            }
-            match Block::from_link(prev) {
-                Some(p) => p.set_bin_next(next),
-                None => {
-                    let c = class_of(b.map_len());
-                    if let Some(slot) = self.heads.get_mut(c) {
-                        *slot = next;
-                        if next.is_null() {
-                            clear_bit(&mut self.nonempty, c);
-                        }
-                    }
-                }
-            }
-            b.set_bin_next(ptr::null_mut());
-            b.set_bin_prev(ptr::null_mut());
+        // SAFETY: `b` is listed, hence valid, and in the bin of its length (caller).
+        let c = class_of(unsafe { b.map_len() });
+        let Some(bin) = self.bins.get_mut(c) else { return };
+        // SAFETY: as above; its neighbours are listed headers.
+        unsafe { bin.remove(b.link()) };
+        if bin.is_empty() {
+            clear_bit(&mut self.nonempty, c);
         }
-        self.count -= 1;
     }
 
-    /// The first block with `lo <= map_len <= hi` for which `accept` holds, searching classes
-    /// from the smallest up (within a class, newest first), visiting at most [`VISIT_MAX`]
-    /// blocks. The block stays listed.
-    pub(crate) fn find_up(
+    /// The first block with `lo <= map_len <= hi` for which `accept` holds, visiting the
+    /// non-empty classes of the range from the end `order` names (within a class, newest
+    /// first) and at most [`VISIT_MAX`] blocks in all. The block stays listed.
+    pub(crate) fn find(
         &self,
         lo: usize,
         hi: usize,
+        order: Order,
         mut accept: impl FnMut(Block) -> bool,
     ) -> Option<Block> {
-        if self.count == 0 || lo > hi {
+        if lo > hi {
             return None;
         }
-        let (mut c, last) = (class_of(lo), class_of(hi));
-        let mut visits = 0;
-        while let Some(k) = next_set(&self.nonempty, c).filter(|&k| k <= last) {
-            if let Some(b) = self.scan(k, lo, hi, &mut visits, &mut accept) {
-                return Some(b);
-            }
-            if visits >= VISIT_MAX {
-                return None;
-            }
-            c = k + 1;
-        }
-        None
-    }
-
-    /// As [`Bins::find_up`], but from the largest class down.
-    pub(crate) fn find_down(
-        &self,
-        lo: usize,
-        hi: usize,
-        mut accept: impl FnMut(Block) -> bool,
-    ) -> Option<Block> {
-        if self.count == 0 || lo > hi {
-            return None;
-        }
-        let (first, mut c) = (class_of(lo), class_of(hi));
-        let mut visits = 0;
-        while let Some(k) = prev_set(&self.nonempty, c).filter(|&k| k >= first) {
-            if let Some(b) = self.scan(k, lo, hi, &mut visits, &mut accept) {
-                return Some(b);
-            }
-            if visits >= VISIT_MAX || k == 0 {
-                return None;
-            }
-            c = k - 1;
-        }
-        None
-    }
-
-    /// Walks bin `k` for a block in `[lo, hi]` that `accept` takes, counting visits.
-    fn scan(
-        &self,
-        k: usize,
-        lo: usize,
-        hi: usize,
-        visits: &mut usize,
-        accept: &mut impl FnMut(Block) -> bool,
-    ) -> Option<Block> {
-        let mut p = self.heads.get(k).copied().unwrap_or(ptr::null_mut());
-        while let Some(b) = Block::from_link(p) {
-            if *visits >= VISIT_MAX {
-                return None;
-            }
-            *visits += 1;
-            // SAFETY: listed headers are valid while listed (insert's contract).
-            let len = unsafe { b.map_len() };
-            if len >= lo && len <= hi && accept(b) {
-                return Some(b);
-            }
+        let (first, last) = (class_of(lo), class_of(hi));
+        let set = |c: usize| match order {
+            Order::Smallest => next_set(&self.nonempty, c),
+            Order::Largest => prev_set(&self.nonempty, c),
+        };
+        let mut left = VISIT_MAX;
+        let mut c = Some(if order == Order::Smallest { first } else { last });
+        while let Some(k) = c.and_then(set).filter(|k| (first..=last).contains(k)) {
+            let mut visited = 0;
+            let mut fits = |p: *mut Header| {
+                visited += 1;
+                // SAFETY: listed headers are valid while listed (insert's contract).
+                Block::from_link(p)
+                    .filter(|&b| (lo..=hi).contains(&unsafe { b.map_len() }))
+                    .is_some_and(&mut accept)
+            };
             // SAFETY: as above.
-            p = unsafe { b.bin_next() };
+            if let Some(p) = unsafe { self.bins.get(k)?.find(left, &mut fits) } {
+                return Block::from_link(p);
+            }
+            left = left.saturating_sub(visited);
+            if left == 0 {
+                return None;
+            }
+            c = if order == Order::Smallest { k.checked_add(1) } else { k.checked_sub(1) };
         }
         None
-    }
-
-    /// Forgets every block (their owner holds them through another list).
-    pub(crate) fn clear(&mut self) {
-        *self = Bins::new();
     }
 
     /// Validates the invariants in the module docs; returns the number of blocks listed.
     /// Panics on a violation (a test validator).
     pub(crate) fn check(&self) -> usize {
         let mut n = 0;
-        for (c, &head) in self.heads.iter().enumerate() {
+        for (c, bin) in self.bins.iter().enumerate() {
             let bit = self.nonempty[c / 64] >> (c % 64) & 1 == 1;
-            assert_eq!(bit, !head.is_null(), "bitmap disagrees with bin {c}");
-            let mut prev: *mut Header = ptr::null_mut();
-            let mut p = head;
-            while let Some(b) = Block::from_link(p) {
-                // SAFETY: listed headers are valid.
-                unsafe {
+            assert_eq!(bit, !bin.is_empty(), "bitmap disagrees with bin {c}");
+            // SAFETY: listed headers are valid.
+            unsafe {
+                assert!(bin.is_consistent(), "bin {c}'s links are broken");
+                for p in bin.iter() {
+                    let b = Block::from_link(p).expect("a listed header is not null");
                     assert_eq!(class_of(b.map_len()), c, "header in the wrong bin");
                     assert_eq!(b.state(), CACHED, "bins hold a header that is not CACHED");
-                    assert_eq!(b.bin_prev(), prev, "broken back link");
-                    prev = p;
-                    p = b.bin_next();
                 }
-                n += 1;
             }
+            n += bin.len();
         }
-        assert_eq!(n, self.count, "count disagrees with the bins");
         n
     }
 }
@@ -264,7 +224,7 @@ fn prev_set(words: &[u64; WORDS], c: usize) -> Option<usize> {
 #[cfg(all(test, not(hak_loom)))]
 mod tests {
     use super::*;
-    use crate::header::MAGIC;
+    use core::ptr;
     use std::vec::Vec;
 
     const MIB: usize = 1 << 20;
@@ -272,25 +232,7 @@ mod tests {
     /// Headers in ordinary test memory (the bins never touch a block beyond its header).
     fn headers(lens: &[usize]) -> Vec<Header> {
         lens.iter()
-            .map(|&map_len| Header {
-                magic: MAGIC,
-                state: CACHED,
-                map_len,
-                block_len: map_len,
-                user_off: 4096,
-                size: 0,
-                decommitted: false,
-                multi_map: false,
-                huge: false,
-                probe: false,
-                spread: 0,
-                last_end: 0,
-                cached_ns: 0,
-                bin_next: ptr::null_mut(),
-                bin_prev: ptr::null_mut(),
-                lru_prev: ptr::null_mut(),
-                lru_next: ptr::null_mut(),
-            })
+            .map(|&map_len| Header { state: CACHED, ..Header::live(0, map_len, 4096, 0) })
             .collect()
     }
 
@@ -344,27 +286,36 @@ mod tests {
             unsafe { bins.insert(x) };
         }
         assert_eq!(bins.check(), 4);
-        assert_eq!(bins.find_up(MIB, 2 * MIB, |_| true), None);
-        assert_eq!(bins.find_up(4 * MIB, 6 * MIB, |_| true), Some(b[2]));
-        assert_eq!(bins.find_up(3 * MIB, 3 * MIB, |_| true), Some(b[1]), "newest first");
-        assert_eq!(bins.find_up(3 * MIB, 3 * MIB, |x| x != b[1]), Some(b[0]));
-        assert_eq!(bins.find_down(MIB, 39 * MIB, |_| true), Some(b[2]), "largest first");
-        assert_eq!(bins.find_down(MIB, usize::MAX, |_| true), Some(b[3]));
+        assert_eq!(bins.find(MIB, 2 * MIB, Order::Smallest, |_| true), None);
+        assert_eq!(bins.find(4 * MIB, 6 * MIB, Order::Smallest, |_| true), Some(b[2]));
+        assert_eq!(
+            bins.find(3 * MIB, 3 * MIB, Order::Smallest, |_| true),
+            Some(b[1]),
+            "newest first"
+        );
+        assert_eq!(bins.find(3 * MIB, 3 * MIB, Order::Smallest, |x| x != b[1]), Some(b[0]));
+        assert_eq!(bins.find(MIB, 39 * MIB, Order::Largest, |_| true), Some(b[2]), "largest first");
+        assert_eq!(bins.find(MIB, usize::MAX, Order::Largest, |_| true), Some(b[3]));
         // SAFETY: listed.
         unsafe { bins.remove(b[1]) };
         assert_eq!(bins.check(), 3);
-        assert_eq!(bins.find_up(3 * MIB, 3 * MIB, |_| true), Some(b[0]));
+        assert_eq!(bins.find(3 * MIB, 3 * MIB, Order::Smallest, |_| true), Some(b[0]));
         // SAFETY: listed.
         unsafe { bins.remove(b[0]) };
-        assert_eq!(bins.find_up(3 * MIB, 3 * MIB, |_| true), None);
+        assert_eq!(bins.find(3 * MIB, 3 * MIB, Order::Smallest, |_| true), None);
         assert_eq!(bins.check(), 2);
-        bins.clear();
+        for x in [b[2], b[3]] {
+            // SAFETY: listed.
+            unsafe { bins.remove(x) };
+        }
         assert_eq!(bins.check(), 0);
+        assert_eq!(bins.find(0, usize::MAX, Order::Largest, |_| true), None);
     }
 
     #[test]
     fn an_absurd_range_costs_a_bitmap_scan_and_visits_are_bounded() {
-        let lens: Vec<usize> = (0..200).map(|_| 8 * MIB).collect();
+        // Several classes, so the bound holds across bins.
+        let lens: Vec<usize> = (0..200).map(|i| (8 + i % 5) * MIB).collect();
         let mut hs = headers(&lens);
         let b = handles(&mut hs);
         let mut bins = Bins::new();
@@ -372,16 +323,18 @@ mod tests {
             // SAFETY: the headers outlive the bins' use of them.
             unsafe { bins.insert(x) };
         }
-        assert_eq!(bins.find_up(1 << 50, (1 << 50) + (1 << 48), |_| true), None);
-        assert_eq!(bins.find_up(1 << 62, usize::MAX, |_| true), None);
-        let mut seen = 0;
-        assert_eq!(
-            bins.find_up(MIB, usize::MAX, |_| {
-                seen += 1;
-                false
-            }),
-            None
-        );
-        assert_eq!(seen, VISIT_MAX, "a search gives up after VISIT_MAX blocks");
+        assert_eq!(bins.find(1 << 50, (1 << 50) + (1 << 48), Order::Smallest, |_| true), None);
+        assert_eq!(bins.find(1 << 62, usize::MAX, Order::Smallest, |_| true), None);
+        for order in [Order::Smallest, Order::Largest] {
+            let mut seen = 0;
+            assert_eq!(
+                bins.find(MIB, usize::MAX, order, |_| {
+                    seen += 1;
+                    false
+                }),
+                None
+            );
+            assert_eq!(seen, VISIT_MAX, "a search gives up after VISIT_MAX blocks");
+        }
     }
 }

@@ -1,15 +1,18 @@
-//! The cache proper: [`Inner`] (the size-class [`Bins`] plus an LRU list and the accounting the
-//! limits need) and [`BigLimits`].
+//! The cache proper: [`Inner`] (the size-class [`Bins`] plus an LRU region cache and the
+//! accounting the limits need) and [`BigLimits`].
 //!
 //! Cached blocks are listed twice, both intrusively through their header: in a bin by length
-//! (to find a block that fits a request) and in a doubly linked LRU list, newest at the head
-//! (to evict the oldest first). Eviction is from the LRU tail while any limit is exceeded:
-//! `entries > max_entries`, `bytes > cap()`, or the tail's age `> ttl_ns`.
+//! (to find a block that fits a request) and in the LRU, a `hak_collections::RegionCache`
+//! newest first (to evict the oldest first; it keeps the count and bytes). Eviction is from the
+//! LRU tail while any limit is exceeded: `entries > max_entries`, `bytes > cap()` (the dynamic
+//! byte cap, handed to the region cache with each eviction), or the tail's age `> ttl_ns`. The
+//! tier keeps what the region cache does not know: the bins, the committed bytes and the
+//! decommit policy.
 //!
 //! Invariants (under the cache mutex; checked by `BigCache::check_invariants`):
-//! - `entries == |LRU| == bins.len()`; a header is in the LRU iff it is in a bin iff
+//! - `lru.count() == |LRU| == |bins|`; a header is in the LRU iff it is in a bin iff
 //!   `state == CACHED`; cached blocks have no reserve (`block_len == map_len`);
-//! - `bytes == Σ map_len` and `committed == Σ map_len [!decommitted]` over the LRU;
+//! - `lru.bytes() == Σ map_len` and `committed == Σ map_len [!decommitted]` over the LRU;
 //! - every cached block is still mapped and registered as `Big`; eviction unregisters *under
 //!   the lock* and unmaps after it, so a thread holding the lock that finds a `Big` owner in the
 //!   registry may read its header.
@@ -19,15 +22,45 @@
 //! range of sizes.
 //!
 //! Concurrency: `Inner` is only ever reached through the cache's `hak_sync::Mutex`; its methods
-//! take `&mut self`. Victims are returned as a list (linked through `lru_next`) for the caller
-//! to unmap after unlocking.
+//! take `&mut self`. Victims are returned as a [`Victims`] list (through the LRU links) for the
+//! caller to unmap after unlocking.
 
-use core::ptr;
-
+use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
 use hak_registry::{OwnerKind, Registry, GRANULE};
 
-use crate::bins::Bins;
+use crate::bins::{Bins, Order};
 use crate::header::{Block, Header, CACHED, LIVE};
+
+/// A cached header's place in the LRU: its `lru` links, its `map_len` and its `cached_ns`
+/// stamp. Victims and gathered pieces are listed through the same links once out of the LRU.
+pub(crate) struct Lru;
+
+// SAFETY: the pointers are derived from the header pointer (which carries its mapping's
+// provenance) without making a reference; each header has its own `lru` and `cached_ns`
+// fields, and nothing but the region cache writes `cached_ns`.
+unsafe impl Adapter for Lru {
+    type Node = *mut Header;
+    unsafe fn links(n: *mut Header) -> *mut Links<*mut Header> {
+        // SAFETY: `n` is a valid header (the trait's contract).
+        unsafe { &raw mut (*n).lru }
+    }
+}
+
+// SAFETY: as above; `map_len` of a cached block does not change (a block is split or cut only
+// after it left the cache).
+unsafe impl Region for Lru {
+    unsafe fn bytes(n: *mut Header) -> usize {
+        // SAFETY: `n` is a valid header.
+        unsafe { (*n).map_len }
+    }
+    unsafe fn stamp(n: *mut Header) -> *mut u64 {
+        // SAFETY: `n` is a valid header.
+        unsafe { &raw mut (*n).cached_ns }
+    }
+}
+
+/// Blocks out of the cache, unregistered, for their owner to unmap (or move) after unlocking.
+pub(crate) type Victims = List<Lru>;
 
 /// Limits of a [`BigCache`](crate::BigCache). The facade fills `max_bytes` and `ttl_ns` from
 /// `HAKMEM_BIGCACHE_MAX_MB` and `HAKMEM_BIGCACHE_TTL_SEC`.
@@ -127,14 +160,8 @@ impl Want {
 pub(crate) struct Inner {
     /// Cached blocks by length.
     pub(crate) bins: Bins,
-    /// Most recently cached block, or null.
-    lru_head: *mut Header,
-    /// Least recently cached block (the next to evict), or null.
-    lru_tail: *mut Header,
-    /// Blocks cached.
-    pub(crate) entries: usize,
-    /// Bytes of mappings cached.
-    pub(crate) bytes: usize,
+    /// Cached blocks, newest first, with their count and bytes.
+    pub(crate) lru: RegionCache<Lru>,
     /// Bytes of cached mappings that were not decommitted.
     pub(crate) committed: usize,
     /// The limits in force.
@@ -150,10 +177,7 @@ impl Inner {
     pub(crate) const fn new(limits: BigLimits) -> Inner {
         Inner {
             bins: Bins::new(),
-            lru_head: ptr::null_mut(),
-            lru_tail: ptr::null_mut(),
-            entries: 0,
-            bytes: 0,
+            lru: RegionCache::new(),
             committed: 0,
             limits,
             splits: 0,
@@ -179,37 +203,32 @@ impl Inner {
 
     /// Caches `b` (a block leaving its user, without reserve) and evicts what the limits
     /// exclude. A block the limits cannot hold at all is unregistered and returned as a victim
-    /// at once. Returns the victims (linked through `lru_next`), already unregistered, for the
-    /// caller to unmap after unlocking.
+    /// at once. Returns the victims, already unregistered, for the caller to unmap after
+    /// unlocking.
     ///
     /// # Safety
     /// `b` heads a mapped block registered in `reg` as `Big` at its own address, with
     /// `block_len == map_len`, not in the cache, and nobody else uses it.
-    pub(crate) unsafe fn put(&mut self, reg: &Registry<'_>, b: Block, now: u64) -> *mut Header {
+    pub(crate) unsafe fn put(&mut self, reg: &Registry<'_>, b: Block, now: u64) -> Victims {
         // SAFETY: `b` is ours (caller's contract) and we hold the lock.
-        let (len, decommitted) = unsafe {
-            b.set_state(CACHED);
-            b.set_cached_ns(now);
-            (b.map_len(), b.decommitted())
-        };
+        let (len, decommitted) = unsafe { (b.map_len(), b.decommitted()) };
         if !self.would_keep(len) {
-            // SAFETY: as above.
-            unsafe { b.set_state(LIVE) }; // not cached: it leaves as a victim
-            return victim(reg, b, ptr::null_mut());
-        }
-        // SAFETY: `b` is valid and in no bin; the old head, if any, is a cached header.
-        unsafe {
-            self.bins.insert(b);
-            b.set_lru_prev(ptr::null_mut());
-            b.set_lru_next(self.lru_head);
-            match Block::from_link(self.lru_head) {
-                Some(old) => old.set_lru_prev(b.link()),
-                None => self.lru_tail = b.link(),
+            let mut victims = Victims::new();
+            // SAFETY: as above; it is in no list, and leaves as a victim.
+            unsafe {
+                b.set_state(LIVE);
+                reg.unregister(b.base(), len);
+                victims.push_back(b.link());
             }
+            return victims;
         }
-        self.lru_head = b.link();
-        self.entries += 1;
-        self.bytes += len;
+        // SAFETY: `b` is valid, in no list, and stays mapped while cached (caller); listed
+        // headers are valid under the lock.
+        unsafe {
+            b.set_state(CACHED);
+            self.bins.insert(b);
+            self.lru.push(b.link(), now);
+        }
         if !decommitted {
             self.committed += len;
         }
@@ -227,10 +246,10 @@ impl Inner {
         reg: &Registry<'_>,
         w: Want,
         now: u64,
-    ) -> (Option<Block>, *mut Header) {
+    ) -> (Option<Block>, Victims) {
         let mut victims = self.evict(reg, now);
         let aligned = |b: Block| b.addr().is_multiple_of(w.align);
-        let mut found = self.bins.find_up(w.need, w.most, aligned);
+        let mut found = self.bins.find(w.need, w.most, Order::Smallest, aligned);
         let mut trimmed = false;
         if found.is_none() && w.need >= TRIM_MIN {
             // A larger cached block (up to TRIM_FIT times the request), split at the first
@@ -238,24 +257,25 @@ impl Inner {
             // slack beyond what the request asked for, the cache spares a fresh mapping and its
             // page faults, and the tail stays cached (still committed) for the next request.
             let widest = w.need.saturating_mul(TRIM_FIT).max(w.most);
-            found = self.bins.find_up(w.most.saturating_add(1), widest, aligned);
+            found = self.bins.find(w.most.saturating_add(1), widest, Order::Smallest, aligned);
             trimmed = found.is_some();
         }
         let Some(b) = found else { return (None, victims) };
         // SAFETY: `b` is listed, so it is a cached header in the bins and the LRU; it is ours
         // from here on.
-        unsafe {
-            self.bins.remove(b);
-            self.lru_unlink(b);
-        }
+        unsafe { self.unlist(b) };
         if trimmed {
             // SAFETY: `b` is ours now (unlisted); we hold the lock.
             if let Some(tail) = unsafe { split(reg, b, w.keep) } {
                 self.splits += 1;
                 // SAFETY: the tail is a fresh header of a mapped block registered as Big at
                 // its own address, without reserve, in no list, and nobody else can reach it.
-                let more = unsafe { self.put(reg, tail, now) };
-                victims = append(victims, more);
+                let mut more = unsafe { self.put(reg, tail, now) };
+                // SAFETY: victims are valid headers in no other list of these links.
+                while let Some(v) = unsafe { more.pop_front() } {
+                    // SAFETY: as above.
+                    unsafe { victims.push_back(v) };
+                }
             }
         }
         // SAFETY: as above; it is ours now.
@@ -272,22 +292,21 @@ impl Inner {
     /// and at least `need - GROW_SCAN`), for the caller to move into one fresh mapping
     /// (`BigCache::alloc`). For requests of a huge page or more only blocks of whole huge pages
     /// qualify, so every piece lands huge-page-aligned. The pieces leave the cache
-    /// unregistered, reachable by nobody but the caller, linked through `lru_next`; returns
-    /// them, their total length, and the victims of expiry.
+    /// unregistered, reachable by nobody but the caller, listed largest first; returns them,
+    /// their total length, and the victims of expiry.
     pub(crate) fn take_pieces(
         &mut self,
         reg: &Registry<'_>,
         need: usize,
         now: u64,
-    ) -> (*mut Header, usize, *mut Header) {
+    ) -> (Victims, usize, Victims) {
         let victims = self.evict(reg, now);
         let unit = if need >= HUGE_PAGE { HUGE_PAGE } else { 1 };
         let least = need.saturating_sub(GROW_SCAN).max(GROW_FROM_MIN);
-        let (mut pieces, mut total, mut n) = (ptr::null_mut(), 0, 0);
-        let mut tail: Option<Block> = None;
-        while n < MAX_PIECES && need - total >= least {
+        let (mut pieces, mut total) = (Victims::new(), 0);
+        while pieces.len() < MAX_PIECES && need - total >= least {
             let room = (need - total).min(need - 1);
-            let found = self.bins.find_down(least, room, |b| {
+            let found = self.bins.find(least, room, Order::Largest, |b| {
                 // SAFETY: listed headers are valid under the lock.
                 unsafe {
                     !b.decommitted()
@@ -297,96 +316,74 @@ impl Inner {
                 }
             });
             let Some(b) = found else { break };
-            // SAFETY: `b` is listed; it is ours from here on.
+            // SAFETY: `b` is listed; it is ours from here on, in no list once unlisted.
             unsafe {
-                self.bins.remove(b);
-                self.lru_unlink(b);
+                self.unlist(b);
                 b.set_state(LIVE);
                 let len = b.map_len();
                 reg.unregister(b.base(), len);
                 total += len;
-                match tail {
-                    Some(t) => t.set_lru_next(b.link()),
-                    None => pieces = b.link(),
-                }
+                pieces.push_back(b.link());
             }
-            tail = Some(b);
-            n += 1;
         }
         (pieces, total, victims)
     }
 
-    /// Unlinks every cached block, unregisters it and returns them all as victims.
-    pub(crate) fn drain(&mut self, reg: &Registry<'_>) -> *mut Header {
-        let mut victims = ptr::null_mut();
-        let mut p = self.lru_head;
-        while let Some(b) = Block::from_link(p) {
-            // SAFETY: listed headers are valid under the lock.
-            p = unsafe { b.lru_next() };
-            // SAFETY: as above; it leaves every list here.
-            unsafe { b.set_state(LIVE) };
-            victims = victim(reg, b, victims);
-        }
-        self.bins.clear();
-        self.lru_head = ptr::null_mut();
-        self.lru_tail = ptr::null_mut();
-        self.entries = 0;
-        self.bytes = 0;
-        self.committed = 0;
-        victims
+    /// Takes every cached block out, unregistered, as victims.
+    pub(crate) fn drain(&mut self, reg: &Registry<'_>) -> Victims {
+        let none = Limits { max_count: 0, max_bytes: 0, ttl_ns: 0 };
+        self.evict_to(reg, 0, &none)
     }
 
     /// Evicts from the LRU tail while a limit is exceeded; returns the victims.
-    pub(crate) fn evict(&mut self, reg: &Registry<'_>, now: u64) -> *mut Header {
-        let mut victims = ptr::null_mut();
-        while let Some(t) = Block::from_link(self.lru_tail) {
-            // SAFETY: the tail is a cached header, valid under the lock.
-            let expired = now.saturating_sub(unsafe { t.cached_ns() }) > self.limits.ttl_ns;
-            if !expired && self.entries <= self.limits.max_entries && self.bytes <= self.cap() {
-                break;
-            }
-            // SAFETY: `t` is listed in the LRU and the bins.
+    pub(crate) fn evict(&mut self, reg: &Registry<'_>, now: u64) -> Victims {
+        let limits = Limits {
+            max_count: self.limits.max_entries,
+            max_bytes: self.cap(),
+            ttl_ns: self.limits.ttl_ns,
+        };
+        self.evict_to(reg, now, &limits)
+    }
+
+    /// Evicts from the LRU tail what `limits` exclude at `now`: out of the bins and the
+    /// accounting, LIVE (no longer findable as cached), unregistered.
+    fn evict_to(&mut self, reg: &Registry<'_>, now: u64, limits: &Limits) -> Victims {
+        // SAFETY: cached headers are valid under the lock.
+        let victims = unsafe { self.lru.evict(now, limits) };
+        // SAFETY: the victims are valid headers, out of the LRU but still in the bins; the
+        // iterator is not disturbed (their LRU links do not change).
+        for p in unsafe { victims.iter() } {
+            let Some(b) = Block::from_link(p) else { continue };
+            // SAFETY: as above.
             unsafe {
-                self.bins.remove(t);
-                self.lru_unlink(t);
-                t.set_state(LIVE);
+                self.forget(b);
+                b.set_state(LIVE);
+                reg.unregister(b.base(), b.map_len());
             }
-            victims = victim(reg, t, victims);
         }
         victims
     }
 
-    /// The LRU list from newest to oldest (for the invariant check).
-    pub(crate) fn lru_iter(&self) -> impl Iterator<Item = Block> + '_ {
-        let mut p = self.lru_head;
-        core::iter::from_fn(move || {
-            let b = Block::from_link(p)?;
-            // SAFETY: listed headers are valid under the lock (we hold `&self` of `Inner`).
-            p = unsafe { b.lru_next() };
-            Some(b)
-        })
-    }
-
-    /// Removes `b` from the LRU list and the accounting.
+    /// Takes the cached `b` out of the LRU, the bins and the accounting.
     ///
     /// # Safety
-    /// `b` is in the LRU list.
-    unsafe fn lru_unlink(&mut self, b: Block) {
-        // SAFETY: listed headers and their neighbours are valid under the lock.
+    /// `b` is cached.
+    unsafe fn unlist(&mut self, b: Block) {
+        // SAFETY: forwarded; listed headers are valid under the lock.
         unsafe {
-            let (prev, next) = (b.lru_prev(), b.lru_next());
-            match Block::from_link(prev) {
-                Some(p) => p.set_lru_next(next),
-                None => self.lru_head = next,
-            }
-            match Block::from_link(next) {
-                Some(n) => n.set_lru_prev(prev),
-                None => self.lru_tail = prev,
-            }
-            b.set_lru_prev(ptr::null_mut());
-            b.set_lru_next(ptr::null_mut());
-            self.entries -= 1;
-            self.bytes -= b.map_len();
+            self.lru.remove(b.link());
+            self.forget(b);
+        }
+    }
+
+    /// Takes `b`, out of the LRU already, out of the bins and the committed bytes.
+    ///
+    /// # Safety
+    /// `b` is in the bins.
+    unsafe fn forget(&mut self, b: Block) {
+        // SAFETY: forwarded; listed headers are valid under the lock.
+        unsafe {
+            self.bins.remove(b);
             if !b.decommitted() {
                 self.committed -= b.map_len();
             }
@@ -434,27 +431,4 @@ unsafe fn split(reg: &Registry<'_>, b: Block, keep: usize) -> Option<Block> {
         t.set_spread(spread);
     }
     Some(t)
-}
-
-/// `a` followed by `b` (victim lists linked through `lru_next`).
-pub(crate) fn append(a: *mut Header, b: *mut Header) -> *mut Header {
-    let Some(mut p) = Block::from_link(a) else { return b };
-    // SAFETY: victim lists hold valid, unlisted headers owned by the caller.
-    unsafe {
-        while let Some(n) = Block::from_link(p.lru_next()) {
-            p = n;
-        }
-        p.set_lru_next(b);
-    }
-    a
-}
-
-/// Unregisters the block of `b` and pushes it on the `victims` list; returns the new list.
-pub(crate) fn victim(reg: &Registry<'_>, b: Block, victims: *mut Header) -> *mut Header {
-    // SAFETY: `b` is a valid header no longer listed anywhere; we hold the lock.
-    let len = unsafe { b.map_len() };
-    reg.unregister(b.base(), len);
-    // SAFETY: as above.
-    unsafe { b.set_lru_next(victims) };
-    b.link()
 }

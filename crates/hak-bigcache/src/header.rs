@@ -30,11 +30,13 @@
 //!
 //! Ownership: the fields of a LIVE block belong to the thread that owns the block; the fields
 //! of a CACHED or FREEING block, and every `state` transition, belong to whoever holds the
-//! cache's mutex. The links (`bin_next`, `bin_prev`, `lru_prev`, `lru_next`) are meaningful only
-//! while `state == CACHED` (and `lru_next` in a list of victims or pieces its owner holds) and
-//! are touched only under that mutex or by that owner.
+//! cache's mutex. The links (`bin`, `lru`: `hak_collections` list links) are meaningful only
+//! while `state == CACHED` (and `lru` in a list of victims or pieces its owner holds) and are
+//! touched only under that mutex or by that owner.
 
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
+
+use hak_collections::Links;
 
 /// `"HAKBIG01"` as a little-endian word; stored XOR the mapping's base.
 pub(crate) const MAGIC: usize = 0x3130_4749_424B_4148;
@@ -82,16 +84,35 @@ pub(crate) struct Header {
     pub(crate) spread: u32,
     /// Page index (from `base`) of the last byte of the block's last user (at its free).
     pub(crate) last_end: usize,
-    /// `hak_os::monotonic_ns()` when the block entered the cache.
+    /// `hak_os::monotonic_ns()` when the block entered the cache (the LRU's stamp).
     pub(crate) cached_ns: u64,
-    /// Next header in the same size-class bin (cached blocks only).
-    pub(crate) bin_next: *mut Header,
-    /// Previous header in the same bin, or null for the bin's head (cached blocks only).
-    pub(crate) bin_prev: *mut Header,
-    /// Newer neighbour in the LRU list (cached blocks only).
-    pub(crate) lru_prev: *mut Header,
-    /// Older neighbour in the LRU list (cached blocks only); also links victims and pieces.
-    pub(crate) lru_next: *mut Header,
+    /// Links in the block's size-class bin (cached blocks only).
+    pub(crate) bin: Links<*mut Header>,
+    /// Links in the LRU list (cached blocks only); also in a list of victims or pieces.
+    pub(crate) lru: Links<*mut Header>,
+}
+
+impl Header {
+    /// A LIVE header at `addr` with no reserve (`block_len == map_len`), no flags, unlinked.
+    pub(crate) const fn live(addr: usize, map_len: usize, user_off: usize, size: usize) -> Header {
+        Header {
+            magic: MAGIC ^ addr,
+            state: LIVE,
+            map_len,
+            block_len: map_len,
+            user_off,
+            size,
+            decommitted: false,
+            multi_map: false,
+            huge: false,
+            probe: false,
+            spread: 0,
+            last_end: 0,
+            cached_ns: 0,
+            bin: Links::new(),
+            lru: Links::new(),
+        }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() <= 4096);
@@ -182,25 +203,7 @@ impl Block {
     /// # Safety
     /// The block's first page is writable and nobody else uses it.
     pub(crate) unsafe fn init(self, map_len: usize, user_off: usize, size: usize) {
-        let h = Header {
-            magic: MAGIC ^ self.addr(),
-            state: LIVE,
-            map_len,
-            block_len: map_len,
-            user_off,
-            size,
-            decommitted: false,
-            multi_map: false,
-            huge: false,
-            probe: false,
-            spread: 0,
-            last_end: 0,
-            cached_ns: 0,
-            bin_next: ptr::null_mut(),
-            bin_prev: ptr::null_mut(),
-            lru_prev: ptr::null_mut(),
-            lru_next: ptr::null_mut(),
-        };
+        let h = Header::live(self.addr(), map_len, user_off, size);
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.0.as_ptr().write(h) };
     }
@@ -226,11 +229,6 @@ impl Block {
     field!(probe, set_probe, bool);
     field!(spread, set_spread, u32);
     field!(last_end, set_last_end, usize);
-    field!(cached_ns, set_cached_ns, u64);
-    field!(bin_next, set_bin_next, *mut Header);
-    field!(bin_prev, set_bin_prev, *mut Header);
-    field!(lru_prev, set_lru_prev, *mut Header);
-    field!(lru_next, set_lru_next, *mut Header);
 }
 
 /// Where a block of `size` bytes aligned to `align` goes: `(user_off, map_len)`, or `None` on

@@ -10,7 +10,8 @@
 //!   block's reserve, `mremap` into a larger reserved mapping, or map + copy),
 //!   [`usable_size`](BigCache::usable_size), [`owns`](BigCache::owns),
 //!   [`trim`](BigCache::trim), [`evict_expired`](BigCache::evict_expired),
-//!   [`set_limits`](BigCache::set_limits), [`stats`](BigCache::stats) ([`BigStats`]),
+//!   [`set_limits`](BigCache::set_limits), [`stats`](BigCache::stats) ([`BigStats`], the
+//!   snapshot of [`BigCounters`], declared with `hak_sync::stats!` so reports nest it),
 //!   [`prefork`](BigCache::prefork) / [`postfork`](BigCache::postfork) for fork handlers, and
 //!   the test validator [`check_invariants`](BigCache::check_invariants).
 //! - [`BigLimits`]: the cache's limits (bytes, entries, age, decommit threshold), with
@@ -73,8 +74,9 @@
 //! the reserve is address space, not memory.
 //!
 //! The cache: size-class bins (8 classes per power of two, a bitmap of the non-empty ones)
-//! holding intrusive lists through the block headers, plus an LRU list; the cache has no
-//! capacity of its own and no memory besides the [`BigCache`] itself. A search looks only at
+//! holding intrusive lists through the block headers, plus an LRU list (`hak_collections`'
+//! `List` and `RegionCache`, the lists every tier uses); the cache has no capacity of its own
+//! and no memory besides the [`BigCache`] itself. A search looks only at
 //! non-empty classes in the request's range and at most 64 blocks, so no request, however
 //! large, holds the lock for longer than that. Eviction (LRU order; TTL, entry cap, byte cap)
 //! unregisters under the lock and unmaps after it. The byte cap is `max_bytes` (default
@@ -161,7 +163,9 @@ mod tests;
 #[cfg(all(test, hak_loom))]
 mod loom_tests;
 
-pub use big::{BigCache, BigStats, FreeError, GROW_RESERVE, GROW_RESERVE_MAX, MAX_SIZE};
+pub use big::{
+    BigCache, BigCounters, BigStats, FreeError, GROW_RESERVE, GROW_RESERVE_MAX, MAX_SIZE,
+};
 pub use cache::BigLimits;
 
 const _: () = assert!(hak_registry::GRANULE == 1 << 20);

@@ -81,6 +81,31 @@ fn alloc_gives_aligned_zeroed_registered_blocks_of_the_size_asked() {
 }
 
 #[test]
+fn stats_report_every_counter_by_name_with_the_occupancy_filled_in() {
+    use hak_sync::stat::{StatPath, StatValue};
+    with_cache(KEEP_ALL, |_, _, c| {
+        let (p, _) = c.alloc(2 * MIB, 8).unwrap();
+        free(c, p);
+        let mut seen: Vec<(Vec<&str>, u64)> = Vec::new();
+        c.stats().visit(StatPath::root().join("big"), &mut |path, v| {
+            seen.push((path.parts().to_vec(), v));
+        });
+        let get = |name: &[&str]| seen.iter().find(|(p, _)| p[1..] == *name).map(|&(_, v)| v);
+        let mapped = (2 * MIB + page_size()).next_multiple_of(2 * MIB) as u64;
+        assert_eq!(get(&["misses"]), Some(1));
+        assert_eq!(get(&["cached_entries"]), Some(1), "occupancy is read under the lock");
+        assert_eq!(get(&["cached_bytes"]), Some(mapped));
+        assert_eq!(get(&["live_bytes"]), Some(0));
+        assert_eq!(get(&["live_bytes", "peak"]), Some(mapped));
+        assert_eq!(get(&["splits"]), Some(0));
+        assert_eq!(seen.len(), 20, "18 fields, two of them gauges with a peak");
+        let mut twice = c.stats();
+        twice.merge(&c.stats());
+        assert_eq!((twice.misses, twice.cached_entries), (2, 2));
+    });
+}
+
+#[test]
 fn freed_block_is_cached_and_reused_without_zero_promise() {
     with_cache(BigLimits::DEFAULT, |os, _, c| {
         let (p, _) = c.alloc(2 * MIB, 8).unwrap();

@@ -57,9 +57,9 @@ impl BigCache<'_> {
         // Whether this user's last page differs from the previous user's (see `spread`).
         let end = (user_off + size.max(1) - 1) / page;
         let spread = spread + u32::from(end != last_end);
-        self.live_bytes.decrease(len as u64);
-        self.live_blocks.decrease(1);
-        g.live = self.live_bytes.get().current as usize;
+        self.counters.live_bytes.decrease(len as u64);
+        self.counters.live_blocks.decrease(1);
+        g.live = self.counters.live_bytes.get().current as usize;
         // Cut the reserve off: unregistered here, unmapped after the lock.
         let cut = cut_for(block_len);
         let mut tail = None;
@@ -111,7 +111,7 @@ impl BigCache<'_> {
                 // SAFETY: the pages past the header page are the user's, who gave them up.
                 decommitted = unsafe { self.os().decommit(b.at(page), len - page) }.is_ok();
                 if decommitted {
-                    self.decommits.add(1);
+                    self.counters.decommits.add(1);
                 }
             }
             g = self.inner.lock();
@@ -134,7 +134,7 @@ impl BigCache<'_> {
     pub(super) fn validate(&self, addr: usize) -> Result<Block, FreeError> {
         let r = self.validate_inner(addr);
         if r.is_err() {
-            self.invalid_frees.add(1);
+            self.counters.invalid_frees.add(1);
         }
         r
     }

@@ -4,13 +4,11 @@
 //! that moves several cached blocks at once and must give them back, or up, when the OS
 //! refuses a step.
 
-use core::ptr;
-
 use hak_registry::{OwnerKind, GRANULE};
 
 use super::BigCache;
-use crate::cache::HUGE_PAGE;
-use crate::header::{Block, Header};
+use crate::cache::{Victims, HUGE_PAGE};
+use crate::header::Block;
 
 impl BigCache<'_> {
     /// Serves a request no cached block holds by gathering smaller committed cached blocks:
@@ -30,10 +28,12 @@ impl BigCache<'_> {
     /// anyone needs) and the remaining pieces are unmapped; the caller then maps a fresh block.
     pub(super) fn gather(&self, need: usize, size: usize) -> Option<Block> {
         let page = hak_os::page_size();
-        let (pieces, _, victims) =
+        let (mut pieces, _, victims) =
             self.inner.lock().take_pieces(self.registry, need, hak_os::monotonic_ns());
         self.release(victims);
-        Block::from_link(pieces)?;
+        if pieces.is_empty() {
+            return None;
+        }
         let os = self.os();
         let fresh = self.density.fresh(os, need, false);
         let Ok(dst) = os.map(need, if need >= HUGE_PAGE { HUGE_PAGE } else { GRANULE }) else {
@@ -45,14 +45,14 @@ impl BigCache<'_> {
             // moved pieces' mappings one by one. Pieces keep their own.
             // SAFETY: our fresh mapping; advice changes no contents.
             if unsafe { os.advise_huge(dst, need, on) }.is_ok() && on {
-                self.huge_advised.add(1);
+                self.counters.huge_advised.add(1);
             }
         }
         let (mut off, mut moved) = (0, 0);
-        let mut p = pieces;
-        while let Some(v) = Block::from_link(p) {
-            // SAFETY: the pieces left the cache unregistered: ours alone.
-            let (next, len, multi) = unsafe { (v.lru_next(), v.map_len(), v.multi_map()) };
+        // SAFETY: the pieces left the cache unregistered: ours alone, valid until unmapped.
+        while let Some(v) = unsafe { pieces.pop_front() }.and_then(Block::from_link) {
+            // SAFETY: as above.
+            let (len, multi) = unsafe { (v.map_len(), v.multi_map()) };
             hak_sync::check!(off + len <= need, "gathered pieces overrun the request");
             // A single-mapping piece moves in one call; a gathered one (huge, 2 MiB-aligned,
             // see `take_pieces`) one 2 MiB window at a time, each inside one of its mappings.
@@ -73,15 +73,14 @@ impl BigCache<'_> {
                         let _ = os.unmap(dst, need);
                         let _ = os.unmap(from, len - done);
                     }
-                    self.evictions.add(moved + 1);
-                    self.release(next);
+                    self.counters.evictions.add(moved + 1);
+                    self.release(pieces);
                     return None;
                 }
                 done += n;
             }
             off += len;
             moved += 1;
-            p = next;
         }
         // SAFETY: `dst` is ours, mapped, granule-aligned, at least a page; its first page now
         // holds the largest piece's first page, which nobody uses any more.
@@ -97,24 +96,22 @@ impl BigCache<'_> {
             let _ = unsafe { os.unmap(dst, need) };
             return None;
         }
-        self.grown.add(1);
-        self.live_bytes.increase(need as u64);
-        self.live_blocks.increase(1);
+        self.counters.grown.add(1);
+        self.counters.live_bytes.increase(need as u64);
+        self.counters.live_blocks.increase(1);
         Some(b)
     }
 
     /// Puts pieces taken for a gathering that could not happen back into the cache (registered
     /// again), or unmaps them if the registry refuses.
-    fn restore(&self, mut pieces: *mut Header) {
+    fn restore(&self, mut pieces: Victims) {
         let now = hak_os::monotonic_ns();
-        while let Some(v) = Block::from_link(pieces) {
-            // SAFETY: unregistered pieces, ours alone.
-            let (next, len) = unsafe { (v.lru_next(), v.map_len()) };
-            // SAFETY: as above; it leaves the list here.
-            unsafe { v.set_lru_next(ptr::null_mut()) };
-            pieces = next;
+        // SAFETY: unregistered pieces, ours alone; each leaves the list here.
+        while let Some(v) = unsafe { pieces.pop_front() }.and_then(Block::from_link) {
+            // SAFETY: as above.
+            let len = unsafe { v.map_len() };
             if self.registry.register(v.base(), len, OwnerKind::Big).is_err() {
-                self.release(v.link());
+                self.unmap_victim(v);
                 continue;
             }
             let g = self.inner.lock();

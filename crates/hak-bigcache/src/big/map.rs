@@ -29,7 +29,7 @@ impl BigCache<'_> {
         if let Some(on) = fresh.advice {
             // SAFETY: the whole fresh mapping is ours; advice changes no contents.
             if unsafe { os.advise_huge(base, map_len, on) }.is_ok() && on {
-                self.huge_advised.add(1);
+                self.counters.huge_advised.add(1);
             }
         }
         // SAFETY: a fresh mapping of `map_len >= page` bytes, page-aligned, ours alone, with the
@@ -50,8 +50,8 @@ impl BigCache<'_> {
             let _ = unsafe { os.unmap(base, map_len) };
             return None;
         }
-        self.live_bytes.increase(map_len as u64);
-        self.live_blocks.increase(1);
+        self.counters.live_bytes.increase(map_len as u64);
+        self.counters.live_blocks.increase(1);
         Some(b)
     }
 }

@@ -67,7 +67,7 @@ impl BigCache<'_> {
                         // SAFETY: the tail is the caller's and unused past `need`; its granules
                         // are no longer registered.
                         let _ = unsafe { self.os().unmap(b.at(cut), map_len - cut) };
-                        self.live_bytes.decrease((map_len - cut) as u64);
+                        self.counters.live_bytes.decrease((map_len - cut) as u64);
                     } else {
                         // Cannot happen (the leaves exist); keep the whole mapping registered.
                         let _ = self.registry.register(b.base(), map_len, OwnerKind::Big);
@@ -80,7 +80,7 @@ impl BigCache<'_> {
             }
             // SAFETY: our block.
             unsafe { b.set_size(new_size) };
-            self.realloc_in_place.add(1);
+            self.counters.realloc_in_place.add(1);
             return Some(ptr);
         }
         if user_off == page && !multi_map {
@@ -104,7 +104,7 @@ impl BigCache<'_> {
         // SAFETY: both blocks are ours and distinct; the old one holds `old_usable` bytes and
         // the new one room for `new_size > old_usable`.
         unsafe { ptr::copy_nonoverlapping(ptr.as_ptr(), np.as_ptr(), old_usable) };
-        self.realloc_copy.add(1);
+        self.counters.realloc_copy.add(1);
         // SAFETY: the old block is a live block of ours that nobody will use again.
         let _ = unsafe { self.dealloc(ptr) };
         Some(np)
@@ -154,7 +154,7 @@ impl BigCache<'_> {
         if let Some(on) = advice {
             // SAFETY: our mapping; advice changes no contents.
             if unsafe { os.advise_huge(dst, dst_len, on) }.is_ok() && on {
-                self.huge_advised.add(1);
+                self.counters.huge_advised.add(1);
             }
         }
         let old = (map_len, block_len - page);
@@ -180,8 +180,8 @@ impl BigCache<'_> {
         let b = unsafe { Block::from_base(q) };
         // SAFETY: our block, moved with its header.
         let user_off = unsafe { b.user_off() };
-        self.live_bytes.decrease(old_len as u64);
-        self.live_blocks.decrease(1);
+        self.counters.live_bytes.decrease(old_len as u64);
+        self.counters.live_blocks.decrease(1);
         hak_sync::check!(b.addr().is_multiple_of(GRANULE), "moved block off the granule grid");
         // SAFETY: as above; the header now lives at `q`.
         unsafe {
@@ -190,9 +190,9 @@ impl BigCache<'_> {
             b.set_huge(huge);
         }
         if self.registry.register(q, map_len, OwnerKind::Big).is_ok() {
-            self.live_bytes.increase(map_len as u64);
-            self.live_blocks.increase(1);
-            self.realloc_remap.add(1);
+            self.counters.live_bytes.increase(map_len as u64);
+            self.counters.live_blocks.increase(1);
+            self.counters.realloc_remap.add(1);
             // SAFETY: `user_off < need <= map_len`.
             return unsafe { b.at(user_off) };
         }
@@ -204,11 +204,11 @@ impl BigCache<'_> {
                 ptr::copy_nonoverlapping(b.at(user_off).as_ptr(), np.as_ptr(), old_used);
                 let _ = self.os().unmap(q, map_len);
             }
-            self.realloc_copy.add(1);
+            self.counters.realloc_copy.add(1);
             return np;
         }
         // The OS refused every way to register the moved block: hand it out unregistered.
-        self.orphans.add(1);
+        self.counters.orphans.add(1);
         // SAFETY: as above.
         unsafe { b.at(user_off) }
     }
