@@ -805,7 +805,7 @@ fn an_absurd_request_is_refused_at_once_while_blocks_are_cached() {
             // SAFETY: a live block of ours; a refused realloc leaves it valid.
             assert!(unsafe { c.realloc(live_ptr.0, 1 << shift) }.is_none());
             // Generous, for a loaded machine: the refusal is a comparison.
-            assert!(started.elapsed() < std::time::Duration::from_millis(50) || cfg!(miri));
+            assert!(started.elapsed() < std::time::Duration::from_millis(500) || cfg!(miri));
         }
     });
     assert_eq!(os.stats().mmap_calls, maps, "refused before any syscall");
@@ -845,8 +845,9 @@ fn another_threads_big_allocation_is_not_delayed_by_a_huge_request() {
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let worst = within(10, "the other thread", move || other.join().unwrap());
-    // Generous for a loaded 2-core machine: a stall is seconds.
-    assert!(worst < std::time::Duration::from_millis(50) || cfg!(miri), "worst {worst:?}");
+    // Generous for a loaded 2-core machine (a preempted thread waits tens of ms); the stall
+    // this catches was seconds.
+    assert!(worst < std::time::Duration::from_millis(500) || cfg!(miri), "worst {worst:?}");
     c.check_invariants();
     c.trim();
 }
