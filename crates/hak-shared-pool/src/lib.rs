@@ -26,8 +26,8 @@
 //! the UNUSED list iff `unused_mask != 0`; every EMPTY slot is on the EMPTY list of its class;
 //! `dirty_mask` has a bit per EMPTY slot whose pages may still be committed, and the SuperSlab
 //! is on the dirty list iff `dirty_mask != 0`; a slot is on at most one slot list (EMPTY or
-//! abandoned). Lists are intrusive and unbounded; links are pointers carrying the mapping's
-//! provenance.
+//! abandoned). Lists are `hak_collections::List`s, intrusive and unbounded; links are pointers
+//! carrying the mapping's provenance.
 //!
 //! Memory return: an EMPTY slot keeps its pages for the purge delay (a program that frees and
 //! reallocates soon reuses them warm, with no page faults); then a purge pass, run on the

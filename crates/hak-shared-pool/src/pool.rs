@@ -10,7 +10,9 @@ use hak_sync::atomic::{AtomicU64, Ordering};
 use hak_sync::stat::StatCounter;
 use hak_sync::Mutex;
 
-use crate::slots::{ext, first, SlotList, SsHead, SsList, ACTIVE, EMPTY, PURGING, UNUSED};
+use crate::slots::{
+    ext, ss, SlotList, SsList, ACTIVE, EMPTY, ON_ALL, ON_DIRTY, ON_UNUSED, PURGING, UNUSED,
+};
 
 mod acquire;
 mod purge;
@@ -80,11 +82,11 @@ struct State {
     empty: [SlotList; MAX_CLASSES],
     abandoned: [SlotList; MAX_CLASSES],
     /// SuperSlabs with at least one UNUSED slot.
-    unused: SsHead,
+    unused: SsList<ON_UNUSED>,
     /// Every SuperSlab the pool holds (`live` of them).
-    all: SsHead,
+    all: SsList<ON_ALL>,
     /// SuperSlabs with EMPTY slots whose pages are still committed, roughly oldest first.
-    dirty: SsHead,
+    dirty: SsList<ON_DIRTY>,
     live: usize,
     /// Slabs on the abandoned lists, and the class the bounded reclaim looks at next.
     abandoned_count: usize,
@@ -144,11 +146,11 @@ impl<'r> SharedPool<'r> {
                 cache: SuperSlabCache::new(registry, limits),
                 lg_size,
                 state: Mutex::new(State {
-                    empty: [SlotList::EMPTY; MAX_CLASSES],
-                    abandoned: [SlotList::EMPTY; MAX_CLASSES],
-                    unused: SsHead::EMPTY,
-                    all: SsHead::EMPTY,
-                    dirty: SsHead::EMPTY,
+                    empty: [const { SlotList::new() }; MAX_CLASSES],
+                    abandoned: [const { SlotList::new() }; MAX_CLASSES],
+                    unused: SsList::new(),
+                    all: SsList::new(),
+                    dirty: SsList::new(),
                     live: 0,
                     abandoned_count: 0,
                     reclaim_cursor: 0,
@@ -235,11 +237,11 @@ impl<'r> SharedPool<'r> {
     /// returning the first violation. For tests.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         let st = self.state.lock();
-        let mut ss = first(&st.all);
         let mut live = 0;
-        while let Some(s) = ss {
+        // SAFETY: lock held; listed SuperSlabs are live; nothing is unlinked while we walk.
+        for s in unsafe { st.all.iter() }.map(ss) {
             live += 1;
-            // SAFETY: lock held; listed SuperSlabs are live.
+            // SAFETY: as above.
             let (e, n) = unsafe { (ext(s), s.nslabs()) };
             let mut counted = [0u32; 4];
             for i in 0..n {
@@ -254,21 +256,30 @@ impl<'r> SharedPool<'r> {
             if counted[ACTIVE as usize] + counted[PURGING as usize] != e.active {
                 return Err("active count disagrees with slot states");
             }
-            // SAFETY: as above.
-            ss = unsafe { SsList::All.next(s) };
         }
         if live != st.live {
             return Err("live count disagrees with the list of SuperSlabs");
         }
+        // SAFETY: as above.
+        let linked = unsafe {
+            st.all.is_consistent()
+                && st.unused.is_consistent()
+                && st.dirty.is_consistent()
+                && st.empty.iter().chain(st.abandoned.iter()).all(|l| l.is_consistent())
+        };
+        if !linked {
+            return Err("a list's links disagree with its head, tail or length");
+        }
+        if st.abandoned.iter().map(|l| l.len()).sum::<usize>() != st.abandoned_count {
+            return Err("abandoned count disagrees with the abandoned lists");
+        }
         for list in st.empty.iter() {
-            let mut s = list.head;
-            while !s.is_none() {
-                // SAFETY: lock held; listed slots' SuperSlabs are live.
-                let e = unsafe { ext(s.ss()) };
-                if e.state[s.index()] != EMPTY {
+            // SAFETY: lock held; listed slots' SuperSlabs are live.
+            for s in unsafe { list.iter() } {
+                // SAFETY: as above.
+                if unsafe { ext(s.ss()) }.state[s.index()] != EMPTY {
                     return Err("non-EMPTY slot on an EMPTY list");
                 }
-                s = e.next[s.index()];
             }
         }
         Ok(())
@@ -281,11 +292,12 @@ impl Drop for SharedPool<'_> {
     fn drop(&mut self) {
         let size = 1usize << self.lg_size;
         let os = self.registry.os();
-        let mut ss = first(&self.state.lock().all);
-        while let Some(s) = ss {
-            // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs.
+        let mut all = self.state.lock().all.take();
+        // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs, and
+        // each leaves the list before it is unmapped.
+        while let Some(s) = unsafe { all.pop_front() }.map(ss) {
+            // SAFETY: as above.
             unsafe {
-                ss = SsList::All.next(s);
                 self.registry.unregister(s.base(), size);
                 let _ = os.unmap(s.base(), size);
             }

@@ -6,7 +6,7 @@ use hak_superslab::{SlabRef, SsRef};
 use hak_sync::atomic::Ordering;
 
 use super::{ms, SharedPool, State};
-use crate::slots::{ext, Slot, SsList, ACTIVE, EMPTY, PURGING};
+use crate::slots::{ext, Slot, ACTIVE, EMPTY, PURGING};
 
 impl SharedPool<'_> {
     /// Takes back an empty slab (ACTIVE -> EMPTY, keeping its class and, for now, its pages;
@@ -67,13 +67,13 @@ impl SharedPool<'_> {
                 }
                 (e.class[i] as usize, was, e.active)
             };
-            st.empty[class].push(s);
+            st.empty[class].push_front(s);
             if dirty {
                 // Keep the dirty list ordered by newest dirty time: move to the tail.
                 if was_dirty {
-                    SsList::Dirty.unlink(&mut st.dirty, ss);
+                    st.dirty.remove(ss.as_ptr());
                 }
-                SsList::Dirty.push_back(&mut st.dirty, ss);
+                st.dirty.push_back(ss.as_ptr());
             }
             if active != 0 {
                 return None;
@@ -95,12 +95,12 @@ impl SharedPool<'_> {
                 }
             }
             if ext(ss).unused_mask != 0 {
-                SsList::Unused.unlink(&mut st.unused, ss);
+                st.unused.remove(ss.as_ptr());
             }
             if ext(ss).dirty_mask != 0 {
-                SsList::Dirty.unlink(&mut st.dirty, ss);
+                st.dirty.remove(ss.as_ptr());
             }
-            SsList::All.unlink(&mut st.all, ss);
+            st.all.remove(ss.as_ptr());
             st.live -= 1;
             Some(ss)
         }
@@ -132,7 +132,7 @@ impl SharedPool<'_> {
         {
             let mut st = self.state.lock();
             // SAFETY: lock held; the slot is on no list.
-            unsafe { st.abandoned[class].push(Slot::of(slab)) };
+            unsafe { st.abandoned[class].push_front(Slot::of(slab)) };
             st.abandoned_count += 1;
         }
         // Its blocks may all come back with no acquire of its class to adopt it: let the purge
