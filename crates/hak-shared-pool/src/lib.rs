@@ -15,7 +15,8 @@
 //!   default [`DEFAULT_PURGE_DELAY_NS`]), and release a few abandoned slabs whose blocks all
 //!   came back; [`SharedPool::trim`] does all of that at once. [`SharedPool::prefork`] / `postfork` hold its locks
 //!   across `fork()`.
-//! - [`Acquired`], [`Stage`], [`PoolStats`], [`MAX_CLASSES`].
+//! - [`Acquired`], [`Stage`], [`PoolStats`] (a snapshot of [`PoolCounters`], declared with
+//!   `hak_sync::stats!`), [`MAX_CLASSES`].
 //!
 //! Per-slot state lives in each SuperSlab header's extension area (`hak_superslab::EXT_BYTES`):
 //! UNUSED (never assigned since the SuperSlab was formatted), ACTIVE (assigned; owned by a
@@ -85,7 +86,9 @@ extern crate std;
 mod pool;
 mod slots;
 
-pub use pool::{Acquired, PoolStats, SharedPool, Stage, DEFAULT_PURGE_DELAY_NS, MAX_CLASSES};
+pub use pool::{
+    Acquired, PoolCounters, PoolStats, SharedPool, Stage, DEFAULT_PURGE_DELAY_NS, MAX_CLASSES,
+};
 
 #[cfg(all(test, not(hak_loom)))]
 mod tests;

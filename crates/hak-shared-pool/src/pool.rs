@@ -7,7 +7,7 @@
 use hak_registry::{CacheLimits, Registry, SuperSlabCache};
 use hak_superslab::{Inbox, SlabRef};
 use hak_sync::atomic::{AtomicU64, Ordering};
-use hak_sync::stat::StatCounter;
+use hak_sync::stat::{Derived, StatCounter};
 use hak_sync::Mutex;
 
 use crate::slots::{
@@ -49,33 +49,36 @@ pub struct Acquired {
     pub stage: Stage,
 }
 
-/// Counters of a [`SharedPool`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
+hak_sync::stats! {
+    /// The live counters of a [`SharedPool`].
+    pub struct PoolCounters => {
+        /// Counters of a [`SharedPool`].
+        pub struct PoolStats;
+    }
     /// Stage 0 acquisitions (abandoned slabs adopted).
-    pub stage0_adopted: u64,
+    stage0_adopted: StatCounter,
     /// Stage 1 acquisitions (EMPTY slots of the class, or resident ones of another class).
-    pub stage1_empty: u64,
+    stage1_empty: StatCounter,
     /// Stage 2 acquisitions.
-    pub stage2_unused: u64,
+    stage2_unused: StatCounter,
     /// Stage 3 acquisitions.
-    pub stage3_new: u64,
+    stage3_new: StatCounter,
     /// SuperSlabs taken from the LRU cache (LRU hits).
-    pub lru_hits: u64,
+    lru_hits: StatCounter,
     /// SuperSlabs mapped from the OS.
-    pub superslabs_mapped: u64,
+    superslabs_mapped: StatCounter,
     /// Slabs released (ACTIVE -> EMPTY).
-    pub releases: u64,
+    releases: StatCounter,
     /// Slabs published for adoption.
-    pub published: u64,
+    published: StatCounter,
     /// EMPTY slabs whose pages were given back after the purge delay (or by `trim`).
-    pub purged: u64,
+    purged: StatCounter,
     /// SuperSlabs handed to the LRU cache.
-    pub superslabs_cached: u64,
+    superslabs_cached: StatCounter,
     /// SuperSlabs the pool holds now.
-    pub superslabs_live: u64,
+    superslabs_live: Derived<u64>,
     /// The LRU cache's own counters.
-    pub cache: hak_registry::CacheStats,
+    cache: Derived<hak_registry::CacheStats>,
 }
 
 struct State {
@@ -106,16 +109,7 @@ pub struct SharedPool<'r> {
     /// Monotonic time (ns) after which a purge pass is due; `u64::MAX` when nothing is dirty.
     /// A hint read without the lock.
     next_purge: AtomicU64,
-    stage0: StatCounter,
-    stage1: StatCounter,
-    stage2: StatCounter,
-    stage3: StatCounter,
-    lru_hits: StatCounter,
-    mapped: StatCounter,
-    releases: StatCounter,
-    published: StatCounter,
-    purged: StatCounter,
-    cached: StatCounter,
+    counters: PoolCounters,
 }
 
 impl core::fmt::Debug for SharedPool<'_> {
@@ -158,16 +152,7 @@ impl<'r> SharedPool<'r> {
                 trim_owner: Inbox::new(),
                 purge_delay: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
                 next_purge: AtomicU64::new(u64::MAX),
-                stage0: StatCounter::new(),
-                stage1: StatCounter::new(),
-                stage2: StatCounter::new(),
-                stage3: StatCounter::new(),
-                lru_hits: StatCounter::new(),
-                mapped: StatCounter::new(),
-                releases: StatCounter::new(),
-                published: StatCounter::new(),
-                purged: StatCounter::new(),
-                cached: StatCounter::new(),
+                counters: PoolCounters::new(),
             }
         }
     }
@@ -196,21 +181,10 @@ impl<'r> SharedPool<'r> {
 
     /// Counters.
     pub fn stats(&self) -> PoolStats {
-        let live = self.state.lock().live as u64;
-        PoolStats {
-            stage0_adopted: self.stage0.get(),
-            stage1_empty: self.stage1.get(),
-            stage2_unused: self.stage2.get(),
-            stage3_new: self.stage3.get(),
-            lru_hits: self.lru_hits.get(),
-            superslabs_mapped: self.mapped.get(),
-            releases: self.releases.get(),
-            published: self.published.get(),
-            purged: self.purged.get(),
-            superslabs_cached: self.cached.get(),
-            superslabs_live: live,
-            cache: self.cache.stats(),
-        }
+        let mut s = self.counters.snapshot();
+        s.superslabs_live = self.state.lock().live as u64;
+        s.cache = self.cache.stats();
+        s
     }
 
     /// Takes the pool's locks (its own, then the SuperSlab cache's) before `fork()`.

@@ -47,16 +47,18 @@ impl SharedPool<'_> {
             Stage::Adopted => {
                 // SAFETY: we took it off the abandoned list: exclusive; `owner` per the contract.
                 unsafe { slab.adopt(owner) };
-                self.stage0.add(1);
+                self.counters.stage0_adopted.add(1);
             }
             _ => {
                 // SAFETY: the slot was EMPTY or UNUSED and is now ours alone; `owner` per the
                 // contract.
                 unsafe { slab.assign(owner, class as u32, block_size) };
                 match stage {
-                    Stage::EmptySameClass | Stage::EmptyOtherClass => self.stage1.add(1),
-                    Stage::Unused => self.stage2.add(1),
-                    _ => self.stage3.add(1),
+                    Stage::EmptySameClass | Stage::EmptyOtherClass => {
+                        self.counters.stage1_empty.add(1)
+                    }
+                    Stage::Unused => self.counters.stage2_unused.add(1),
+                    _ => self.counters.stage3_new.add(1),
                 }
             }
         }
@@ -162,7 +164,7 @@ impl SharedPool<'_> {
         let dense = self.state.lock().live >= HUGE_AFTER;
         let base = match self.cache.pop(size) {
             Some(b) => {
-                self.lru_hits.add(1);
+                self.counters.lru_hits.add(1);
                 b
             }
             None => {
@@ -173,7 +175,7 @@ impl SharedPool<'_> {
                     let _ = unsafe { os.unmap(b, size) };
                     return None;
                 }
-                self.mapped.add(1);
+                self.counters.superslabs_mapped.add(1);
                 b
             }
         };

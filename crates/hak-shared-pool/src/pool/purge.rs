@@ -141,7 +141,7 @@ impl SharedPool<'_> {
                     os.decommit(core::ptr::NonNull::new_unchecked(lo), hi.addr() - lo.addr())
                 };
             }
-            self.purged.add(n as u64);
+            self.counters.purged.add(n as u64);
             total += n;
             let mut retired = [None; PURGE_BATCH];
             {

@@ -21,7 +21,7 @@ impl SharedPool<'_> {
     pub unsafe fn release(&self, slab: SlabRef) {
         // SAFETY: forwarded: we own it.
         unsafe { slab.disown() };
-        self.releases.add(1);
+        self.counters.releases.add(1);
         let now = hak_os::monotonic_ns();
         let s = Slot::of(slab);
         let retired = {
@@ -113,7 +113,7 @@ impl SharedPool<'_> {
         // borrows its header across the push, which rewrites (or unmaps) it.
         unsafe {
             ss.invalidate();
-            self.cached.add(1);
+            self.counters.superslabs_cached.add(1);
             self.cache.push(ss.base(), 1usize << self.lg_size);
         }
     }
@@ -128,7 +128,7 @@ impl SharedPool<'_> {
     pub unsafe fn publish(&self, slab: SlabRef) {
         // SAFETY: an ACTIVE slab's SuperSlab is mapped.
         let class = unsafe { slab.class() } as usize;
-        self.published.add(1);
+        self.counters.published.add(1);
         {
             let mut st = self.state.lock();
             // SAFETY: lock held; the slot is on no list.
