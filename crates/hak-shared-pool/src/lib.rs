@@ -15,7 +15,8 @@
 //!   default [`DEFAULT_PURGE_DELAY_NS`]), and release a few abandoned slabs whose blocks all
 //!   came back; [`SharedPool::trim`] does all of that at once. [`SharedPool::prefork`] / `postfork` hold its locks
 //!   across `fork()`.
-//! - [`Acquired`], [`Stage`], [`PoolStats`], [`MAX_CLASSES`].
+//! - [`Acquired`], [`Stage`], [`PoolStats`] (a snapshot of [`PoolCounters`], declared with
+//!   `hak_sync::stats!`), [`MAX_CLASSES`].
 //!
 //! Per-slot state lives in each SuperSlab header's extension area (`hak_superslab::EXT_BYTES`):
 //! UNUSED (never assigned since the SuperSlab was formatted), ACTIVE (assigned; owned by a
@@ -26,8 +27,8 @@
 //! the UNUSED list iff `unused_mask != 0`; every EMPTY slot is on the EMPTY list of its class;
 //! `dirty_mask` has a bit per EMPTY slot whose pages may still be committed, and the SuperSlab
 //! is on the dirty list iff `dirty_mask != 0`; a slot is on at most one slot list (EMPTY or
-//! abandoned). Lists are intrusive and unbounded; links are pointers carrying the mapping's
-//! provenance.
+//! abandoned). Lists are `hak_collections::List`s, intrusive and unbounded; links are pointers
+//! carrying the mapping's provenance.
 //!
 //! Memory return: an EMPTY slot keeps its pages for the purge delay (a program that frees and
 //! reallocates soon reuses them warm, with no page faults); then a purge pass, run on the
@@ -85,7 +86,9 @@ extern crate std;
 mod pool;
 mod slots;
 
-pub use pool::{Acquired, PoolStats, SharedPool, Stage, DEFAULT_PURGE_DELAY_NS, MAX_CLASSES};
+pub use pool::{
+    Acquired, PoolCounters, PoolStats, SharedPool, Stage, DEFAULT_PURGE_DELAY_NS, MAX_CLASSES,
+};
 
 #[cfg(all(test, not(hak_loom)))]
 mod tests;

@@ -7,10 +7,12 @@
 use hak_registry::{CacheLimits, Registry, SuperSlabCache};
 use hak_superslab::{Inbox, SlabRef};
 use hak_sync::atomic::{AtomicU64, Ordering};
-use hak_sync::stat::StatCounter;
+use hak_sync::stat::{Derived, StatCounter};
 use hak_sync::Mutex;
 
-use crate::slots::{ext, first, SlotList, SsHead, SsList, ACTIVE, EMPTY, PURGING, UNUSED};
+use crate::slots::{
+    ext, ss, SlotList, SsList, ACTIVE, EMPTY, ON_ALL, ON_DIRTY, ON_UNUSED, PURGING, UNUSED,
+};
 
 mod acquire;
 mod purge;
@@ -47,44 +49,47 @@ pub struct Acquired {
     pub stage: Stage,
 }
 
-/// Counters of a [`SharedPool`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
+hak_sync::stats! {
+    /// The live counters of a [`SharedPool`].
+    pub struct PoolCounters => {
+        /// Counters of a [`SharedPool`].
+        pub struct PoolStats;
+    }
     /// Stage 0 acquisitions (abandoned slabs adopted).
-    pub stage0_adopted: u64,
+    stage0_adopted: StatCounter,
     /// Stage 1 acquisitions (EMPTY slots of the class, or resident ones of another class).
-    pub stage1_empty: u64,
+    stage1_empty: StatCounter,
     /// Stage 2 acquisitions.
-    pub stage2_unused: u64,
+    stage2_unused: StatCounter,
     /// Stage 3 acquisitions.
-    pub stage3_new: u64,
+    stage3_new: StatCounter,
     /// SuperSlabs taken from the LRU cache (LRU hits).
-    pub lru_hits: u64,
+    lru_hits: StatCounter,
     /// SuperSlabs mapped from the OS.
-    pub superslabs_mapped: u64,
+    superslabs_mapped: StatCounter,
     /// Slabs released (ACTIVE -> EMPTY).
-    pub releases: u64,
+    releases: StatCounter,
     /// Slabs published for adoption.
-    pub published: u64,
+    published: StatCounter,
     /// EMPTY slabs whose pages were given back after the purge delay (or by `trim`).
-    pub purged: u64,
+    purged: StatCounter,
     /// SuperSlabs handed to the LRU cache.
-    pub superslabs_cached: u64,
+    superslabs_cached: StatCounter,
     /// SuperSlabs the pool holds now.
-    pub superslabs_live: u64,
+    superslabs_live: Derived<u64>,
     /// The LRU cache's own counters.
-    pub cache: hak_registry::CacheStats,
+    cache: Derived<hak_registry::CacheStats>,
 }
 
 struct State {
     empty: [SlotList; MAX_CLASSES],
     abandoned: [SlotList; MAX_CLASSES],
     /// SuperSlabs with at least one UNUSED slot.
-    unused: SsHead,
+    unused: SsList<ON_UNUSED>,
     /// Every SuperSlab the pool holds (`live` of them).
-    all: SsHead,
+    all: SsList<ON_ALL>,
     /// SuperSlabs with EMPTY slots whose pages are still committed, roughly oldest first.
-    dirty: SsHead,
+    dirty: SsList<ON_DIRTY>,
     live: usize,
     /// Slabs on the abandoned lists, and the class the bounded reclaim looks at next.
     abandoned_count: usize,
@@ -104,16 +109,7 @@ pub struct SharedPool<'r> {
     /// Monotonic time (ns) after which a purge pass is due; `u64::MAX` when nothing is dirty.
     /// A hint read without the lock.
     next_purge: AtomicU64,
-    stage0: StatCounter,
-    stage1: StatCounter,
-    stage2: StatCounter,
-    stage3: StatCounter,
-    lru_hits: StatCounter,
-    mapped: StatCounter,
-    releases: StatCounter,
-    published: StatCounter,
-    purged: StatCounter,
-    cached: StatCounter,
+    counters: PoolCounters,
 }
 
 impl core::fmt::Debug for SharedPool<'_> {
@@ -144,11 +140,11 @@ impl<'r> SharedPool<'r> {
                 cache: SuperSlabCache::new(registry, limits),
                 lg_size,
                 state: Mutex::new(State {
-                    empty: [SlotList::EMPTY; MAX_CLASSES],
-                    abandoned: [SlotList::EMPTY; MAX_CLASSES],
-                    unused: SsHead::EMPTY,
-                    all: SsHead::EMPTY,
-                    dirty: SsHead::EMPTY,
+                    empty: [const { SlotList::new() }; MAX_CLASSES],
+                    abandoned: [const { SlotList::new() }; MAX_CLASSES],
+                    unused: SsList::new(),
+                    all: SsList::new(),
+                    dirty: SsList::new(),
                     live: 0,
                     abandoned_count: 0,
                     reclaim_cursor: 0,
@@ -156,16 +152,7 @@ impl<'r> SharedPool<'r> {
                 trim_owner: Inbox::new(),
                 purge_delay: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
                 next_purge: AtomicU64::new(u64::MAX),
-                stage0: StatCounter::new(),
-                stage1: StatCounter::new(),
-                stage2: StatCounter::new(),
-                stage3: StatCounter::new(),
-                lru_hits: StatCounter::new(),
-                mapped: StatCounter::new(),
-                releases: StatCounter::new(),
-                published: StatCounter::new(),
-                purged: StatCounter::new(),
-                cached: StatCounter::new(),
+                counters: PoolCounters::new(),
             }
         }
     }
@@ -194,21 +181,10 @@ impl<'r> SharedPool<'r> {
 
     /// Counters.
     pub fn stats(&self) -> PoolStats {
-        let live = self.state.lock().live as u64;
-        PoolStats {
-            stage0_adopted: self.stage0.get(),
-            stage1_empty: self.stage1.get(),
-            stage2_unused: self.stage2.get(),
-            stage3_new: self.stage3.get(),
-            lru_hits: self.lru_hits.get(),
-            superslabs_mapped: self.mapped.get(),
-            releases: self.releases.get(),
-            published: self.published.get(),
-            purged: self.purged.get(),
-            superslabs_cached: self.cached.get(),
-            superslabs_live: live,
-            cache: self.cache.stats(),
-        }
+        let mut s = self.counters.snapshot();
+        s.superslabs_live = self.state.lock().live as u64;
+        s.cache = self.cache.stats();
+        s
     }
 
     /// Takes the pool's locks (its own, then the SuperSlab cache's) before `fork()`.
@@ -235,11 +211,11 @@ impl<'r> SharedPool<'r> {
     /// returning the first violation. For tests.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         let st = self.state.lock();
-        let mut ss = first(&st.all);
         let mut live = 0;
-        while let Some(s) = ss {
+        // SAFETY: lock held; listed SuperSlabs are live; nothing is unlinked while we walk.
+        for s in unsafe { st.all.iter() }.map(ss) {
             live += 1;
-            // SAFETY: lock held; listed SuperSlabs are live.
+            // SAFETY: as above.
             let (e, n) = unsafe { (ext(s), s.nslabs()) };
             let mut counted = [0u32; 4];
             for i in 0..n {
@@ -254,21 +230,30 @@ impl<'r> SharedPool<'r> {
             if counted[ACTIVE as usize] + counted[PURGING as usize] != e.active {
                 return Err("active count disagrees with slot states");
             }
-            // SAFETY: as above.
-            ss = unsafe { SsList::All.next(s) };
         }
         if live != st.live {
             return Err("live count disagrees with the list of SuperSlabs");
         }
+        // SAFETY: as above.
+        let linked = unsafe {
+            st.all.is_consistent()
+                && st.unused.is_consistent()
+                && st.dirty.is_consistent()
+                && st.empty.iter().chain(st.abandoned.iter()).all(|l| l.is_consistent())
+        };
+        if !linked {
+            return Err("a list's links disagree with its head, tail or length");
+        }
+        if st.abandoned.iter().map(|l| l.len()).sum::<usize>() != st.abandoned_count {
+            return Err("abandoned count disagrees with the abandoned lists");
+        }
         for list in st.empty.iter() {
-            let mut s = list.head;
-            while !s.is_none() {
-                // SAFETY: lock held; listed slots' SuperSlabs are live.
-                let e = unsafe { ext(s.ss()) };
-                if e.state[s.index()] != EMPTY {
+            // SAFETY: lock held; listed slots' SuperSlabs are live.
+            for s in unsafe { list.iter() } {
+                // SAFETY: as above.
+                if unsafe { ext(s.ss()) }.state[s.index()] != EMPTY {
                     return Err("non-EMPTY slot on an EMPTY list");
                 }
-                s = e.next[s.index()];
             }
         }
         Ok(())
@@ -281,11 +266,12 @@ impl Drop for SharedPool<'_> {
     fn drop(&mut self) {
         let size = 1usize << self.lg_size;
         let os = self.registry.os();
-        let mut ss = first(&self.state.lock().all);
-        while let Some(s) = ss {
-            // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs.
+        let mut all = self.state.lock().all.take();
+        // SAFETY: `&mut self`: no other user; listed SuperSlabs are live pool SuperSlabs, and
+        // each leaves the list before it is unmapped.
+        while let Some(s) = unsafe { all.pop_front() }.map(ss) {
+            // SAFETY: as above.
             unsafe {
-                ss = SsList::All.next(s);
                 self.registry.unregister(s.base(), size);
                 let _ = os.unmap(s.base(), size);
             }

@@ -1,13 +1,16 @@
 //! The pool's bookkeeping inside each SuperSlab header ([`PoolExt`], in the extension area),
-//! slot references, and the intrusive lists built from them. Everything here is touched only
+//! slot references, and the adapters that string slots and SuperSlabs on
+//! `hak_collections::List`s through links kept in [`PoolExt`]. Everything here is touched only
 //! under the pool lock.
 //!
 //! A slot reference ([`Slot`]) is the SuperSlab's base pointer with the slab index in its low
 //! bits (bases are at least 1 MiB-aligned), set with `map_addr` so the pointer keeps the
-//! mapping's provenance; list links are stored as such pointers, never as integers.
+//! mapping's provenance; list links are stored as such pointers, never as integers. The
+//! adapters derive every link pointer from the handle (no reference into the header).
 
 use core::ptr::{self, NonNull};
 
+use hak_collections::{Adapter, Handle, Links, List};
 use hak_superslab::{SlabRef, SsRef, SuperSlab, EXT_BYTES, MAX_SLABS};
 
 /// Slot states.
@@ -38,11 +41,6 @@ impl Slot {
     }
 
     #[inline]
-    pub(crate) fn is_none(self) -> bool {
-        self.0.is_null()
-    }
-
-    #[inline]
     pub(crate) fn ss(self) -> SsRef {
         // SAFETY: a slot is only built from a formatted SuperSlab's base (non-null).
         unsafe { SsRef::from_base(NonNull::new_unchecked(self.0.map_addr(|a| a & !IDX_MASK))) }
@@ -64,11 +62,8 @@ impl Slot {
     }
 }
 
-/// Links of a SuperSlab in one of the pool's SuperSlab lists.
-#[repr(C)]
-pub(crate) struct SsLinks {
-    pub(crate) next: *mut SuperSlab,
-    pub(crate) prev: *mut SuperSlab,
+impl Handle for Slot {
+    const NONE: Slot = Slot::NONE;
 }
 
 /// The pool's bookkeeping inside a SuperSlab header. Only touched under the pool lock.
@@ -76,9 +71,8 @@ pub(crate) struct SsLinks {
 pub(crate) struct PoolExt {
     pub(crate) state: [u8; MAX_SLABS],
     pub(crate) class: [u8; MAX_SLABS],
-    /// Links of the EMPTY or abandoned list the slot is on.
-    pub(crate) next: [Slot; MAX_SLABS],
-    pub(crate) prev: [Slot; MAX_SLABS],
+    /// Links of the EMPTY or abandoned list the slot is on ([`SlotLinks`]).
+    links: [Links<Slot>; MAX_SLABS],
     /// When the newest dirty slot became EMPTY, in wrapping milliseconds of the monotonic
     /// clock (the dirty list is ordered by it).
     pub(crate) dirty_ms: u32,
@@ -90,13 +84,9 @@ pub(crate) struct PoolExt {
     pub(crate) dirty_mask: u64,
     /// ACTIVE (and PURGING) slots.
     pub(crate) active: u32,
-    /// Links in the list of SuperSlabs with UNUSED slots.
-    pub(crate) unused: SsLinks,
-    /// Links in the list of every SuperSlab the pool holds (for `Drop`).
-    pub(crate) all: SsLinks,
-    /// Links in the list of SuperSlabs with dirty EMPTY slots, ordered by `dirty_ms` (a
-    /// SuperSlab moves to the tail whenever one of its slots becomes EMPTY).
-    pub(crate) dirty: SsLinks,
+    /// Links in the SuperSlab lists ([`SsLinks`]), indexed by [`ON_UNUSED`], [`ON_ALL`] and
+    /// [`ON_DIRTY`].
+    ss_links: [Links<*mut SuperSlab>; 3],
 }
 
 const _: () = assert!(core::mem::size_of::<PoolExt>() <= EXT_BYTES);
@@ -112,182 +102,65 @@ const _: () = assert!(MAX_SLABS <= 64);
 pub(crate) unsafe fn ext<'x>(ss: SsRef) -> &'x mut PoolExt {
     // SAFETY: the extension area is ours, aligned and large enough (checked above); the
     // pointer carries the mapping's provenance; the lock serialises every access.
-    unsafe { &mut *ss.ext().as_ptr().cast::<PoolExt>() }
+    unsafe { &mut *ext_ptr(ss) }
 }
 
-/// An intrusive doubly-linked list of slots (links in [`PoolExt::next`]/`prev`).
-#[derive(Clone, Copy)]
-pub(crate) struct SlotList {
-    pub(crate) head: Slot,
-    pub(crate) tail: Slot,
+/// The extension area of `ss` as a raw pointer with the mapping's provenance (no read).
+#[inline]
+fn ext_ptr(ss: SsRef) -> *mut PoolExt {
+    ss.ext().as_ptr().cast::<PoolExt>()
 }
 
-impl SlotList {
-    pub(crate) const EMPTY: SlotList = SlotList { head: Slot::NONE, tail: Slot::NONE };
+/// The slot lists (EMPTY and abandoned, per class): slots linked through
+/// [`PoolExt`]`::links`.
+pub(crate) struct SlotLinks;
 
-    /// # Safety
-    /// Pool lock held; `s` is on no list; listed slots' SuperSlabs are mapped.
-    pub(crate) unsafe fn push(&mut self, s: Slot) {
-        // SAFETY: forwarded; each access borrows an extension area briefly.
-        unsafe {
-            {
-                let e = ext(s.ss());
-                e.next[s.index()] = self.head;
-                e.prev[s.index()] = Slot::NONE;
-            }
-            if self.head.is_none() {
-                self.tail = s;
-            } else {
-                ext(self.head.ss()).prev[self.head.index()] = s;
-            }
-        }
-        self.head = s;
-    }
-
-    /// Appends `s` at the tail.
-    ///
-    /// # Safety
-    /// As for [`SlotList::push`].
-    pub(crate) unsafe fn push_back(&mut self, s: Slot) {
-        // SAFETY: forwarded; each access borrows an extension area briefly.
-        unsafe {
-            {
-                let e = ext(s.ss());
-                e.next[s.index()] = Slot::NONE;
-                e.prev[s.index()] = self.tail;
-            }
-            if self.tail.is_none() {
-                self.head = s;
-            } else {
-                ext(self.tail.ss()).next[self.tail.index()] = s;
-            }
-        }
-        self.tail = s;
-    }
-
-    /// # Safety
-    /// Pool lock held; `s` is on this list.
-    pub(crate) unsafe fn remove(&mut self, s: Slot) {
-        // SAFETY: forwarded.
-        unsafe {
-            let (n, p) = {
-                let e = ext(s.ss());
-                (e.next[s.index()], e.prev[s.index()])
-            };
-            if p.is_none() {
-                self.head = n;
-            } else {
-                ext(p.ss()).next[p.index()] = n;
-            }
-            if n.is_none() {
-                self.tail = p;
-            } else {
-                ext(n.ss()).prev[n.index()] = p;
-            }
-        }
-    }
-
-    /// # Safety
-    /// Pool lock held.
-    pub(crate) unsafe fn pop(&mut self) -> Option<Slot> {
-        let s = self.head;
-        if s.is_none() {
-            return None;
-        }
-        // SAFETY: forwarded; `s` is the head.
-        unsafe { self.remove(s) };
-        Some(s)
+// SAFETY: the pointer is derived from the slot's base pointer (the mapping's provenance) by
+// address arithmetic; each slot has its own array entry (`index() < MAX_SLABS`); no reference
+// is made. Callers of the list's unsafe methods hold the pool lock with every listed slot's
+// SuperSlab mapped, and no borrow from `ext` alive across the call.
+unsafe impl Adapter for SlotLinks {
+    type Node = Slot;
+    #[inline]
+    unsafe fn links(s: Slot) -> *mut Links<Slot> {
+        // SAFETY: in bounds of the extension area (see above); no read.
+        unsafe { &raw mut (*ext_ptr(s.ss())).links[s.index()] }
     }
 }
 
-/// Which SuperSlab list an operation is about.
-#[derive(Clone, Copy)]
-pub(crate) enum SsList {
-    Unused,
-    All,
-    Dirty,
-}
+/// A list of slots.
+pub(crate) type SlotList = List<SlotLinks>;
 
-/// Head and tail of a SuperSlab list (tail kept for the FIFO dirty list).
-#[derive(Clone, Copy)]
-pub(crate) struct SsHead {
-    pub(crate) head: *mut SuperSlab,
-    pub(crate) tail: *mut SuperSlab,
-}
+/// Index of the links in the list of SuperSlabs with UNUSED slots.
+pub(crate) const ON_UNUSED: usize = 0;
+/// Index of the links in the list of every SuperSlab the pool holds (for `Drop`).
+pub(crate) const ON_ALL: usize = 1;
+/// Index of the links in the list of SuperSlabs with dirty EMPTY slots, ordered by `dirty_ms`
+/// (a SuperSlab moves to the tail whenever one of its slots becomes EMPTY).
+pub(crate) const ON_DIRTY: usize = 2;
 
-impl SsHead {
-    pub(crate) const EMPTY: SsHead = SsHead { head: ptr::null_mut(), tail: ptr::null_mut() };
-}
+/// One of the SuperSlab lists: SuperSlabs linked through [`PoolExt`]`::ss_links[L]`, handled
+/// as header pointers (null is none).
+pub(crate) struct SsLinks<const L: usize>;
 
-impl SsList {
-    fn links(self, e: &mut PoolExt) -> &mut SsLinks {
-        match self {
-            SsList::Unused => &mut e.unused,
-            SsList::All => &mut e.all,
-            SsList::Dirty => &mut e.dirty,
-        }
-    }
-
-    /// Appends `ss` at the tail.
-    ///
-    /// # Safety
-    /// Pool lock held; `ss` is a mapped pool SuperSlab on no list `self`; `h` is this list.
-    pub(crate) unsafe fn push_back(self, h: &mut SsHead, ss: SsRef) {
-        let p = ss.as_ptr();
-        // SAFETY: forwarded; each access borrows an extension area briefly.
-        unsafe {
-            {
-                let l = self.links(ext(ss));
-                l.next = ptr::null_mut();
-                l.prev = h.tail;
-            }
-            match NonNull::new(h.tail) {
-                Some(t) => self.links(ext(SsRef::from_base(t.cast()))).next = p,
-                None => h.head = p,
-            }
-        }
-        h.tail = p;
-    }
-
-    /// Unlinks `ss`.
-    ///
-    /// # Safety
-    /// Pool lock held; `ss` is on list `self` whose head is `h`.
-    pub(crate) unsafe fn unlink(self, h: &mut SsHead, ss: SsRef) {
-        // SAFETY: forwarded; neighbours are listed, mapped SuperSlabs.
-        unsafe {
-            let (n, p) = {
-                let l = self.links(ext(ss));
-                let np = (l.next, l.prev);
-                l.next = ptr::null_mut();
-                l.prev = ptr::null_mut();
-                np
-            };
-            match NonNull::new(p) {
-                Some(p) => self.links(ext(SsRef::from_base(p.cast()))).next = n,
-                None => h.head = n,
-            }
-            match NonNull::new(n) {
-                Some(n) => self.links(ext(SsRef::from_base(n.cast()))).prev = p,
-                None => h.tail = p,
-            }
-        }
-    }
-
-    /// The SuperSlab after `ss` on this list.
-    ///
-    /// # Safety
-    /// Pool lock held; `ss` is on list `self`.
-    pub(crate) unsafe fn next(self, ss: SsRef) -> Option<SsRef> {
-        // SAFETY: forwarded.
-        let n = unsafe { self.links(ext(ss)).next };
-        // SAFETY: listed SuperSlabs are formatted and mapped.
-        NonNull::new(n).map(|n| unsafe { SsRef::from_base(n.cast()) })
+// SAFETY: as for `SlotLinks`; `L` is one of the three indices (checked at compile time), so
+// each list has its own links.
+unsafe impl<const L: usize> Adapter for SsLinks<L> {
+    type Node = *mut SuperSlab;
+    #[inline]
+    unsafe fn links(p: *mut SuperSlab) -> *mut Links<*mut SuperSlab> {
+        const { assert!(L < 3) };
+        // SAFETY: in bounds of the extension area; no read.
+        unsafe { &raw mut (*ext_ptr(ss(p))).ss_links[L] }
     }
 }
 
-/// The first SuperSlab of a list.
-pub(crate) fn first(h: &SsHead) -> Option<SsRef> {
-    // SAFETY: listed SuperSlabs are formatted and mapped.
-    NonNull::new(h.head).map(|n| unsafe { SsRef::from_base(n.cast()) })
+/// A list of SuperSlabs.
+pub(crate) type SsList<const L: usize> = List<SsLinks<L>>;
+
+/// The handle of a listed SuperSlab.
+#[inline]
+pub(crate) fn ss(p: *mut SuperSlab) -> SsRef {
+    // SAFETY: only listed (non-null, formatted) SuperSlab headers are passed here.
+    unsafe { SsRef::from_base(NonNull::new_unchecked(p.cast())) }
 }

@@ -5,6 +5,7 @@ use std::vec::Vec;
 use hak_os::Os;
 use hak_registry::{CacheLimits, Registry};
 use hak_superslab::{Inbox, SsRef, LG_SUPERSLAB_DEFAULT, LG_SUPERSLAB_MIN};
+use hak_sync::stat::{StatPath, StatValue};
 
 use crate::*;
 
@@ -131,6 +132,14 @@ fn superslab_with_no_active_slot_goes_to_the_cache_and_comes_back() {
     assert_eq!(st.superslabs_cached, 1, "cached once purged");
     assert_eq!(st.cache.cached, 1);
     assert_eq!(st.superslabs_live, 1);
+    // A report names the occupancy and the nested cache snapshot the pool filled in.
+    let mut seen = Vec::new();
+    st.visit(StatPath::root(), &mut |path, v| {
+        if matches!(path.parts(), ["superslabs_live"] | ["cache", "cached"]) {
+            seen.push(v);
+        }
+    });
+    assert_eq!(seen, [1, 1]);
     p.check_invariants().unwrap();
     // The last live SuperSlab is kept, not cached.
     // SAFETY: as above.

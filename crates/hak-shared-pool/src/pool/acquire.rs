@@ -7,7 +7,7 @@ use hak_registry::OwnerKind;
 use hak_superslab::{Inbox, SsRef};
 
 use super::{Acquired, SharedPool, Stage, State, MAX_CLASSES};
-use crate::slots::{ext, first, Slot, SsList, ACTIVE};
+use crate::slots::{ext, ss, Slot, ACTIVE};
 
 /// Live SuperSlabs (2 MiB each) from which a fresh one is advised for transparent huge pages:
 /// a program whose small-object heap has grown past 16 MiB uses its SuperSlabs densely
@@ -47,16 +47,18 @@ impl SharedPool<'_> {
             Stage::Adopted => {
                 // SAFETY: we took it off the abandoned list: exclusive; `owner` per the contract.
                 unsafe { slab.adopt(owner) };
-                self.stage0.add(1);
+                self.counters.stage0_adopted.add(1);
             }
             _ => {
                 // SAFETY: the slot was EMPTY or UNUSED and is now ours alone; `owner` per the
                 // contract.
                 unsafe { slab.assign(owner, class as u32, block_size) };
                 match stage {
-                    Stage::EmptySameClass | Stage::EmptyOtherClass => self.stage1.add(1),
-                    Stage::Unused => self.stage2.add(1),
-                    _ => self.stage3.add(1),
+                    Stage::EmptySameClass | Stage::EmptyOtherClass => {
+                        self.counters.stage1_empty.add(1)
+                    }
+                    Stage::Unused => self.counters.stage2_unused.add(1),
+                    _ => self.counters.stage3_new.add(1),
                 }
             }
         }
@@ -71,11 +73,11 @@ impl SharedPool<'_> {
     unsafe fn take_locked(st: &mut State, class: usize) -> Option<(Slot, Stage)> {
         // SAFETY: lock held (caller).
         unsafe {
-            if let Some(s) = st.abandoned[class].pop() {
+            if let Some(s) = st.abandoned[class].pop_front() {
                 st.abandoned_count -= 1;
                 return Some((s, Stage::Adopted));
             }
-            if let Some(s) = st.empty[class].pop() {
+            if let Some(s) = st.empty[class].pop_front() {
                 Self::activate(st, s, class);
                 return Some((s, Stage::EmptySameClass));
             }
@@ -85,8 +87,8 @@ impl SharedPool<'_> {
             // program whose live classes shift kept both resident). Newest first: each list's
             // head is the slot emptied last. A bounded look at the list heads.
             for c in 0..MAX_CLASSES {
-                let s = st.empty[c].head;
-                if !s.is_none() && ext(s.ss()).dirty_mask & (1u64 << s.index()) != 0 {
+                let Some(s) = st.empty[c].head() else { continue };
+                if ext(s.ss()).dirty_mask & (1u64 << s.index()) != 0 {
                     st.empty[c].remove(s);
                     Self::activate(st, s, class);
                     return Some((s, Stage::EmptyOtherClass));
@@ -100,14 +102,14 @@ impl SharedPool<'_> {
                     i
                 };
                 if ext(ss).unused_mask == 0 {
-                    SsList::Unused.unlink(&mut st.unused, ss);
+                    st.unused.remove(ss.as_ptr());
                 }
                 let s = Slot::new(ss, i);
                 Self::activate(st, s, class);
                 return Some((s, Stage::Unused));
             }
             for c in 0..MAX_CLASSES {
-                if let Some(s) = st.empty[c].pop() {
+                if let Some(s) = st.empty[c].pop_front() {
                     Self::activate(st, s, class);
                     return Some((s, Stage::Unused));
                 }
@@ -123,22 +125,9 @@ impl SharedPool<'_> {
     /// Lock held.
     unsafe fn pick_unused(st: &State, class: usize) -> Option<SsRef> {
         const LOOK: usize = 8;
-        let head = first(&st.unused)?;
-        let mut ss = Some(head);
-        let mut k = 0;
-        while let Some(s) = ss {
-            if k == LOOK {
-                break;
-            }
-            // SAFETY: listed SuperSlabs are live; lock held.
-            if unsafe { ext(s) }.class_mask & (1u64 << class) != 0 {
-                return Some(s);
-            }
-            // SAFETY: as above.
-            ss = unsafe { SsList::Unused.next(s) };
-            k += 1;
-        }
-        Some(head)
+        // SAFETY: listed SuperSlabs are live; lock held.
+        let hit = unsafe { st.unused.find(LOOK, |p| ext(ss(p)).class_mask & (1u64 << class) != 0) };
+        hit.or(st.unused.head()).map(ss)
     }
 
     /// Makes slot `s` ACTIVE for `class`; if it was a dirty EMPTY slot, it stops being a purge
@@ -162,7 +151,7 @@ impl SharedPool<'_> {
                 d && e.dirty_mask == 0
             };
             if was_dirty {
-                SsList::Dirty.unlink(&mut st.dirty, ss);
+                st.dirty.remove(ss.as_ptr());
             }
         }
     }
@@ -175,7 +164,7 @@ impl SharedPool<'_> {
         let dense = self.state.lock().live >= HUGE_AFTER;
         let base = match self.cache.pop(size) {
             Some(b) => {
-                self.lru_hits.add(1);
+                self.counters.lru_hits.add(1);
                 b
             }
             None => {
@@ -186,7 +175,7 @@ impl SharedPool<'_> {
                     let _ = unsafe { os.unmap(b, size) };
                     return None;
                 }
-                self.mapped.add(1);
+                self.counters.superslabs_mapped.add(1);
                 b
             }
         };
@@ -207,9 +196,9 @@ impl SharedPool<'_> {
             ext(ss).unused_mask = unused;
             Self::activate(&mut st, Slot::new(ss, 0), class);
             if unused != 0 {
-                SsList::Unused.push_back(&mut st.unused, ss);
+                st.unused.push_back(ss.as_ptr());
             }
-            SsList::All.push_back(&mut st.all, ss);
+            st.all.push_back(ss.as_ptr());
         }
         st.live += 1;
         Some(Slot::new(ss, 0))

@@ -6,7 +6,7 @@
 use hak_sync::atomic::Ordering;
 
 use super::{ms, SharedPool, MAX_CLASSES};
-use crate::slots::{ext, first, Slot, SsList, PURGING};
+use crate::slots::{ext, ss, Slot, PURGING};
 
 /// Most slots one purge pass takes under the lock (then decommits outside it), and most one
 /// call purges before leaving the rest to the next slow path.
@@ -29,13 +29,13 @@ impl SharedPool<'_> {
                     break;
                 }
                 let mut c = st.reclaim_cursor;
-                while st.abandoned[c].head.is_none() {
+                while st.abandoned[c].is_empty() {
                     c = (c + 1) % MAX_CLASSES;
                 }
                 st.reclaim_cursor = (c + 1) % MAX_CLASSES;
                 st.abandoned_count -= 1;
                 // SAFETY: lock held; the list is not empty.
-                unsafe { st.abandoned[c].pop() }
+                unsafe { st.abandoned[c].pop_front() }
             };
             let Some(s) = s else { break };
             // SAFETY: an ACTIVE slot keeps its SuperSlab mapped; popped: exclusive.
@@ -89,7 +89,7 @@ impl SharedPool<'_> {
                 let mut st = self.state.lock();
                 let mut next = u64::MAX;
                 while n < PURGE_BATCH {
-                    let Some(ss) = first(&st.dirty) else { break };
+                    let Some(ss) = st.dirty.head().map(ss) else { break };
                     // SAFETY: lock held; listed SuperSlabs are live pool SuperSlabs.
                     unsafe {
                         let age = ms(now).wrapping_sub(ext(ss).dirty_ms);
@@ -117,11 +117,11 @@ impl SharedPool<'_> {
                             n += 1;
                         }
                         if ext(ss).dirty_mask == 0 {
-                            SsList::Dirty.unlink(&mut st.dirty, ss);
+                            st.dirty.remove(ss.as_ptr());
                         }
                     }
                 }
-                if n == PURGE_BATCH && !st.dirty.head.is_null() {
+                if n == PURGE_BATCH && !st.dirty.is_empty() {
                     next = now; // more may be due: the next check continues
                 }
                 if next == u64::MAX && st.abandoned_count > 0 {
@@ -141,7 +141,7 @@ impl SharedPool<'_> {
                     os.decommit(core::ptr::NonNull::new_unchecked(lo), hi.addr() - lo.addr())
                 };
             }
-            self.purged.add(n as u64);
+            self.counters.purged.add(n as u64);
             total += n;
             let mut retired = [None; PURGE_BATCH];
             {

@@ -6,7 +6,7 @@ use hak_superslab::{SlabRef, SsRef};
 use hak_sync::atomic::Ordering;
 
 use super::{ms, SharedPool, State};
-use crate::slots::{ext, Slot, SsList, ACTIVE, EMPTY, PURGING};
+use crate::slots::{ext, Slot, ACTIVE, EMPTY, PURGING};
 
 impl SharedPool<'_> {
     /// Takes back an empty slab (ACTIVE -> EMPTY, keeping its class and, for now, its pages;
@@ -21,7 +21,7 @@ impl SharedPool<'_> {
     pub unsafe fn release(&self, slab: SlabRef) {
         // SAFETY: forwarded: we own it.
         unsafe { slab.disown() };
-        self.releases.add(1);
+        self.counters.releases.add(1);
         let now = hak_os::monotonic_ns();
         let s = Slot::of(slab);
         let retired = {
@@ -67,13 +67,13 @@ impl SharedPool<'_> {
                 }
                 (e.class[i] as usize, was, e.active)
             };
-            st.empty[class].push(s);
+            st.empty[class].push_front(s);
             if dirty {
                 // Keep the dirty list ordered by newest dirty time: move to the tail.
                 if was_dirty {
-                    SsList::Dirty.unlink(&mut st.dirty, ss);
+                    st.dirty.remove(ss.as_ptr());
                 }
-                SsList::Dirty.push_back(&mut st.dirty, ss);
+                st.dirty.push_back(ss.as_ptr());
             }
             if active != 0 {
                 return None;
@@ -95,12 +95,12 @@ impl SharedPool<'_> {
                 }
             }
             if ext(ss).unused_mask != 0 {
-                SsList::Unused.unlink(&mut st.unused, ss);
+                st.unused.remove(ss.as_ptr());
             }
             if ext(ss).dirty_mask != 0 {
-                SsList::Dirty.unlink(&mut st.dirty, ss);
+                st.dirty.remove(ss.as_ptr());
             }
-            SsList::All.unlink(&mut st.all, ss);
+            st.all.remove(ss.as_ptr());
             st.live -= 1;
             Some(ss)
         }
@@ -113,7 +113,7 @@ impl SharedPool<'_> {
         // borrows its header across the push, which rewrites (or unmaps) it.
         unsafe {
             ss.invalidate();
-            self.cached.add(1);
+            self.counters.superslabs_cached.add(1);
             self.cache.push(ss.base(), 1usize << self.lg_size);
         }
     }
@@ -128,11 +128,11 @@ impl SharedPool<'_> {
     pub unsafe fn publish(&self, slab: SlabRef) {
         // SAFETY: an ACTIVE slab's SuperSlab is mapped.
         let class = unsafe { slab.class() } as usize;
-        self.published.add(1);
+        self.counters.published.add(1);
         {
             let mut st = self.state.lock();
             // SAFETY: lock held; the slot is on no list.
-            unsafe { st.abandoned[class].push(Slot::of(slab)) };
+            unsafe { st.abandoned[class].push_front(Slot::of(slab)) };
             st.abandoned_count += 1;
         }
         // Its blocks may all come back with no acquire of its class to adopt it: let the purge
