@@ -12,7 +12,8 @@
 //! - [`SlabRef`]: the raw handle to one slab's record. Owner operations: [`SlabRef::assign`],
 //!   [`SlabRef::alloc_batch`], [`SlabRef::free_local_batch`], [`SlabRef::collect_remote`],
 //!   [`SlabRef::mark_full`], [`SlabRef::retract_full`], [`SlabRef::try_detach`],
-//!   [`SlabRef::adopt`], the owner's list links ([`SlabRef::links`]). Any thread:
+//!   [`SlabRef::adopt`], the owner's list links and tag
+//!   ([`SlabRef::owner_links`], [`SlabRef::tag`]). Any thread:
 //!   [`SlabRef::free_remote_batch`], [`SlabRef::owner`], [`SlabRef::class`].
 //! - [`Inbox`]: an owner's identity and the place its full slabs come back to when another
 //!   thread frees into them; [`RemoteFree`] and [`Retract`]: what the protocol asks of callers.
@@ -111,7 +112,7 @@ mod slab;
 mod superslab;
 
 pub use inbox::{Inbox, InboxSlabs};
-pub use slab::{OwnerLinks, RemoteFree, Retract, Slab, SlabRef};
+pub use slab::{RemoteFree, Retract, Slab, SlabRef};
 pub use superslab::{
     SsRef, SuperSlab, EXT_BYTES, LG_SUPERSLAB_DEFAULT, LG_SUPERSLAB_MIN, MAGIC, MAX_SLABS,
     SLAB_SHIFT, SLAB_SIZE,

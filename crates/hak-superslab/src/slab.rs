@@ -24,6 +24,7 @@
 
 use core::ptr::{self, NonNull};
 
+use hak_collections::Links;
 use hak_sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use hak_sync::cell::UnsafeCell;
 
@@ -52,9 +53,8 @@ const ARMED: u8 = 1;
 struct Local {
     /// Head of the intrusive local free list (link in a block's first word, a pointer).
     free: *mut u8,
-    /// Links of the owner's list the slab is on (see [`SlabRef::links`]).
-    next: *mut Slab,
-    prev: *mut Slab,
+    /// Links of the owner's list the slab is on (see [`SlabRef::owner_links`]).
+    links: Links<*mut Slab>,
     /// Blocks handed out and not yet back on `free` (includes blocks on the remote stack).
     used: u16,
     /// Blocks carved so far, from the slab's data start upwards.
@@ -128,8 +128,7 @@ impl Slab {
                 block_size: AtomicU32::new(0),
                 local: UnsafeCell::new(Local {
                     free: ptr::null_mut(),
-                    next: ptr::null_mut(),
-                    prev: ptr::null_mut(),
+                    links: Links::new(),
                     used: 0,
                     carved: 0,
                     capacity: 0,
@@ -139,17 +138,6 @@ impl Slab {
             })
         };
     }
-}
-
-/// Links of the owner's intrusive list a slab is on; owner-only, opaque to this crate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OwnerLinks {
-    /// Next slab on the list (null at the end).
-    pub next: Option<SlabRef>,
-    /// Previous slab on the list (null at the start).
-    pub prev: Option<SlabRef>,
-    /// A small tag of the owner's (e.g. which list).
-    pub tag: u8,
 }
 
 /// A raw handle to a slab record, carrying the mapping's provenance (from an [`SsRef`]).
@@ -284,8 +272,7 @@ impl SlabRef {
         r.local.with_mut(|l| unsafe {
             *l = Local {
                 free: ptr::null_mut(),
-                next: ptr::null_mut(),
-                prev: ptr::null_mut(),
+                links: Links::new(),
                 used: 0,
                 carved: 0,
                 capacity,
@@ -542,34 +529,37 @@ impl SlabRef {
         self.rec().local.with(|l| unsafe { (*l).used == 0 })
     }
 
-    /// The owner's list links and tag.
+    /// Where the owner keeps the slab's links for its own intrusive list (a
+    /// `hak_collections::List` of `*mut Slab`): a pointer derived from the record pointer, so
+    /// it carries the mapping's provenance; nothing is read. Cleared by [`SlabRef::assign`].
     ///
     /// # Safety
-    /// The caller owns the slab (or holds it exclusively).
+    /// The caller owns the slab (or holds it exclusively) for as long as it uses the pointer.
     #[inline]
-    pub unsafe fn links(self) -> OwnerLinks {
-        // SAFETY: owner-only state.
-        self.rec().local.with(|l| unsafe {
-            OwnerLinks {
-                next: NonNull::new((*l).next).map(SlabRef),
-                prev: NonNull::new((*l).prev).map(SlabRef),
-                tag: (*l).tag,
-            }
-        })
+    pub unsafe fn owner_links(self) -> *mut Links<*mut Slab> {
+        // SAFETY: owner-only state; only a place is computed. (Under loom the owner's later
+        // accesses through the pointer are not tracked; they are the owner's alone.)
+        self.rec().local.with_mut(|l| unsafe { &raw mut (*l).links })
     }
 
-    /// Sets the owner's list links and tag.
+    /// The owner's tag (which of its lists the slab is on; 0 after [`SlabRef::assign`]).
     ///
     /// # Safety
-    /// As for [`SlabRef::links`].
+    /// As for [`SlabRef::owner_links`].
     #[inline]
-    pub unsafe fn set_links(self, links: OwnerLinks) {
+    pub unsafe fn tag(self) -> u8 {
         // SAFETY: owner-only state.
-        self.rec().local.with_mut(|l| unsafe {
-            (*l).next = links.next.map_or(ptr::null_mut(), SlabRef::as_ptr);
-            (*l).prev = links.prev.map_or(ptr::null_mut(), SlabRef::as_ptr);
-            (*l).tag = links.tag;
-        })
+        self.rec().local.with(|l| unsafe { (*l).tag })
+    }
+
+    /// Sets the owner's tag.
+    ///
+    /// # Safety
+    /// As for [`SlabRef::owner_links`].
+    #[inline]
+    pub unsafe fn set_tag(self, tag: u8) {
+        // SAFETY: owner-only state.
+        self.rec().local.with_mut(|l| unsafe { (*l).tag = tag })
     }
 
     /// Arms the full-slab notification on a slab with no free block anywhere: the next

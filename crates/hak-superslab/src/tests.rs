@@ -4,6 +4,7 @@ use core::ptr::NonNull;
 use std::collections::HashSet;
 use std::vec::Vec;
 
+use hak_collections::{Adapter, Links, List};
 use hak_os::Os;
 use proptest::prelude::*;
 
@@ -336,6 +337,18 @@ fn detach_fails_with_pending_remote_frees_and_notifies_exactly_once_after() {
     }
 }
 
+/// An owner's list of slabs, as the layer above keeps one.
+struct Mine;
+
+// SAFETY: the pointer comes from `owner_links`; the test owns every slab it lists.
+unsafe impl Adapter for Mine {
+    type Node = *mut Slab;
+    unsafe fn links(n: *mut Slab) -> *mut Links<*mut Slab> {
+        // SAFETY: a listed record of a mapped SuperSlab, owned by the test.
+        unsafe { SlabRef::from_raw(NonNull::new_unchecked(n)).owner_links() }
+    }
+}
+
 #[test]
 fn owner_links_round_trip_and_start_clear() {
     let os = Os::new();
@@ -345,11 +358,16 @@ fn owner_links_round_trip_and_start_clear() {
     let b = assign(r.ss, 6, 64, &me);
     // SAFETY: we own both slabs.
     unsafe {
-        assert_eq!(a.links(), OwnerLinks { next: None, prev: None, tag: 0 });
-        a.set_links(OwnerLinks { next: Some(b), prev: None, tag: 2 });
-        assert_eq!(a.links(), OwnerLinks { next: Some(b), prev: None, tag: 2 });
+        let mut l = List::<Mine>::new();
+        assert_eq!(a.tag(), 0);
+        l.push_back(a.as_ptr());
+        l.push_back(b.as_ptr());
+        a.set_tag(2);
+        assert_eq!((l.next(a.as_ptr()), a.tag()), (Some(b.as_ptr()), 2));
+        assert!(l.is_consistent());
         a.assign(&*me, 3, 64);
-        assert_eq!(a.links().tag, 0, "assign starts a slab on no list");
+        assert_eq!(a.tag(), 0, "assign starts a slab on no list");
+        assert_eq!(l.next(a.as_ptr()), None, "assign clears the links");
     }
 }
 

@@ -138,7 +138,6 @@ const NO_STASH: Stash =
     Stash { slab: None, n: 0, max: 0, blocks: [ptr::null_mut(); STASH_MAX_BLOCKS] };
 
 /// The slabs this cache owns for one class.
-#[derive(Clone, Copy)]
 struct ClassSlabs {
     /// Slabs with free blocks (local, carvable or remote); refills take the front one.
     avail: SlabList,
@@ -497,7 +496,7 @@ impl<'p> ThreadCache<'p> {
         let want = (self.caps[class] as usize / 2).max(1).min(BIN_MAX - top);
         let mut acquired = false;
         loop {
-            let Some(slab) = self.slabs[class].avail.head else {
+            let Some(slab) = self.slabs[class].avail.head() else {
                 // SAFETY: the shared part is ours.
                 if !self.shared().inbox.is_empty() {
                     self.drain_inbox();
@@ -573,7 +572,7 @@ impl<'p> ThreadCache<'p> {
             // SAFETY: as above.
             unsafe {
                 let c = s.class() as usize;
-                hak_sync::check!(s.links().tag == ON_FULL, "inbox slab not on a full list");
+                hak_sync::check!(s.tag() == ON_FULL, "inbox slab not on a full list");
                 let _ = s.retract_full();
                 self.slabs[c].full.remove(s);
                 self.slabs[c].avail.push_front(s);
@@ -597,11 +596,11 @@ impl<'p> ThreadCache<'p> {
             return;
         }
         for c in 0..NUM_CLASSES {
-            let mut s = self.slabs[c].full.head;
+            let mut s = self.slabs[c].full.head();
             while let Some(slab) = s {
                 // SAFETY: listed slabs are ours; no other thread exists to deliver.
                 unsafe {
-                    s = slab.links().next;
+                    s = self.slabs[c].full.next(slab);
                     slab.forget_delivery();
                 }
             }
@@ -672,7 +671,7 @@ impl<'p> ThreadCache<'p> {
             let n = (to - from) as u64;
             self.stats().bytes_back.add(n * CLASS_SIZES[class] as u64);
             let used = slab.free_local_batch(&self.slots[class][from..to]);
-            if slab.links().tag == ON_FULL {
+            if slab.tag() == ON_FULL {
                 match slab.retract_full() {
                     Retract::Retracted => {
                         self.slabs[class].full.remove(slab);
@@ -684,7 +683,7 @@ impl<'p> ThreadCache<'p> {
             }
             if used == 0 && release_empty {
                 self.slabs[class].avail.remove(slab);
-                if self.slabs[class].empty.len >= self.warm_limit {
+                if self.slabs[class].empty.len() >= self.warm_limit as usize {
                     self.stats().slabs_released.add(1);
                     self.pool.release(slab);
                 } else {
@@ -713,11 +712,11 @@ impl<'p> ThreadCache<'p> {
         }
         // Disarm every full slab; afterwards no delivery is in flight, so the inbox is final.
         for class in 0..NUM_CLASSES {
-            let mut s = self.slabs[class].full.head;
+            let mut s = self.slabs[class].full.head();
             while let Some(slab) = s {
                 // SAFETY: listed slabs are ours.
                 unsafe {
-                    s = slab.links().next;
+                    s = self.slabs[class].full.next(slab);
                     let _ = slab.retract_full();
                 }
             }
@@ -787,7 +786,7 @@ impl<'p> ThreadCache<'p> {
             }
             let l = &self.slabs[c];
             for (list, tag) in [(&l.avail, ON_AVAIL), (&l.full, ON_FULL), (&l.empty, ON_EMPTY)] {
-                let mut s = list.head;
+                let mut s = list.head();
                 let mut n = 0;
                 while let Some(slab) = s {
                     // SAFETY: listed slabs are ours and mapped.
@@ -795,17 +794,17 @@ impl<'p> ThreadCache<'p> {
                         if slab.owner() != self.me {
                             return Err("a listed slab is not owned by this cache");
                         }
-                        if slab.links().tag != tag || slab.class() as usize != c {
+                        if slab.tag() != tag || slab.class() as usize != c {
                             return Err("a slab on the wrong list");
                         }
                         if tag == ON_EMPTY && !slab.is_empty() {
                             return Err("a slab with blocks in use on the empty list");
                         }
-                        s = slab.links().next;
+                        s = list.next(slab);
                     }
                     n += 1;
                 }
-                if n != list.len {
+                if n != list.len() {
                     return Err("list length disagrees with its links");
                 }
             }
@@ -813,7 +812,7 @@ impl<'p> ThreadCache<'p> {
                 // SAFETY: bin blocks lie in mapped SuperSlabs.
                 let s = unsafe { self.slab_of(b) };
                 // SAFETY: as above.
-                if unsafe { s.owner() } != self.me || unsafe { s.links().tag } == ON_NONE {
+                if unsafe { s.owner() } != self.me || unsafe { s.tag() } == ON_NONE {
                     return Err("a bin block of a slab this cache does not list");
                 }
             }

@@ -1,8 +1,11 @@
-//! [`SlabList`]: an owner's intrusive doubly-linked list of the slabs it owns, linked through
-//! the owner-only links of each slab record (`SlabRef::links`), with a tag saying which list a
-//! slab is on. Owner-only: no synchronisation.
+//! [`SlabList`]: an owner's list of the slabs it owns, a `hak_collections::List` linked through
+//! the owner-only links of each slab record ([`SlabRef::owner_links`]), with a tag in the
+//! record saying which list a slab is on. Owner-only: no synchronisation.
 
-use hak_superslab::{OwnerLinks, SlabRef};
+use core::ptr::NonNull;
+
+use hak_collections::{Adapter, Links, List};
+use hak_superslab::{Slab, SlabRef};
 
 /// Tag of a slab on no list of this cache.
 pub(crate) const ON_NONE: u8 = 0;
@@ -13,17 +16,59 @@ pub(crate) const ON_FULL: u8 = 2;
 /// Tag of a slab on a class's list of slabs with no block in use.
 pub(crate) const ON_EMPTY: u8 = 3;
 
-#[derive(Clone, Copy, Debug)]
+/// The owner's view of a slab record: its owner-only links.
+pub(crate) struct Owned;
+
+// SAFETY: `owner_links` derives the pointer from the record pointer (the mapping's
+// provenance), one per record, without reading it; listed slabs are ours and mapped (every
+// `SlabList` method's contract).
+unsafe impl Adapter for Owned {
+    type Node = *mut Slab;
+    #[inline]
+    unsafe fn links(n: *mut Slab) -> *mut Links<*mut Slab> {
+        // SAFETY: `n` is a listed (non-null) record of a mapped SuperSlab (trait contract).
+        unsafe { slab(n).owner_links() }
+    }
+}
+
+/// The handle of a listed record.
+#[inline]
+fn slab(n: *mut Slab) -> SlabRef {
+    // SAFETY: only non-null record pointers of formatted SuperSlabs are listed.
+    unsafe { SlabRef::from_raw(NonNull::new_unchecked(n)) }
+}
+
+#[derive(Debug)]
 pub(crate) struct SlabList {
-    pub(crate) head: Option<SlabRef>,
-    pub(crate) tail: Option<SlabRef>,
-    pub(crate) len: u32,
+    list: List<Owned>,
     tag: u8,
 }
 
 impl SlabList {
     pub(crate) const fn new(tag: u8) -> SlabList {
-        SlabList { head: None, tail: None, len: 0, tag }
+        SlabList { list: List::new(), tag }
+    }
+
+    /// The front slab.
+    #[inline]
+    pub(crate) fn head(&self) -> Option<SlabRef> {
+        self.list.head().map(slab)
+    }
+
+    /// Slabs on the list.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The slab after `s`.
+    ///
+    /// # Safety
+    /// The caller owns every listed slab, and `s` is on this list.
+    #[inline]
+    pub(crate) unsafe fn next(&self, s: SlabRef) -> Option<SlabRef> {
+        // SAFETY: forwarded.
+        unsafe { self.list.next(s.as_ptr()) }.map(slab)
     }
 
     /// Pushes `s` at the front.
@@ -31,21 +76,12 @@ impl SlabList {
     /// # Safety
     /// The caller owns `s` and every listed slab, and `s` is on no list.
     pub(crate) unsafe fn push_front(&mut self, s: SlabRef) {
-        // SAFETY: owner-only links of slabs we own.
+        // SAFETY: owner-only state of slabs we own.
         unsafe {
-            hak_sync::check!(s.links().tag == ON_NONE, "slab already on a list");
-            s.set_links(OwnerLinks { next: self.head, prev: None, tag: self.tag });
-            match self.head {
-                Some(h) => {
-                    let mut l = h.links();
-                    l.prev = Some(s);
-                    h.set_links(l);
-                }
-                None => self.tail = Some(s),
-            }
+            hak_sync::check!(s.tag() == ON_NONE, "slab already on a list");
+            s.set_tag(self.tag);
+            self.list.push_front(s.as_ptr());
         }
-        self.head = Some(s);
-        self.len += 1;
     }
 
     /// Unlinks `s`.
@@ -53,29 +89,12 @@ impl SlabList {
     /// # Safety
     /// The caller owns `s` and every listed slab, and `s` is on this list.
     pub(crate) unsafe fn remove(&mut self, s: SlabRef) {
-        // SAFETY: owner-only links of slabs we own.
+        // SAFETY: owner-only state of slabs we own.
         unsafe {
-            let l = s.links();
-            hak_sync::check!(l.tag == self.tag, "slab on another list");
-            match l.prev {
-                Some(p) => {
-                    let mut pl = p.links();
-                    pl.next = l.next;
-                    p.set_links(pl);
-                }
-                None => self.head = l.next,
-            }
-            match l.next {
-                Some(n) => {
-                    let mut nl = n.links();
-                    nl.prev = l.prev;
-                    n.set_links(nl);
-                }
-                None => self.tail = l.prev,
-            }
-            s.set_links(OwnerLinks { next: None, prev: None, tag: ON_NONE });
+            hak_sync::check!(s.tag() == self.tag, "slab on another list");
+            self.list.remove(s.as_ptr());
+            s.set_tag(ON_NONE);
         }
-        self.len -= 1;
     }
 
     /// Pops the front slab.
@@ -83,20 +102,18 @@ impl SlabList {
     /// # Safety
     /// As for [`SlabList::remove`].
     pub(crate) unsafe fn pop_front(&mut self) -> Option<SlabRef> {
-        let s = self.head?;
+        let s = self.head()?;
         // SAFETY: forwarded; `s` is on this list.
         unsafe { self.remove(s) };
         Some(s)
     }
-}
 
-impl SlabList {
     /// Pops the back (oldest pushed) slab.
     ///
     /// # Safety
     /// As for [`SlabList::remove`].
     pub(crate) unsafe fn pop_back(&mut self) -> Option<SlabRef> {
-        let s = self.tail?;
+        let s = self.list.tail().map(slab)?;
         // SAFETY: forwarded; `s` is on this list.
         unsafe { self.remove(s) };
         Some(s)
