@@ -60,7 +60,8 @@ void hakmem_trim(void) __THROW;
  * does; the thread keeps working. */
 void hakmem_flush_thread_cache(void) __THROW;
 
-/* One of hakmem's counters by name, UINT64_MAX for an unknown name:
+/* One of hakmem's counters by name, UINT64_MAX for an unknown name: any dotted name the
+ * HAKMEM_STATS=1 report prints ("pool.cache.hits", "os.mapped.peak", ...), or one of:
  *   mmap_calls munmap_calls madvise_calls mremap_calls   system calls made so far
  *   mapped_bytes mapped_bytes_peak                        bytes mapped now / at most
  *   tiny_bytes_held     tiny blocks out of their slabs (in use or in thread caches)

@@ -399,7 +399,7 @@ pub unsafe extern "C" fn hakmem_stat(name: *const c_char) -> u64 {
     v
 }
 
-/// The counters `hakmem_stat` knows, by name.
+/// The short names `hakmem_stat` knows besides the dotted names of the report.
 pub const STAT_NAMES: &[&str] = &[
     "mmap_calls",
     "munmap_calls",
@@ -416,7 +416,8 @@ pub const STAT_NAMES: &[&str] = &[
     "big_invalid_frees",
 ];
 
-/// The value of counter `name` (one of [`STAT_NAMES`]).
+/// The value of counter `name`: one of [`STAT_NAMES`], or any dotted name the
+/// `HAKMEM_STATS=1` report prints (`pool.cache.hits`, `os.mapped.peak`, ...).
 pub fn stat_by_name(s: &hakmem::Stats, name: &[u8]) -> Option<u64> {
     Some(match name {
         b"mmap_calls" => s.os.mmap_calls,
@@ -432,7 +433,7 @@ pub fn stat_by_name(s: &hakmem::Stats, name: &[u8]) -> Option<u64> {
         b"big_bytes_live" => s.big.live_bytes.current,
         b"big_blocks_live" => s.big.live_blocks.current,
         b"big_invalid_frees" => s.big.invalid_frees,
-        _ => return None,
+        _ => return s.value(name),
     })
 }
 
@@ -448,5 +449,40 @@ mod tests {
             assert!(stat_by_name(&s, n.as_bytes()).is_some(), "{n}");
         }
         assert_eq!(stat_by_name(&s, b"nope"), None);
+    }
+
+    #[test]
+    fn every_name_of_the_report_is_known_with_its_value() {
+        use hakmem::stat::{StatPath, StatValue};
+        let s = hakmem::stats();
+        let mut n = 0;
+        s.visit(StatPath::root(), &mut |p, v| {
+            let mut name = std::vec::Vec::new();
+            for (i, part) in p.parts().iter().enumerate() {
+                if i > 0 {
+                    name.push(b'.');
+                }
+                name.extend_from_slice(part.as_bytes());
+            }
+            assert_eq!(
+                stat_by_name(&s, &name),
+                Some(v),
+                "{}",
+                std::string::String::from_utf8_lossy(&name)
+            );
+            n += 1;
+        });
+        assert!(n > 50, "the report names every layer's counters ({n})");
+        assert_eq!(stat_by_name(&s, b"os.mmap_calls"), Some(s.os.mmap_calls));
+        assert_eq!(stat_by_name(&s, b"pool.cache.hits"), Some(s.pool.cache.hits));
+        assert_eq!(stat_by_name(&s, b"os.mapped.peak"), Some(s.os.mapped.peak));
+        for bad in [&b"os"[..], b"os.", b".os.mmap_calls", b"os.mmap_calls.x", b"osmmap_calls"] {
+            assert_eq!(
+                stat_by_name(&s, bad),
+                None,
+                "{:?}",
+                std::string::String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -44,7 +44,14 @@ mod stats;
 mod thread;
 mod tls;
 
-pub use stats::{stats, MidStats, Stats, TinyStats};
+pub use stats::{stats, BigStats, MidStats, Stats, TinyStats};
+
+/// Walking a [`Stats`] snapshot: [`StatValue::visit`](stat::StatValue::visit) calls back with
+/// every value's dotted name (what `HAKMEM_STATS=1` prints), [`StatValue::merge`](stat::StatValue::merge)
+/// adds snapshots.
+pub mod stat {
+    pub use hak_sync::stat::{GaugeValue, StatPath, StatValue};
+}
 
 use global::{LG_SS, POOL};
 

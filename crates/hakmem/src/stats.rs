@@ -1,33 +1,66 @@
 //! `hakmem::stats()`: counters of every layer, summed on read; and the `HAKMEM_STATS=1`
 //! printout at exit (written with `write(2)`, no allocation).
 
+pub use hak_bigcache::BigStats;
 pub use hak_l25::MidStats;
 use hak_os::{write_stderr, write_stderr_u64, OsStats};
 use hak_shared_pool::PoolStats;
-use hak_sync::stat::StatValue;
+use hak_sync::stat::{StatPath, StatValue};
 pub use hak_tiny_front::TinyStats;
 
 use crate::global::{LG_SS, OS, POOL, REGISTRY};
 use crate::large;
 use crate::thread;
 
-/// Allocator-wide counters.
-#[derive(Debug, Clone, Copy)]
-pub struct Stats {
-    /// The OS box: mmap/munmap/madvise calls, bytes mapped.
-    pub os: OsStats,
-    /// The shared pool: acquire stages, releases, SuperSlabs live and cached, LRU hits.
-    pub pool: PoolStats,
-    /// The tiny tier's thread fronts.
-    pub tiny: TinyStats,
-    /// The mid tier: blocks, chunks mapped and cached, shard count and growths, failed shard
-    /// `try_lock`s, bytes in use, free and decommitted. Block counts include each thread's
-    /// cache as of its last slow path or flush.
-    pub mid: MidStats,
-    /// The big tier: cache hits, misses, evictions, table resizes, live and cached bytes.
-    pub big: hak_bigcache::BigStats,
-    /// Registry leaves mapped (each covers 64 GiB of address space).
-    pub registry_leaves: u64,
+hak_sync::stats! {
+    /// Allocator-wide counters: every layer's snapshot. `HAKMEM_STATS=1` prints them all, each
+    /// under its dotted name (`pool.cache.hits`, `os.mapped.peak`), and the C library's
+    /// `hakmem_stat` takes the same names.
+    pub struct Stats {
+        /// The OS box: mmap/munmap/madvise calls, bytes mapped.
+        os: OsStats,
+        /// The shared pool: acquire stages, releases, SuperSlabs live and cached, LRU hits.
+        pool: PoolStats,
+        /// The tiny tier's thread fronts, summed over every thread cache.
+        tiny: TinyStats,
+        /// The mid tier: blocks, chunks mapped and cached, shard count and growths, failed
+        /// shard `try_lock`s, bytes in use, free and decommitted. Block counts include each
+        /// thread's cache as of its last slow path or flush.
+        mid: MidStats,
+        /// The big tier: cache hits, misses, evictions, table resizes, live and cached bytes.
+        big: BigStats,
+        /// Registry leaves mapped (each covers 64 GiB of address space).
+        registry_leaves: u64,
+    }
+}
+
+impl Stats {
+    /// The value the report prints under the dotted `name` (`b"pool.cache.hits"`,
+    /// `b"os.mapped.peak"`), or `None` if it prints no such line. A walk of the whole report:
+    /// for reading a few values, not for a hot loop.
+    pub fn value(&self, name: &[u8]) -> Option<u64> {
+        let mut found = None;
+        self.visit(StatPath::root(), &mut |p, v| {
+            if found.is_none() && path_is(p, name) {
+                found = Some(v);
+            }
+        });
+        found
+    }
+}
+
+/// Whether `name` is `p`'s parts joined with dots.
+fn path_is(p: &StatPath, name: &[u8]) -> bool {
+    let mut rest = name;
+    for (i, part) in p.parts().iter().enumerate() {
+        if i > 0 {
+            let Some(r) = rest.strip_prefix(b".") else { return false };
+            rest = r;
+        }
+        let Some(r) = rest.strip_prefix(part.as_bytes()) else { return false };
+        rest = r;
+    }
+    rest.is_empty()
 }
 
 /// Bytes freed by threads without a cache (during teardown), counted here because no front
@@ -53,9 +86,15 @@ pub fn stats() -> Stats {
     }
 }
 
-fn line(name: &[u8], v: u64) {
+/// One report line, `  a.b.c: v`, written without allocating.
+fn line(path: &StatPath, v: u64) {
     write_stderr(b"  ");
-    write_stderr(name);
+    for (i, part) in path.parts().iter().enumerate() {
+        if i > 0 {
+            write_stderr(b".");
+        }
+        write_stderr(part.as_bytes());
+    }
     write_stderr(b": ");
     write_stderr_u64(v);
     write_stderr(b"\n");
@@ -90,49 +129,6 @@ pub(crate) extern "C" fn print_at_exit() {
     // per thread); flushing them makes the totals describe the whole run. Later allocations
     // by other exit handlers simply refill the caches.
     crate::thread::flush_current();
-    let s = stats();
     write_stderr(b"hakmem stats\n");
-    line(b"mmap calls", s.os.mmap_calls);
-    line(b"munmap calls", s.os.munmap_calls);
-    line(b"madvise calls", s.os.madvise_calls);
-    line(b"mapped bytes (now)", s.os.mapped.current);
-    line(b"mapped bytes (peak)", s.os.mapped.peak);
-    line(b"decommitted bytes, MADV_DONTNEED", s.os.decommitted_dontneed);
-    line(b"decommitted bytes, MADV_FREE", s.os.decommitted_free);
-    line(b"superslabs live", s.pool.superslabs_live);
-    line(b"superslabs cached", s.pool.cache.cached);
-    line(b"superslabs mapped", s.pool.superslabs_mapped);
-    line(b"pool stage 0 (adopted)", s.pool.stage0_adopted);
-    line(b"pool stage 1 (empty slab: same class, or resident)", s.pool.stage1_empty);
-    line(b"pool stage 2 (unused)", s.pool.stage2_unused);
-    line(b"pool stage 3 (new superslab)", s.pool.stage3_new);
-    line(b"lru hits", s.pool.lru_hits);
-    line(b"pool slabs purged", s.pool.purged);
-    line(b"tiny refills", s.tiny.refills);
-    line(b"tiny warm-pool hits", s.tiny.warm_hits);
-    line(b"tiny warm-pool misses", s.tiny.warm_misses);
-    line(b"tiny drains", s.tiny.drains);
-    line(b"tiny remote frees", s.tiny.remote_frees);
-    line(b"tiny remote batches", s.tiny.remote_batches);
-    line(b"tiny full slabs back through the inbox", s.tiny.inbox_slabs);
-    line(b"tiny blocks given back by idle bins", s.tiny.gc_blocks);
-    line(b"tiny slabs released", s.tiny.slabs_released);
-    line(b"tiny slabs published", s.tiny.slabs_published);
-    line(b"tiny bytes held", s.tiny.bytes_held);
-    line(b"mid allocs", s.mid.allocs);
-    line(b"mid frees", s.mid.frees);
-    line(b"mid chunks live", s.mid.chunks_live);
-    line(b"mid chunks cached", s.mid.chunks_cached);
-    line(b"mid shards", s.mid.shard_count);
-    line(b"mid shard growths", s.mid.shard_growths);
-    line(b"mid bytes in use", s.mid.bytes_in_use.current);
-    line(b"mid bytes decommitted", s.mid.bytes_decommitted.current);
-    line(b"big cache hits", s.big.hits);
-    line(b"big cache misses", s.big.misses);
-    line(b"big cache evictions", s.big.evictions);
-    line(b"big grown from a smaller cached block", s.big.grown);
-    line(b"big cached blocks split", s.big.splits);
-    line(b"big decommits", s.big.decommits);
-    line(b"big bytes live", s.big.live_bytes.current);
-    line(b"big bytes cached", s.big.cached_bytes);
+    stats().visit(StatPath::root(), &mut line);
 }

@@ -23,6 +23,19 @@ fn main() {
         assert!(out.status.success(), "child failed: {:?}", out.status);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.contains("hakmem stats"), want, "HAKMEM_STATS={stats}; stderr:\n{err}");
+        if want {
+            // Every layer's counters, one dotted name per line.
+            for line in [
+                "  os.mmap_calls: ",
+                "  pool.cache.hits: ",
+                "  tiny.refills: ",
+                "  mid.allocs: ",
+                "  big.live_bytes.peak: ",
+                "  registry_leaves: ",
+            ] {
+                assert!(err.contains(line), "no {line:?} in the report:\n{err}");
+            }
+        }
     }
     println!("1 passed, 0 failed");
 }

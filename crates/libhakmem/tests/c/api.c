@@ -199,6 +199,9 @@ static void test_glibc_extras(void) {
     malloc_stats(); /* the test driver finds "hakmem stats" on stderr */
     CHECK(hakmem_stat("mmap_calls") > 0);
     CHECK(hakmem_stat("mapped_bytes") > 0);
+    CHECK(hakmem_stat("os.mmap_calls") == hakmem_stat("mmap_calls"));
+    CHECK(hakmem_stat("os.mapped.peak") >= hakmem_stat("mapped_bytes"));
+    CHECK(hakmem_stat("pool.cache.hits") != UINT64_MAX);
     CHECK(hakmem_stat("no_such_counter") == UINT64_MAX);
     CHECK(hakmem_stat(NULL) == UINT64_MAX);
 }
