@@ -20,7 +20,7 @@
 //! Concurrency: none here. The bins live inside the cache's mutex; every method takes
 //! `&mut self` (or `&self` for searches and the checker).
 
-use hak_collections::{Adapter, Links, List};
+use hak_collections::List;
 
 use crate::header::{Block, Header, CACHED};
 
@@ -49,17 +49,10 @@ pub(crate) fn class_of(len: usize) -> usize {
     (lg - MIN_LG) as usize * SUB + sub
 }
 
-/// A cached header's links in its bin.
-pub(crate) struct ByLength;
-
-// SAFETY: the links pointer is derived from the header pointer (which carries its mapping's
-// provenance) without making a reference; each header has its own `bin` field.
-unsafe impl Adapter for ByLength {
-    type Node = *mut Header;
-    unsafe fn links(n: *mut Header) -> *mut Links<*mut Header> {
-        // SAFETY: `n` is a valid header (the trait's contract).
-        unsafe { &raw mut (*n).bin }
-    }
+// SAFETY: `bin` is the bins' alone.
+hak_collections::adapter! {
+    /// A cached header's links in its bin.
+    pub(crate) unsafe struct ByLength for Header { links: bin }
 }
 
 /// Which end of a length range a search starts from.

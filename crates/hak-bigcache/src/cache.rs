@@ -25,38 +25,20 @@
 //! take `&mut self`. Victims are returned as a [`Victims`] list (through the LRU links) for the
 //! caller to unmap after unlocking.
 
-use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
+use hak_collections::{Limits, List, RegionCache};
 use hak_registry::{OwnerKind, Registry, GRANULE};
 
 use crate::bins::{Bins, Order};
 use crate::header::{Block, Header, CACHED, LIVE};
 
-/// A cached header's place in the LRU: its `lru` links, its `map_len` and its `cached_ns`
-/// stamp. Victims and gathered pieces are listed through the same links once out of the LRU.
-pub(crate) struct Lru;
-
-// SAFETY: the pointers are derived from the header pointer (which carries its mapping's
-// provenance) without making a reference; each header has its own `lru` and `cached_ns`
-// fields, and nothing but the region cache writes `cached_ns`.
-unsafe impl Adapter for Lru {
-    type Node = *mut Header;
-    unsafe fn links(n: *mut Header) -> *mut Links<*mut Header> {
-        // SAFETY: `n` is a valid header (the trait's contract).
-        unsafe { &raw mut (*n).lru }
-    }
-}
-
-// SAFETY: as above; `map_len` of a cached block does not change (a block is split or cut only
-// after it left the cache).
-unsafe impl Region for Lru {
-    unsafe fn bytes(n: *mut Header) -> usize {
-        // SAFETY: `n` is a valid header.
-        unsafe { (*n).map_len }
-    }
-    unsafe fn stamp(n: *mut Header) -> *mut u64 {
-        // SAFETY: `n` is a valid header.
-        unsafe { &raw mut (*n).cached_ns }
-    }
+// SAFETY: `lru` is the LRU's (and, once a block is out of it, its victims or gathered pieces
+// list's: never both at once); `map_len` of a cached block does not change (a block is split
+// or cut only after it left the cache); nothing but the region cache writes `cached_ns`.
+hak_collections::adapter! {
+    /// A cached header's place in the LRU: its `lru` links, its `map_len` and its `cached_ns`
+    /// stamp. Victims and gathered pieces are listed through the same links once out of the
+    /// LRU.
+    pub(crate) unsafe struct Lru for Header { links: lru, bytes: map_len, stamp: cached_ns }
 }
 
 /// Blocks out of the cache, unregistered, for their owner to unmap (or move) after unlocking.

@@ -19,7 +19,7 @@
 //! # Example
 //!
 //! ```
-//! use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
+//! use hak_collections::{Limits, Links, List, RegionCache};
 //!
 //! // A region's header, as it would sit at the start of a mapping.
 //! struct Header {
@@ -27,25 +27,11 @@
 //!     len: usize,
 //!     cached_at: u64,
 //! }
-//! struct Lru;
-//! // SAFETY: the links pointer is derived from the node pointer, no reference is made.
-//! unsafe impl Adapter for Lru {
-//!     type Node = *mut Header;
-//!     unsafe fn links(n: *mut Header) -> *mut Links<*mut Header> {
-//!         // SAFETY: `n` is valid (the trait's contract).
-//!         unsafe { &raw mut (*n).links }
-//!     }
-//! }
-//! // SAFETY: `len` does not change while cached; `cached_at` is a field of its own.
-//! unsafe impl Region for Lru {
-//!     unsafe fn bytes(n: *mut Header) -> usize {
-//!         // SAFETY: as above.
-//!         unsafe { (*n).len }
-//!     }
-//!     unsafe fn stamp(n: *mut Header) -> *mut u64 {
-//!         // SAFETY: as above.
-//!         unsafe { &raw mut (*n).cached_at }
-//!     }
+//! // SAFETY: `links` is this cache's alone, `len` does not change while cached, and only the
+//! // cache writes `cached_at`. (Adapters whose links are not a plain field implement
+//! // `Adapter` and `Region` by hand.)
+//! hak_collections::adapter! {
+//!     unsafe struct Lru for Header { links: links, bytes: len, stamp: cached_at }
 //! }
 //!
 //! let mut regions: Vec<Header> =
@@ -78,3 +64,81 @@ pub mod region_cache;
 
 pub use list::{Adapter, Handle, Links, List};
 pub use region_cache::{Limits, Region, RegionCache};
+
+/// Declares an adapter whose links are a field of the node, reached from a `*mut Node`
+/// handle by field projection (`&raw mut (*n).field`: no reference, the handle's provenance),
+/// and optionally its [`Region`] impl from two more fields: the region's byte count (a
+/// `usize`) and its stamp (a `u64`).
+///
+/// The `unsafe` in the invocation is the caller's promise, which its `// SAFETY:` comment
+/// states: the links field belongs to this list alone (or to lists a node is never on at the
+/// same time), and for a region the byte count does not change while it is cached and the
+/// stamp field is written by nothing else while it is cached.
+///
+/// ```
+/// use hak_collections::{Links, RegionCache};
+///
+/// struct Chunk {
+///     lru: Links<*mut Chunk>,
+///     len: usize,
+///     cached_at: u64,
+/// }
+/// // SAFETY: `lru` is only this cache's; `len` never changes; `cached_at` is the cache's.
+/// hak_collections::adapter! {
+///     /// A chunk's place in the cache.
+///     unsafe struct ByAge for Chunk { links: lru, bytes: len, stamp: cached_at }
+/// }
+///
+/// let mut c = Chunk { lru: Links::new(), len: 4096, cached_at: 0 };
+/// let mut cache = RegionCache::<ByAge>::new();
+/// // SAFETY: `c` outlives its time in the cache.
+/// unsafe {
+///     cache.push(&raw mut c, 7);
+///     assert_eq!(RegionCache::<ByAge>::cached_at(&raw mut c), 7);
+///     assert_eq!(cache.bytes(), 4096);
+///     cache.remove(&raw mut c);
+/// }
+/// ```
+#[macro_export]
+macro_rules! adapter {
+    (
+        $(#[$meta:meta])* $vis:vis unsafe struct $name:ident for $node:ty { links: $links:ident }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name;
+
+        // SAFETY: the links pointer is a field projection of the node pointer (same
+        // provenance, no reference), the same field every time; the invocation's `unsafe`
+        // carries the caller's promise that the field is this list's.
+        unsafe impl $crate::Adapter for $name {
+            type Node = *mut $node;
+            #[inline]
+            unsafe fn links(n: *mut $node) -> *mut $crate::Links<*mut $node> {
+                // SAFETY: `n` is a valid node (the trait's contract).
+                unsafe { &raw mut (*n).$links }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])* $vis:vis unsafe struct $name:ident for $node:ty {
+            links: $links:ident, bytes: $bytes:ident, stamp: $stamp:ident $(,)?
+        }
+    ) => {
+        $crate::adapter! { $(#[$meta])* $vis unsafe struct $name for $node { links: $links } }
+
+        // SAFETY: field projections as above; the invocation's `unsafe` carries the promise
+        // that the byte count is constant and the stamp untouched while the region is cached.
+        unsafe impl $crate::Region for $name {
+            #[inline]
+            unsafe fn bytes(n: *mut $node) -> usize {
+                // SAFETY: `n` is a valid node (the trait's contract).
+                unsafe { (*n).$bytes }
+            }
+            #[inline]
+            unsafe fn stamp(n: *mut $node) -> *mut u64 {
+                // SAFETY: as above.
+                unsafe { &raw mut (*n).$stamp }
+            }
+        }
+    };
+}

@@ -53,7 +53,7 @@
 
 use core::ptr::{self, NonNull};
 
-use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
+use hak_collections::{Limits, Links, List, RegionCache};
 
 use crate::block::{dec, mark_free, next, set_next, set_word, word, W_DECOMMITTED};
 use crate::class::{CHUNK_BYTES, CHUNK_CAPACITY, CHUNK_HEADER, CLASS_SIZE};
@@ -398,56 +398,28 @@ pub(crate) unsafe fn decommit_tail(os: &hak_os::Os, b: *mut u8, s: usize) -> usi
     }
 }
 
-/// Declares an adapter for one `Links` field of [`ChunkHeader`].
-macro_rules! adapter {
-    ($(#[$doc:meta])* $name:ident => $field:ident) => {
-        $(#[$doc])*
-        pub(crate) struct $name;
-
-        // SAFETY: the links pointer is derived from the header pointer (which carries the
-        // mapping's provenance), is the same field every time, and no reference is made.
-        unsafe impl Adapter for $name {
-            type Node = *mut ChunkHeader;
-            #[inline]
-            unsafe fn links(n: *mut ChunkHeader) -> *mut Links<*mut ChunkHeader> {
-                // SAFETY: `n` is a live header (the trait's contract).
-                unsafe { &raw mut (*n).$field }
-            }
-        }
-    };
-}
-
-adapter! {
+// SAFETY: each links field belongs to one list, except `link`, which the partial list and the
+// empty cache share because a cached chunk has no class and so is on no partial list.
+hak_collections::adapter! {
     /// A chunk's place on its class's partial list.
-    Partial => link
+    pub(crate) unsafe struct Partial for ChunkHeader { links: link }
 }
-adapter! {
+// SAFETY: as above; `bytes` is fixed for the life of the mapping, and `since` is written by
+// nobody but the cache while the chunk is cached.
+hak_collections::adapter! {
     /// A chunk's place in the empty cache: the same links as [`Partial`] (a cached chunk has
     /// no class, so it is on no partial list), stamped in `since`.
-    Empty => link
+    pub(crate) unsafe struct Empty for ChunkHeader { links: link, bytes: bytes, stamp: since }
 }
-adapter! {
+// SAFETY: `dq` is the dirty queue's alone.
+hak_collections::adapter! {
     /// A chunk's place on its class's dirty queue.
-    DirtyQueue => dq
+    pub(crate) unsafe struct DirtyQueue for ChunkHeader { links: dq }
 }
-adapter! {
+// SAFETY: `all` is the all-chunks list's alone.
+hak_collections::adapter! {
     /// A chunk's place on the all-chunks list.
-    AllChunks => all
-}
-
-// SAFETY: `bytes` is fixed for the life of the mapping; `since` is a field of its own, written
-// by nobody but the cache while the chunk is cached.
-unsafe impl Region for Empty {
-    #[inline]
-    unsafe fn bytes(n: *mut ChunkHeader) -> usize {
-        // SAFETY: `n` is a live header.
-        unsafe { (*n).bytes }
-    }
-    #[inline]
-    unsafe fn stamp(n: *mut ChunkHeader) -> *mut u64 {
-        // SAFETY: `n` is a live header.
-        unsafe { &raw mut (*n).since }
-    }
+    pub(crate) unsafe struct AllChunks for ChunkHeader { links: all }
 }
 
 /// The per-class central state: its partial chunks and its dirty queue. Owned by the class's

@@ -30,7 +30,7 @@
 
 use core::ptr::NonNull;
 
-use hak_collections::{Adapter, Limits, Links, List, Region, RegionCache};
+use hak_collections::{Limits, Links, List, RegionCache};
 use hak_sync::stat::{Derived, StatCounter};
 use hak_sync::Mutex;
 
@@ -57,30 +57,11 @@ struct Node {
     committed: bool,
 }
 
-/// The cache's view of a region: its [`Node`], reached from the region's base.
-struct Lru;
-
-// SAFETY: every pointer is derived from the node pointer (the region's base, which carries the
-// mapping's provenance); no reference into the region is made. `len` does not change while the
-// region is cached, and `pushed_ns` is a field of its own.
-unsafe impl Adapter for Lru {
-    type Node = *mut Node;
-    unsafe fn links(n: *mut Node) -> *mut Links<*mut Node> {
-        // SAFETY: `n` is a valid node (the trait's contract).
-        unsafe { &raw mut (*n).links }
-    }
-}
-
-// SAFETY: see the `Adapter` impl.
-unsafe impl Region for Lru {
-    unsafe fn bytes(n: *mut Node) -> usize {
-        // SAFETY: `n` is a valid node.
-        unsafe { (*n).len }
-    }
-    unsafe fn stamp(n: *mut Node) -> *mut u64 {
-        // SAFETY: `n` is a valid node.
-        unsafe { &raw mut (*n).pushed_ns }
-    }
+// SAFETY: `links` is the cache's alone (and its victims list's once a node is out); `len` does
+// not change while the region is cached; `pushed_ns` is written only by the region cache.
+hak_collections::adapter! {
+    /// The cache's view of a region: its [`Node`], reached from the region's base.
+    unsafe struct Lru for Node { links: links, bytes: len, stamp: pushed_ns }
 }
 
 /// Limits of a [`SuperSlabCache`]. The facade fills them from `HAKMEM_SUPERSLAB_MAX_CACHED`,
