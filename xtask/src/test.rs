@@ -30,6 +30,7 @@ const LOOM_CRATES: &[&str] = &[
 /// dev profile, which `cargo test` has already built. A new example is one line here.
 const EXAMPLES: &[(&str, &str)] = &[
     ("hak-sync", "fork_lock"),
+    ("hak-collections", "buffer_cache"),
     ("hak-os", "mapping"),
     ("hak-superslab", "pool"),
     ("hak-registry", "arena"),

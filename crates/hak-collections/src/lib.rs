@@ -53,6 +53,10 @@
 //!     assert_eq!((cache.count(), cache.bytes()), (1, 3 << 20));
 //! }
 //! ```
+//!
+//! A complete program with both containers (an LRU of freed buffers under limits, plus a list
+//! per size): `cargo run -p hak-collections --example buffer_cache`
+//! (`examples/buffer_cache.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![no_std]
 
