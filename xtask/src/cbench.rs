@@ -249,7 +249,12 @@ pub(crate) fn run(opts: &COptions) -> ExitCode {
         md.push_str(&format!("- {n}\n"));
     }
     md.push('\n');
-    md.push_str(&report::markdown(&report));
+    md.push_str(&report::markdown_with(
+        &report,
+        "Each row runs the command below once per allocator, with `LD_PRELOAD` set to the \
+         allocator's library (none for system; hakmem: `target/bench/lib/libhakmem.so`, the \
+         peers: the Debian packages listed above):",
+    ));
     print!("{md}");
     let head = Provenance {
         peers: InOrder(ready.iter().map(|r| (r.name.as_str(), r.version.as_str())).collect()),

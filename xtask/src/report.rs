@@ -171,6 +171,12 @@ fn run_word(n: usize) -> &'static str {
 /// The report as Markdown: header facts, a throughput table with hakmem's ratios, a memory and
 /// syscall table, failures, and the exact commands.
 pub(crate) fn markdown(r: &Report) -> String {
+    markdown_with(r, "Each row is `target/bench/bin/hak-bench-ALLOC ARGS`:")
+}
+
+/// [`markdown`] with the sentence that introduces the commands (the C report's rows are
+/// programs run with each allocator preloaded, not the Rust bench binary).
+pub(crate) fn markdown_with(r: &Report, commands_intro: &str) -> String {
     let m = &r.machine;
     let mut s = String::new();
     let _ = writeln!(s, "# hakmem benchmark report\n");
@@ -244,7 +250,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     }
 
     let _ = writeln!(s, "\n## Commands\n");
-    let _ = writeln!(s, "Each row is `target/bench/bin/hak-bench-ALLOC ARGS`:\n");
+    let _ = writeln!(s, "{commands_intro}\n");
     for row in &r.rows {
         let _ = writeln!(s, "- {}: `{}`", row.workload, row.command);
     }
@@ -682,6 +688,14 @@ pub(crate) mod tests {
         assert_eq!(sig3(0.0), "0.00");
         assert_eq!(sig3(0.0001234), "0.000123");
         assert_eq!(sig3(1.234e-7), "1.23e-7");
+    }
+
+    #[test]
+    fn markdown_with_names_how_its_rows_were_run() {
+        let md = markdown_with(&sample(), "Each row runs X:");
+        assert!(md.contains("## Commands\n\nEach row runs X:\n"), "{md}");
+        assert!(!md.contains("hak-bench-ALLOC"), "{md}");
+        assert!(markdown(&sample()).contains("`target/bench/bin/hak-bench-ALLOC ARGS`"));
     }
 
     #[test]
