@@ -42,7 +42,7 @@ fn main() {
     let (c, _) = big.alloc(MIB, 4 * MIB).expect("memory");
     assert_eq!(c.as_ptr() as usize % (4 * MIB), 0);
     // SAFETY: `a` is a live block of this cache.
-    let usable = unsafe { big.usable_size(a) };
+    let usable = unsafe { big.usable_size(a) }.expect("a live big block");
     assert!(usable >= 3 * MIB);
     fill(a, 0, 3 * MIB);
 

@@ -333,17 +333,15 @@ impl<'r> BigCache<'r> {
     }
 
     /// The bytes usable at `ptr`: the block proper less the header part (at least the size
-    /// asked for; the reserve of a growing block does not count). 0 if the registry does not
-    /// know `ptr` as a big block.
+    /// asked for; the reserve of a growing block does not count). `None` if the registry does
+    /// not know `ptr` as a big block (as `hak_l25::Mid::usable_size` answers for the mid tier).
     ///
     /// # Safety
     /// `ptr` is a live block of this cache (its header is then stable and mapped).
-    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
-        match self.registered(ptr.as_ptr() as usize) {
-            // SAFETY: the caller owns this live block, so its header is mapped and stable.
-            Some(b) => unsafe { b.block_len() - b.user_off() },
-            None => 0,
-        }
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        let b = self.registered(ptr.as_ptr() as usize)?;
+        // SAFETY: the caller owns this live block, so its header is mapped and stable.
+        Some(unsafe { b.block_len() - b.user_off() })
     }
 
     /// The bytes usable at `ptr` if it is the user pointer of a LIVE big block (checked under
